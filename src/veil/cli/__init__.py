@@ -1,0 +1,1 @@
+"""Command-line programs (thin: they call the client, server and mixnet layers)."""

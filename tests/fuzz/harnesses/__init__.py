@@ -1,0 +1,1 @@
+"""One module per decoder: ``ALLOWED`` (the documented error types) and ``target(data)``."""

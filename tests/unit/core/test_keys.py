@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import pytest
+
+from veil.core import keys
+from veil.core.errors import InvalidSignature, MalformedMessage, UnknownPreKey
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 0x01
+    return bytes(out)
+
+
+def test_identity_round_trip_and_binding_checked(bob: keys.IdentityKeyPair) -> None:
+    raw = bob.public.to_bytes()
+    assert keys.IdentityPublicKey.from_bytes(raw) == bob.public
+    restored = keys.IdentityKeyPair.from_bytes(bob.to_bytes())
+    assert restored.public == bob.public
+    with pytest.raises(InvalidSignature):
+        keys.IdentityPublicKey.from_bytes(_flip(raw, 40))      # X25519 key altered
+    with pytest.raises(InvalidSignature):
+        keys.IdentityPublicKey.from_bytes(_flip(raw, 100))     # binding signature altered
+
+
+def test_bundle_round_trip(bob: keys.IdentityKeyPair) -> None:
+    pre = keys.PreKeys.generate(bob, one_time=3)
+    bundle = pre.bundle()
+    again = keys.PreKeyBundle.from_bytes(bundle.to_bytes())
+    assert again == bundle
+    assert again.one_time_prekey is not None and again.one_time_kem_prekey is not None
+
+
+def test_bundle_signatures_checked_on_load(bob: keys.IdentityKeyPair) -> None:
+    pre = keys.PreKeys.generate(bob, one_time=1)
+    up = pre.upload()
+    kem_raw = up.one_time_kem_prekeys[0][1]
+    # bad ML-KEM prekey signature (last byte of the record is in the signature)
+    with pytest.raises(InvalidSignature):
+        keys.PreKeyBundle.from_parts(up.identity, up.signed_prekey, up.last_resort_kem,
+                                     up.one_time_prekeys[0][1], _flip(kem_raw, len(kem_raw) - 1))
+    # bad last-resort ML-KEM signature; altered ML-KEM public key
+    with pytest.raises(InvalidSignature):
+        keys.PreKeyBundle.from_parts(up.identity, up.signed_prekey,
+                                     _flip(up.last_resort_kem, len(up.last_resort_kem) - 1))
+    with pytest.raises(InvalidSignature):
+        keys.PreKeyBundle.from_parts(up.identity, up.signed_prekey, _flip(up.last_resort_kem, 20))
+    with pytest.raises(InvalidSignature):
+        keys.PreKeyBundle.from_parts(up.identity, _flip(up.signed_prekey, 10), up.last_resort_kem)
+
+
+def test_bundle_signed_by_another_identity_is_refused(bob: keys.IdentityKeyPair,
+                                                      alice: keys.IdentityKeyPair) -> None:
+    up = keys.PreKeys.generate(bob, one_time=0).upload()
+    with pytest.raises(InvalidSignature):
+        keys.PreKeyBundle.from_parts(alice.public.to_bytes(), up.signed_prekey,
+                                     up.last_resort_kem)
+
+
+def test_one_time_kem_key_cannot_pose_as_last_resort(bob: keys.IdentityKeyPair) -> None:
+    up = keys.PreKeys.generate(bob, one_time=1).upload()
+    with pytest.raises(MalformedMessage):
+        keys.PreKeyBundle.from_parts(up.identity, up.signed_prekey,
+                                     up.one_time_kem_prekeys[0][1])
+
+
+@pytest.mark.parametrize("data", [b"", b"\x01", b"\x02" + bytes(200), bytes(5000)])
+def test_malformed_bundles(data: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        keys.PreKeyBundle.from_bytes(data)
+
+
+def test_prekeys_persist_and_consume(bob: keys.IdentityKeyPair) -> None:
+    pre = keys.PreKeys.generate(bob, one_time=4)
+    restored = keys.PreKeys.from_bytes(pre.to_bytes())
+    assert restored.to_bytes() == pre.to_bytes()
+    assert restored.one_time_count == 4
+    opk_id = next(iter(restored.one_time))
+    kem_id = next(iter(restored.one_time_kem))
+    restored.consume(b"B" * 32, opk_id, kem_id, kem_last_resort=False)
+    assert restored.one_time_count == 3
+    with pytest.raises(UnknownPreKey):
+        restored.one_time_private(opk_id)
+    with pytest.raises(UnknownPreKey):
+        restored.kem_private(kem_id, last_resort=False)
+    assert restored.base_key_seen(b"B" * 32)
+
+
+def test_refill_and_rotation(bob: keys.IdentityKeyPair) -> None:
+    pre = keys.PreKeys.generate(bob, one_time=1)
+    old_spk = pre.bundle().signed_prekey.key_id
+    ec, kem = pre.add_one_time(bob, 5)
+    assert len(ec) == len(kem) == 5 and pre.one_time_count == 6
+    new = pre.rotate_signed_prekey(bob)
+    assert new.key_id != old_spk
+    pre.signed_prekey_private(old_spk)           # kept for a grace period
+    pre.rotate_signed_prekey(bob)
+    with pytest.raises(UnknownPreKey):
+        pre.signed_prekey_private(old_spk)
+    ids = [rec.key_id for rec in ec] + [rec.key_id for rec in kem]
+    assert len(set(ids)) == len(ids)
