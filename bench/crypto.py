@@ -224,7 +224,8 @@ def _dr_classes() -> dict[str, Any]:
                     + header.previous_sending_chain_length.to_bytes(4, "big")
                     + header.sending_chain_length.to_bytes(4, "big"))
 
-    return {"ratchet": Ratchet, "diffie_hellman_ratchet_class": diffie_hellman_ratchet_curve25519.DiffieHellmanRatchet,
+    return {"ratchet": Ratchet,
+            "diffie_hellman_ratchet_class": diffie_hellman_ratchet_curve25519.DiffieHellmanRatchet,
             "root_chain_kdf": RootKDF, "message_chain_kdf": ChainKDF,
             "message_chain_constant": b"\x01\x02", "dos_protection_threshold": 1000,
             "max_num_skipped_message_keys": 1000, "aead": AEAD}
