@@ -258,7 +258,9 @@ def open_envelope(recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes
     body = envelope[33 + _STATIC_CT_LEN:]
     chain, k1 = _ephemeral_keys(recipient.dh(p.x25519_public(e_pub)), e_pub,
                                 recipient.public.dh)
-    sender = IdentityPublicKey.from_bytes(p.open_single_use(k1, static_ct, e_pub))
+    # Not verified here: the certificate (whose signature covers these same bytes and
+    # whose identity is verified when parsed) must equal it, checked below.
+    sender = IdentityPublicKey.parse(p.open_single_use(k1, static_ct, e_pub), verify=False)
     k2 = p.hkdf(recipient.dh(sender.dh_key), chain + static_ct, _STATIC_INFO, 32)
     inner = padding.unpad(p.open_single_use(k2, body, e_pub + static_ct))
     r = Reader(inner, "sealed content")
@@ -266,7 +268,7 @@ def open_envelope(recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes
     certificate = SenderCertificate.read(r)
     content = r.var(MAX_CONTENT)
     r.done()
-    if certificate.identity != sender:
+    if certificate.identity.to_bytes() != sender.to_bytes():
         raise UntrustedIdentity("sender certificate names another identity than the sender's")
     certificate.validate(trust_root, now)
     return Unsealed(certificate, content_type, content)

@@ -119,3 +119,27 @@ def test_access_key() -> None:
     assert key != sealed.derive_access_key(b"j" * 32)
     with pytest.raises(MalformedMessage):
         sealed.derive_access_key(b"short")
+
+
+def test_certificate_of_another_identity_is_refused_on_open(
+        root: sealed.TrustRoot, server: sealed.ServerKey, alice: keys.IdentityKeyPair,
+        bob: keys.IdentityKeyPair) -> None:
+    """Mallory builds an envelope by hand with Alice's (valid) certificate inside."""
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    from veil.core import padding
+    from veil.core import primitives as p
+    from veil.core.encoding import Writer
+
+    mallory = keys.IdentityKeyPair.generate()
+    alice_cert = server.issue(ACCOUNT, 1, alice.public, LATER)
+    eph = x25519.X25519PrivateKey.generate()
+    e_pub = eph.public_key().public_bytes_raw()
+    chain, k1 = sealed._ephemeral_keys(p.dh(eph, bob.public.dh_key), e_pub, bob.public.dh)
+    static_ct = p.seal_single_use(k1, mallory.public.to_bytes(), e_pub)
+    k2 = p.hkdf(mallory.dh(bob.public.dh_key), chain + static_ct, sealed._STATIC_INFO, 32)
+    inner = Writer().u8(1).raw(alice_cert.to_bytes()).var(b"I am Alice").finish()
+    body = p.seal_single_use(k2, padding.pad(inner), e_pub + static_ct)
+    envelope = bytes((sealed.VERSION,)) + e_pub + static_ct + body
+    with pytest.raises(UntrustedIdentity):
+        sealed.open_envelope(bob, envelope, root.public, NOW)
