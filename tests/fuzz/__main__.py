@@ -12,7 +12,9 @@ from tests.fuzz.runner import guarded, harness_names, load
 def _run_one(name: str, seconds: int, runs: int) -> None:
     import atheris  # imported here: the pytest smoke run does not need it in-process
 
-    module = load(name)
+    # Coverage guidance: instrument Veil's modules as the harness imports them.
+    with atheris.instrument_imports(include=["veil"]):
+        module = load(name)
     fn = guarded(module)
     args = [sys.argv[0], f"-max_total_time={seconds}", "-rss_limit_mb=4096"]
     if runs:

@@ -1,0 +1,28 @@
+"""Messaging Layer Security (RFC 9420) as a sans-I/O library.
+
+The application-facing entry point is :class:`veil.core.mls.group.Group`; the
+modules below it implement the RFC section by section (see ``docs/mls.md``).
+"""
+
+from veil.core.mls.errors import MlsDecodeError, MlsError
+from veil.core.mls.group import (
+    ApplicationMessage,
+    CommitApplied,
+    CommitResult,
+    Group,
+    ProposalReceived,
+)
+from veil.core.mls.leaf import Credential
+from veil.core.mls.welcome import KeyPackageBundle
+
+__all__ = [
+    "ApplicationMessage",
+    "CommitApplied",
+    "CommitResult",
+    "Credential",
+    "Group",
+    "KeyPackageBundle",
+    "MlsDecodeError",
+    "MlsError",
+    "ProposalReceived",
+]

@@ -1,0 +1,23 @@
+"""``bench/mls.py --quick`` still runs and prints one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[4]
+
+
+def test_bench_quick_mode() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "mls.py"), "--sizes", "4,10"],
+        capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    workloads = {(d["workload"], d.get("n")) for d in lines}
+    for n in (4, 10):
+        for w in ("create", "join", "cold_update", "add", "update", "remove"):
+            assert (w, n) in workloads
