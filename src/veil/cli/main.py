@@ -17,6 +17,7 @@ from veil.core.errors import VeilError
 # Each module exports ``COMMANDS``: the click commands or groups it adds to ``veil``.
 _COMMAND_MODULES: tuple[str, ...] = (
     "veil.cli.demo",
+    "veil.cli.mix",
 )
 
 EXIT_USER_ERROR = 1

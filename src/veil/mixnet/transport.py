@@ -1,0 +1,216 @@
+"""Moving fixed-size Sphinx packets over TCP.
+
+Between clients, mixes and providers a connection carries nothing but back-to-back
+PACKET_SIZE frames: no length prefix, no handshake, so every link looks the same and a
+reader needs only ``readexactly``. Each destination gets one outbound connection fed by a
+bounded queue; when the queue is full the packet is dropped and counted rather than
+buffered without limit (a flooded or unreachable next hop must not grow our memory).
+
+Control frames (client <-> its entry mix only) are PACKET_SIZE frames too. They start
+with 32 zero bytes, which as a Sphinx group element is the small-order point u = 0 that
+no valid packet can carry, so they never collide with packets:
+
+    register: zeros (32) || 0x01 || mailbox id (16) || zero padding
+    delivery: zeros (32) || 0x02 || SURB id (16) || payload (PAYLOAD_SIZE) || zero padding
+
+A client registers a mailbox on its connection to its entry mix; SURB replies (its loop
+cover traffic, acknowledgements) whose exit is that mix come back down the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from veil.core.sphinx import ADDRESS_SIZE, PACKET_SIZE, PAYLOAD_SIZE, SURB_ID_SIZE
+from veil.mixnet.errors import TransportError
+
+log = logging.getLogger(__name__)
+
+Connector = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+CONTROL_PREFIX = bytes(32)
+REGISTER = 0x01
+DELIVERY = 0x02
+_CONTROL_BODY = PACKET_SIZE - len(CONTROL_PREFIX) - 1
+
+
+def is_control(frame: bytes) -> bool:
+    return frame.startswith(CONTROL_PREFIX)
+
+
+def register_frame(mailbox: bytes) -> bytes:
+    if len(mailbox) != ADDRESS_SIZE:
+        raise TransportError("a mailbox id is 16 bytes")
+    return (CONTROL_PREFIX + bytes([REGISTER]) + mailbox).ljust(PACKET_SIZE, b"\0")
+
+
+def delivery_frame(surb_id: bytes, payload: bytes) -> bytes:
+    if len(surb_id) != SURB_ID_SIZE or len(payload) != PAYLOAD_SIZE:
+        raise TransportError("malformed delivery")
+    return (CONTROL_PREFIX + bytes([DELIVERY]) + surb_id + payload).ljust(PACKET_SIZE, b"\0")
+
+
+def parse_control(frame: bytes) -> tuple[int, bytes, bytes]:
+    """(kind, mailbox or SURB id, payload) of a control frame."""
+    if len(frame) != PACKET_SIZE or not is_control(frame):
+        raise TransportError("not a control frame")
+    kind = frame[32]
+    ident = frame[33:33 + ADDRESS_SIZE]
+    if kind == REGISTER:
+        return kind, ident, b""
+    if kind == DELIVERY:
+        start = 33 + SURB_ID_SIZE
+        return kind, ident, frame[start:start + PAYLOAD_SIZE]
+    raise TransportError("unknown control frame")
+
+
+async def tcp_connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(host, port)
+
+
+def bound_connector(local_host: str) -> Connector:
+    """A connector whose connections leave from ``local_host`` (a chosen source address)."""
+
+    async def connect(host: str, port: int
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(host, port, local_addr=(local_host, 0))
+
+    return connect
+
+
+async def read_packets(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Every whole packet until the peer closes; a trailing partial frame is discarded."""
+    while True:
+        try:
+            yield await reader.readexactly(PACKET_SIZE)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+
+class Outbound:
+    """One destination: a bounded queue drained by a task that (re)connects as needed."""
+
+    def __init__(self, host: str, port: int, connect: Connector, *, max_queue: int = 4096,
+                 retry_delay: float = 0.2, hello: bytes | None = None,
+                 on_frame: Callable[[bytes], None] | None = None) -> None:
+        self.host, self.port = host, port
+        self._connect = connect
+        self._hello = hello
+        self._on_frame = on_frame
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(max_queue)
+        self._retry_delay = retry_delay
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Connect now rather than at the first packet (a link that also receives)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def send(self, packet: bytes) -> bool:
+        """Queue ``packet``; False (and counted) when the queue is full."""
+        self.start()
+        try:
+            self._queue.put_nowait(packet)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return False
+        return True
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                reader, writer = await self._connect(self.host, self.port)
+            except (OSError, TransportError) as exc:
+                log.debug("connect to %s:%d failed: %s", self.host, self.port, exc)
+                await asyncio.sleep(self._retry_delay)
+                continue
+            listener = None
+            if self._on_frame is not None:
+                listener = asyncio.get_running_loop().create_task(self._listen(reader))
+            try:
+                if self._hello is not None:
+                    writer.write(self._hello)
+                while True:
+                    packet = await self._queue.get()
+                    writer.write(packet)
+                    if writer.transport.get_write_buffer_size() > 16 * PACKET_SIZE:
+                        await writer.drain()
+                    elif self._queue.empty():
+                        await writer.drain()
+                    self.sent += 1
+            except (OSError, ConnectionError) as exc:
+                self.dropped += 1
+                log.debug("link to %s:%d lost: %s", self.host, self.port, exc)
+            finally:
+                if listener is not None:
+                    listener.cancel()
+                writer.close()
+                with contextlib.suppress(OSError, ConnectionError):
+                    await writer.wait_closed()
+            await asyncio.sleep(self._retry_delay)
+
+    async def _listen(self, reader: asyncio.StreamReader) -> None:
+        assert self._on_frame is not None
+        async for frame in read_packets(reader):
+            self._on_frame(frame)
+
+    async def flush(self, timeout: float) -> None:
+        """Wait until the queue is empty (or ``timeout`` passes)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not self._queue.empty() and loop.time() < end:
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class OutboundPool:
+    """One :class:`Outbound` per destination address."""
+
+    def __init__(self, connect: Connector = tcp_connect, *, max_queue: int = 4096) -> None:
+        self._connect = connect
+        self._max_queue = max_queue
+        self._links: dict[tuple[str, int], Outbound] = {}
+
+    def link(self, host: str, port: int, *, hello: bytes | None = None,
+             on_frame: Callable[[bytes], None] | None = None) -> Outbound:
+        """The link to ``host:port``; ``hello`` and ``on_frame`` apply when it is created."""
+        key = (host, port)
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = Outbound(host, port, self._connect,
+                                               max_queue=self._max_queue, hello=hello,
+                                               on_frame=on_frame)
+        return link
+
+    @property
+    def dropped(self) -> int:
+        return sum(link.dropped for link in self._links.values())
+
+    @property
+    def sent(self) -> int:
+        return sum(link.sent for link in self._links.values())
+
+    async def flush(self, timeout: float) -> None:
+        for link in list(self._links.values()):
+            await link.flush(timeout)
+
+    async def close(self) -> None:
+        for link in list(self._links.values()):
+            await link.close()
+        self._links.clear()

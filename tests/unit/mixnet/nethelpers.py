@@ -1,0 +1,63 @@
+"""In-process mix networks on loopback for the node, client and provider tests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from veil.mixnet.directory import ROLE_MIX, ROLE_PROVIDER, Directory, NodeKey
+from veil.mixnet.transport import read_packets
+
+EPOCH_SECONDS = 3600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def directory_for(roles: list[tuple[str, int]], ports: list[int] | None = None,
+                  epoch_seconds: int = EPOCH_SECONDS, epochs: range | None = None
+                  ) -> tuple[Directory, list[NodeKey]]:
+    keys = [NodeKey.generate() for _ in roles]
+    ports = ports or [free_port() for _ in roles]
+    if epochs is None:
+        now = int(time.time() // epoch_seconds)
+        epochs = range(now - 1, now + 2)
+    nodes = tuple(k.descriptor(role, layer, f"127.0.0.1:{port}", epochs)
+                  for k, (role, layer), port in zip(keys, roles, ports, strict=True))
+    layers = max(layer for _, layer in roles)
+    return Directory(layers, epoch_seconds, int(time.time()), nodes), keys
+
+
+MIX1_AND_NEXT = [(ROLE_MIX, 1), (ROLE_MIX, 2)]
+THREE_LAYERS = [(ROLE_MIX, 1), (ROLE_MIX, 2), (ROLE_MIX, 3), (ROLE_PROVIDER, 0)]
+
+
+class Collector:
+    """A TCP endpoint that records every packet it receives and when."""
+
+    def __init__(self) -> None:
+        self.packets: list[tuple[float, bytes]] = []
+        self.server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        async for packet in read_packets(reader):
+            self.packets.append((loop.time(), packet))
+        writer.close()
+
+    async def start(self, port: int) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port)
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while len(self.packets) < count and loop.time() < end:
+            await asyncio.sleep(0.005)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
