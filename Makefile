@@ -18,7 +18,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(BIN)/veil demo
+	$(BIN)/veil server
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -1,73 +1,115 @@
-"""``veil demo``: the cryptographic core end to end, in one process, in one screen."""
+"""``veil demo``: a throw-away server in-process, Alice and Bob, and the server's view.
+
+It registers two identities, has Alice write while Bob is offline, lets Bob come online
+and answer (with sealed sender, once he has learned Alice's profile key), and prints
+side by side what each person read and what the server stored at the time: rows
+without a sender column whose bodies are ciphertext of padded sizes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from veil.core import keys, safety, session
+from veil.client import Client
+from veil.client.store import FAST
+from veil.server.config import load_config
+from veil.server.runner import start
+from veil.server.storage import DATABASE_FILE
 
-CONVERSATION: list[tuple[str, str]] = [
-    ("alice", "Hi Bob! This is end-to-end encrypted, post-quantum from the first message."),
-    ("bob", "Hi Alice. Our safety numbers match, I checked them in person."),
-    ("alice", "Great. Every message gets a fresh key; old ones are gone for good."),
-    ("alice", "And this one was sent before you answered the last."),
-    ("bob", "Got both. The ratchet stepped forward when I replied."),
+# (sender, text, does the recipient read right after?)
+SCRIPT: list[tuple[str, str, bool]] = [
+    ("alice", "Hi Bob! You are offline; the server keeps this envelope for you.", False),
+    ("alice", "It cannot read it, and its database has no column for who sent it.", True),
+    ("bob", "Back online. Got both, and I answer with sealed sender.", True),
+    ("alice", "Post-quantum from the first message: PQXDH with ML-KEM-768.", True),
 ]
 
 
-def run_demo() -> dict[str, object]:
-    """Run the scripted conversation; returns what each side read and what the wire saw."""
-    alice_id, bob_id = keys.IdentityKeyPair.generate(), keys.IdentityKeyPair.generate()
-    alice_account, bob_account = b"alice-account-01", b"bob-account-0002"
-    bob_prekeys = keys.PreKeys.generate(bob_id, one_time=10)
-    # Alice fetches Bob's bundle from a directory: here, straight from his public half.
-    bundle = keys.PreKeyBundle.from_bytes(bob_prekeys.bundle().to_bytes())
-    alice, wire = session.initiate(alice_id, bundle, b"(session start)")
-    bob, _ = session.respond(bob_id, bob_prekeys, wire)
-    observed = [{"from": "alice", "bytes": len(wire), "kind": "prekey"}]
-    read: list[dict[str, str]] = []
-    sides = {"alice": (alice, bob, "bob"), "bob": (bob, alice, "alice")}
-    for sender, text in CONVERSATION:
-        mine, theirs, receiver = sides[sender]
-        data = mine.encrypt(text.encode())
-        observed.append({"from": sender, "bytes": len(data),
-                         "kind": "prekey" if session.is_prekey_message(data) else "message"})
-        read.append({"by": receiver, "text": theirs.decrypt(data).decode()})
-    number = safety.safety_number(alice_id.public, alice_account, bob_id.public, bob_account)
-    bobs_view = safety.safety_number(bob_id.public, bob_account, alice_id.public, alice_account)
-    return {"safety_number": " ".join(number.groups()),
-            "safety_numbers_match": number.digits == bobs_view.digits
-            and number.matches(bobs_view.qr_payload),
-            "read": read, "wire": observed}
+def _server_rows(db_path: Path) -> list[dict[str, Any]]:
+    """What the server holds right now, read straight from its SQLite file."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(envelopes)")]
+        rows = db.execute("SELECT account_id, device_id, length(body), substr(body, 1, 12) "
+                          "FROM envelopes ORDER BY id").fetchall()
+    finally:
+        db.close()
+    return [{"recipient": acct.hex()[:8] + "…", "device": dev, "bytes": size,
+             "body_starts": head.hex() + "…", "columns": columns}
+            for acct, dev, size, head in rows]
+
+
+async def run_demo(workdir: Path) -> dict[str, Any]:
+    config = load_config(None, data_dir=workdir / "server", port=0, log_to_file=False)
+    server = await start(config)
+    url = f"http://127.0.0.1:{server.port}"
+    people: dict[str, Client] = {}
+    try:
+        for name in ("alice", "bob"):
+            people[name] = await Client.register(workdir / name, url, username=f"{name}_demo",
+                                                 passphrase=f"{name} demo passphrase", kdf=FAST)
+        alice, bob = people["alice"], people["bob"]
+        steps: list[dict[str, Any]] = []
+        for sender, text, online in SCRIPT:
+            me, other = (alice, bob) if sender == "alice" else (bob, alice)
+            sent = await me.send(other.account, text)
+            stored = _server_rows(config.data_dir / DATABASE_FILE)
+            received = await other.receive_pending() if online else []
+            steps.append({"from": sender, "sealed": sent.sealed, "server_stored": stored,
+                          "read": [m.text for m in received]})
+        number = await alice.safety_number(bob.account)
+        bobs = await bob.safety_number(alice.account)
+        return {"server": url, "steps": steps,
+                "safety_number": " ".join(number.groups()),
+                "safety_numbers_match": number.digits == bobs.digits
+                and number.matches(bobs.qr_payload),
+                "accounts": {n: c.account for n, c in people.items()}}
+    finally:
+        for client in people.values():
+            await client.close()
+        await server.close()
+
+
+def _render(result: dict[str, Any]) -> None:
+    console = Console()
+    console.rule("[bold]Veil demo: a throw-away server, Alice and Bob")
+    console.print(f"server {result['server']}  ·  alice {result['accounts']['alice']}  ·  "
+                  f"bob {result['accounts']['bob']}")
+    table = Table("sender", "what the recipient read", "what the server stored meanwhile",
+                  show_lines=True)
+    for step in result["steps"]:
+        rows = "\n".join(f"→ {r['recipient']} dev {r['device']}: {r['bytes']} B "
+                         f"{r['body_starts']}" for r in step["server_stored"]) or "(nothing)"
+        read = "\n".join(step["read"]) or "(offline: nothing read yet)"
+        sealed = " (sealed sender)" if step["sealed"] else ""
+        table.add_row(step["from"] + sealed, read, rows)
+    console.print(table)
+    columns = next((r["columns"] for s in result["steps"] for r in s["server_stored"]), [])
+    console.print(f"Columns of the server's envelope table: {', '.join(columns)} "
+                  "— none names a sender.")
+    console.print(f"Safety number (both sides): [bold]{result['safety_number']}[/]  "
+                  + ("[green]match[/]" if result["safety_numbers_match"] else "[red]MISMATCH[/]"))
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def demo(as_json: bool) -> None:
-    """Alice and Bob talk through Veil's cryptographic core, in-process."""
-    result = run_demo()
+    """Alice and Bob talk through a throw-away Veil server started in-process."""
+    with tempfile.TemporaryDirectory(prefix="veil-demo-") as tmp:
+        result = asyncio.run(run_demo(Path(tmp)))
     if as_json:
         click.echo(json.dumps(result))
-        return
-    console = Console()
-    console.rule("[bold]Veil demo: PQXDH + Double Ratchet, in-process")
-    table = Table("what the reader sees", "what a wire observer sees", show_lines=False)
-    wire = result["wire"]
-    read = result["read"]
-    assert isinstance(wire, list) and isinstance(read, list)
-    table.add_row("(session set up: PQXDH, X25519 + ML-KEM-768)",
-                  f"{wire[0]['from']} → {wire[0]['bytes']} bytes ({wire[0]['kind']})")
-    for seen, msg in zip(wire[1:], read, strict=True):
-        table.add_row(f"[cyan]{msg['by']}[/] reads: {msg['text']}",
-                      f"{seen['from']} → {seen['bytes']} bytes ({seen['kind']})")
-    console.print(table)
-    console.print(f"Safety number (both sides): [bold]{result['safety_number']}[/]")
-    console.print("QR payloads cross-check: "
-                  + ("[green]match[/]" if result["safety_numbers_match"] else "[red]MISMATCH[/]"))
+    else:
+        _render(result)
 
 
 COMMANDS = [demo]

@@ -17,6 +17,8 @@ from veil.core.errors import VeilError
 # Each module exports ``COMMANDS``: the click commands or groups it adds to ``veil``.
 _COMMAND_MODULES: tuple[str, ...] = (
     "veil.cli.demo",
+    "veil.cli.messaging",
+    "veil.cli.serve",
     "veil.cli.mix",
 )
 

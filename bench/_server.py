@@ -1,0 +1,95 @@
+"""Shared by the server benchmarks: start a real server process, read its memory use."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class BenchServer:
+    def __init__(self, settings: dict[str, Any] | None = None, host: str = "127.0.0.1") -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="veil-bench-")
+        self.data = Path(self.tmp.name) / "data"
+        self.port = free_port()
+        self.host = host
+        cfg = Path(self.tmp.name) / "config.toml"
+        settings = {"log_to_file": False, "log_level": "WARNING", **(settings or {})}
+        cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+        self.log = Path(self.tmp.name) / "server.out"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "veil.server", "--data", str(self.data), "--host", host,
+                 "--port", str(self.port), "--config", str(cfg)],
+                stdout=out, stderr=out,
+            )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    detail = self.log.read_text(errors="replace")[-2000:]
+                    self.close()
+                    raise RuntimeError(f"server did not start:\n{detail}") from None
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.tmp.cleanup()
+
+
+_IDENTITY: list[bytes] = []
+
+
+def register_body(**extra: Any) -> dict[str, Any]:
+    """A registration; every bench device shares one real identity key (the server does
+    not care, and generating thousands would dominate the setup time)."""
+    if not _IDENTITY:
+        from veil.core.keys import IdentityKeyPair
+
+        _IDENTITY.append(IdentityKeyPair.generate().public.to_bytes())
+    return {"identity_key": b64(_IDENTITY[0]), "registration_id": 1, **extra}

@@ -1,0 +1,58 @@
+"""What travels inside the encryption: the content of one 1:1 message.
+
+A small JSON object, padded by the session layer before encryption:
+``{"v": 1, "id": hex, "ts": ms, "kind": "text", "text": str, "pk": base64}``, where
+``pk`` is the sender's profile key, so the recipient can derive the sender's access key
+and answer with sealed sender afterwards (as Signal shares profile keys in messages).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+
+from veil.core.errors import MalformedMessage
+
+MAX_TEXT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Content:
+    id: str
+    timestamp: int
+    text: str
+    profile_key: bytes | None = None
+    kind: str = "text"
+
+    @classmethod
+    def text_message(cls, text: str, now_ms: int, profile_key: bytes) -> Content:
+        if len(text.encode()) > MAX_TEXT:
+            raise MalformedMessage(f"message text is longer than {MAX_TEXT} bytes")
+        return cls(os.urandom(16).hex(), now_ms, text, profile_key)
+
+    def encode(self) -> bytes:
+        body: dict[str, object] = {"v": 1, "id": self.id, "ts": self.timestamp,
+                                   "kind": self.kind, "text": self.text}
+        if self.profile_key is not None:
+            body["pk"] = base64.b64encode(self.profile_key).decode()
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Content:
+        try:
+            body = json.loads(data)
+            if not isinstance(body, dict) or body.get("v") != 1:
+                raise ValueError("unknown content version")
+            msg_id, ts, kind, text = body["id"], body["ts"], body["kind"], body["text"]
+            if not (isinstance(msg_id, str) and len(msg_id) == 32 and isinstance(ts, int)
+                    and isinstance(kind, str) and isinstance(text, str)):
+                raise ValueError("content fields have wrong types")
+            pk = body.get("pk")
+            profile_key = base64.b64decode(pk, validate=True) if isinstance(pk, str) else None
+            if profile_key is not None and len(profile_key) != 32:
+                raise ValueError("profile key has the wrong size")
+            return cls(msg_id, ts, text, profile_key, kind)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedMessage(f"message content is malformed: {exc}") from None

@@ -1,0 +1,62 @@
+"""The client's branch of the error tree: one clear line for everything a user can hit."""
+
+from __future__ import annotations
+
+from veil.core.errors import VeilError
+
+
+class ClientError(VeilError):
+    """A client-side operation failed for a reason the user can act on."""
+
+    code = "client_error"
+
+
+class StoreError(ClientError):
+    code = "store_error"
+
+
+class WrongPassphrase(StoreError):
+    code = "wrong_passphrase"
+
+
+class PassphraseRequired(StoreError):
+    code = "passphrase_required"
+
+
+class CorruptStore(StoreError):
+    code = "corrupt_store"
+
+
+class NotInitialised(StoreError):
+    code = "not_initialised"
+
+
+class AlreadyInitialised(StoreError):
+    code = "already_initialised"
+
+
+class ServerUnreachable(ClientError):
+    code = "server_unreachable"
+
+
+class ServerRejected(ClientError):
+    """The server answered with an error: its stable code and message are kept."""
+
+    code = "server_rejected"
+
+    def __init__(self, status: int, server_code: str, message: str,
+                 details: dict[str, object] | None = None) -> None:
+        super().__init__(f"server refused ({status} {server_code}): {message}")
+        self.status = status
+        self.server_code = server_code
+        self.details = details or {}
+
+
+class UnknownUser(ClientError):
+    code = "unknown_user"
+
+
+class IdentityChanged(ClientError):
+    """A verified contact's identity key changed: sending stops until re-verified."""
+
+    code = "identity_changed"

@@ -1,0 +1,105 @@
+"""Typed records the client keeps in its encrypted store (JSON inside the encryption)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from veil.client.api import b64, unb64
+from veil.client.errors import CorruptStore
+from veil.core.keys import IdentityPublicKey
+
+
+def _load(kind: str, data: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise CorruptStore(f"stored {kind} record is not readable") from None
+    if not isinstance(body, dict):
+        raise CorruptStore(f"stored {kind} record is not readable")
+    return body
+
+
+@dataclass
+class SelfRecord:
+    """Who this device is and where it is registered."""
+
+    server: str
+    account: str              # 32 hex chars
+    device_id: int
+    token: bytes
+    username: str | None
+    profile_key: bytes
+    registration_id: int
+    trust_root: bytes
+
+    def encode(self) -> bytes:
+        body = asdict(self)
+        for name in ("token", "profile_key", "trust_root"):
+            body[name] = b64(body[name])
+        return json.dumps(body).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> SelfRecord:
+        body = _load("identity", data)
+        try:
+            for name in ("token", "profile_key", "trust_root"):
+                body[name] = unb64(body[name])
+            return cls(**body)
+        except (KeyError, TypeError, ValueError):
+            raise CorruptStore("stored identity record is damaged") from None
+
+
+@dataclass
+class Contact:
+    """Someone we talk to: identity as first seen (or verified), devices, profile key."""
+
+    account: str
+    username: str | None = None
+    identity: bytes | None = None           # IdentityPublicKey bytes, shared by its devices
+    verified: bool = False
+    identity_changed: bool = False          # the key changed after it was verified
+    profile_key: bytes | None = None
+    devices: list[int] = field(default_factory=list)
+
+    def identity_key(self) -> IdentityPublicKey | None:
+        return None if self.identity is None else IdentityPublicKey.from_bytes(self.identity)
+
+    def encode(self) -> bytes:
+        body = asdict(self)
+        for name in ("identity", "profile_key"):
+            body[name] = None if body[name] is None else b64(body[name])
+        return json.dumps(body).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Contact:
+        body = _load("contact", data)
+        try:
+            for name in ("identity", "profile_key"):
+                body[name] = None if body[name] is None else unb64(body[name])
+            return cls(**body)
+        except (KeyError, TypeError, ValueError):
+            raise CorruptStore("stored contact record is damaged") from None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One line of a conversation, as the store keeps it."""
+
+    id: str
+    direction: str            # "in" or "out"
+    peer: str                 # the other account
+    text: str
+    timestamp: int
+    device: int
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> HistoryEntry:
+        try:
+            return cls(**_load("history", data))
+        except TypeError:
+            raise CorruptStore("stored history entry is damaged") from None

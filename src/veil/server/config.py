@@ -1,0 +1,128 @@
+"""Server settings: embedded defaults, overridden by a TOML file, then by the command line.
+
+The TOML file is a flat table whose keys are the field names of :class:`ServerConfig`
+(``registration = "invite"``, ``max_envelope_bytes = 65536``, ...). Unknown keys and
+wrong types are configuration errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from veil.server.errors import ConfigError
+
+REGISTRATION_MODES = ("open", "invite")
+SYNCHRONOUS_MODES = ("full", "normal")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every tunable of one server process. Every limit is finite on purpose."""
+
+    data_dir: Path = field(default_factory=lambda: Path("veil-data"))
+    host: str = "127.0.0.1"
+    port: int = 8470
+    # Accounts.
+    registration: str = "open"
+    unrestricted_sealed_default: bool = False
+    max_devices_per_account: int = 16
+    # Request and frame limits.
+    max_body_bytes: int = 1 << 20
+    max_envelope_bytes: int = 256 * 1024
+    max_ws_frame_bytes: int = 512 * 1024
+    max_connections: int = 50_000
+    max_inflight_sends_per_connection: int = 32
+    # Key directory.
+    max_prekeys_per_upload: int = 200
+    max_prekeys_stored: int = 1000
+    prekey_low_threshold: int = 10
+    # Message queue.
+    max_queue_per_device: int = 10_000
+    fetch_limit: int = 100
+    push_window: int = 256
+    # Sender certificates.
+    sender_certificate_ttl_s: int = 24 * 3600
+    # Storage: SQLite under data_dir, or PostgreSQL when database_url is set
+    # ("postgresql://user@host:5432/db", needs the asyncpg package).
+    database_url: str = ""
+    sqlite_synchronous: str = "full"
+    group_commit_window_ms: float = 0.0
+    # Event loop: uvloop if it is installed (the server works without it).
+    use_uvloop: bool = True
+    # Logging: a file under data_dir/logs as well as standard error.
+    log_to_file: bool = True
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.registration not in REGISTRATION_MODES:
+            raise ConfigError(f"registration must be one of {REGISTRATION_MODES}")
+        if self.sqlite_synchronous not in SYNCHRONOUS_MODES:
+            raise ConfigError(f"sqlite_synchronous must be one of {SYNCHRONOUS_MODES}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("port must be between 0 and 65535")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int" and value <= 0 and f.name != "port":
+                raise ConfigError(f"{f.name} must be positive")
+        if self.database_url and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError("database_url must be a postgresql:// URL")
+        if self.group_commit_window_ms < 0 or self.group_commit_window_ms > 100:
+            raise ConfigError("group_commit_window_ms must be between 0 and 100")
+        if self.max_ws_frame_bytes < self.max_envelope_bytes:
+            raise ConfigError("max_ws_frame_bytes must be at least max_envelope_bytes")
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float}
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> ServerConfig:
+    """Defaults, then the TOML file at ``path``, then non-``None`` ``overrides``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        values.update(_check(raw))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"])
+    try:
+        return ServerConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def _check(raw: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name: f.type for f in fields(ServerConfig)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r}")
+        type_name = str(known[key])
+        if type_name == "Path":
+            if not isinstance(value, str):
+                raise ConfigError(f"config key {key!r} must be a string path")
+        else:
+            expected = _TYPES[type_name]
+            ok = isinstance(value, expected) and not (
+                expected is not bool and isinstance(value, bool)
+            )
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                ok, value = True, float(value)
+            if not ok:
+                raise ConfigError(f"config key {key!r} must be of type {type_name}")
+        out[key] = value
+    return out

@@ -1,0 +1,188 @@
+"""The error tree of ``veil.server``.
+
+Every failure a client can cause is a :class:`ServerError` subclass with a stable
+``code`` (the machine-readable ``error.code`` of the JSON error body) and an HTTP
+``status``. Handlers never build error responses by hand: they raise, and the HTTP
+layer renders ``{"error": {"code": ..., "message": ..., "details"?: {...}}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from veil.core.errors import VeilError
+
+
+class ServerError(VeilError):
+    """Root of the server's errors. Unexpected bugs are *not* ServerErrors: they are 500s."""
+
+    code = "server_error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class ConfigError(ServerError):
+    """The configuration file or a command-line setting is invalid."""
+
+    code = "config_error"
+    status = 500
+
+
+class StorageError(ServerError):
+    """The storage backend failed (disk full, corrupt database, unreachable server)."""
+
+    code = "storage_error"
+    status = 503
+
+
+class BadRequest(ServerError):
+    """The request cannot be understood (not JSON, bad path parameter)."""
+
+    code = "bad_request"
+    status = 400
+
+
+class InvalidJson(BadRequest):
+    """The body is not a JSON document."""
+
+    code = "invalid_json"
+
+
+class ValidationFailed(ServerError):
+    """The JSON is well-formed but does not match the schema (unknown field, wrong type)."""
+
+    code = "validation_failed"
+    status = 422
+
+
+class PayloadTooLarge(ServerError):
+    """A body, frame, envelope or batch exceeds its configured limit."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class Unauthorized(ServerError):
+    """Missing or wrong device credentials."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class InvalidAccessKey(Unauthorized):
+    """A sealed submission without a matching recipient access key."""
+
+    code = "invalid_access_key"
+
+
+class Forbidden(ServerError):
+    """Authenticated, but not allowed to do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class RegistrationClosed(Forbidden):
+    """This deployment registers accounts only with an invite token."""
+
+    code = "registration_closed"
+
+
+class InvalidInvite(Forbidden):
+    """The invite token is unknown, used or expired."""
+
+    code = "invalid_invite"
+
+
+class NotFound(ServerError):
+    """No such route or resource."""
+
+    code = "not_found"
+    status = 404
+
+
+class AccountNotFound(NotFound):
+    """No account with that id."""
+
+    code = "account_not_found"
+
+
+class DeviceNotFound(NotFound):
+    """The account has no device with that id."""
+
+    code = "device_not_found"
+
+
+class UsernameNotFound(NotFound):
+    """No account holds that username."""
+
+    code = "username_not_found"
+
+
+class MessageNotFound(NotFound):
+    """No queued envelope with that id for this device."""
+
+    code = "message_not_found"
+
+
+class MethodNotAllowed(ServerError):
+    """The route exists but not for this HTTP method."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
+class Conflict(ServerError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class UsernameTaken(Conflict):
+    """Another account already holds this username."""
+
+    code = "username_taken"
+
+
+class DuplicatePreKey(Conflict):
+    """A one-time prekey id is already stored (or repeated in the upload)."""
+
+    code = "duplicate_prekey"
+
+
+class MismatchedDevices(Conflict):
+    """A submission does not cover exactly the recipient's current devices."""
+
+    code = "mismatched_devices"
+
+
+class LimitExceeded(ServerError):
+    """A stock or count limit would be exceeded (stored prekeys, devices)."""
+
+    code = "limit_exceeded"
+    status = 422
+
+
+class QueueFull(ServerError):
+    """A recipient device's queue holds the maximum number of envelopes."""
+
+    code = "queue_full"
+    status = 429
+
+
+class TooManyConnections(ServerError):
+    """The server holds its maximum number of WebSocket connections."""
+
+    code = "too_many_connections"
+    status = 503

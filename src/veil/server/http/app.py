@@ -1,0 +1,86 @@
+"""The aiohttp application: routes, the one JSON error shape, and no access log.
+
+Every error leaves as ``{"error": {"code", "message", "details"?}}``. ServerErrors carry
+their status; aiohttp's own exceptions (unknown route, wrong method, body too large) are
+translated; anything unexpected is logged and answered as a bare 500 without detail.
+Unknown paths and methods are answered by a fallback route in the same shape.
+The access log is off on purpose: it would record account ids and client addresses.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from veil.server.errors import MethodNotAllowed, NotFound, PayloadTooLarge, ServerError
+from veil.server.http.context import CONTEXT, Context, json_response
+from veil.server.http.routes import ROUTES
+
+log = logging.getLogger("veil.server.http")
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(exc: ServerError) -> web.Response:
+    response = json_response(exc.to_json(), status=exc.status)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="veil"'
+    return response
+
+
+def guard(handler: _Handler) -> _Handler:
+    """Wrap a handler so every error leaves in the one JSON shape.
+
+    A wrapper per route rather than an aiohttp middleware: a middleware chain keeps two
+    extra frames alive for every open WebSocket, which is memory per idle connection.
+    """
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ServerError as exc:
+            return _error(exc)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(PayloadTooLarge("the request body is too large"))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = "bad_request" if exc.status < 500 else "internal_error"
+            return json_response(
+                {"error": {"code": code, "message": exc.reason or "error"}}, status=exc.status
+            )
+        except Exception:
+            log.exception("unhandled error in %s", handler.__name__)
+            return json_response(
+                {"error": {"code": "internal_error", "message": "internal server error"}},
+                status=500,
+            )
+
+    return guarded
+
+
+_PATHS = [
+    (re.compile("^" + re.sub(r"\\{\w+\\}", "[^/]+", re.escape(r.path)) + "$"), r.method)
+    for r in ROUTES
+]
+
+
+async def fallback(request: web.Request) -> web.Response:
+    """Every request no route takes: 405 if the path exists for another method, else 404."""
+    if any(pattern.match(request.path) for pattern, _ in _PATHS):
+        return _error(MethodNotAllowed("this endpoint does not accept that method"))
+    return _error(NotFound("no such endpoint"))
+
+
+def create_app(context: Context) -> web.Application:
+    app = web.Application(client_max_size=context.config.max_body_bytes)
+    app[CONTEXT] = context
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, guard(route.handler))
+    app.router.add_route("*", "/{tail:.*}", fallback)
+    return app

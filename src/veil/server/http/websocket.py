@@ -1,0 +1,408 @@
+"""WebSocket endpoints: live delivery to devices, and sends (sealed or authenticated).
+
+Frames are JSON text; every frame a client sends is validated strictly. A malformed
+frame (not JSON, unknown type or field, wrong type) closes *that* connection with 1008
+and a reason; a frame over ``max_ws_frame_bytes`` closes it with 1009; binary frames
+with 1003. Nothing a client sends on one socket affects another.
+
+Device socket (``/v1/websocket``, device credentials on the upgrade request):
+
+    server → {"type":"envelope","id":int,"ts":int,"envelope":base64}
+    server → {"type":"keys_low","one_time_prekeys":int,"one_time_kem_prekeys":int}
+    client → {"type":"ack","ids":[int, ...]}          (then the server deletes them)
+    client → {"type":"send","req":int,"to":hex,"messages":[{"device_id":int,"envelope":b64}]}
+    server → {"type":"sent","req":int,"messages":[{"device_id":int,"id":int,"ts":int}]}
+    server → {"type":"error","req":int,"error":{"code":str,"message":str,"details"?:{}}}
+
+Sealed socket (``/v1/websocket/sealed``, no credentials): only ``send`` frames, each with
+the recipient's ``access_key`` (unless the recipient accepts sealed mail from anyone).
+
+Flow control: a device socket holds at most ``push_window`` unacknowledged envelopes.
+Queued envelopes are sent on connect in id order; live pushes go straight out; when the
+window is full or the socket is congested the connection falls *behind* and later
+refills from storage, so a slow reader never makes the server buffer without bound.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+import struct
+from functools import partial
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from veil.server.encoding import b64encode, log_id, parse_account_id
+from veil.server.errors import (
+    InvalidJson,
+    PayloadTooLarge,
+    ServerError,
+    TooManyConnections,
+    ValidationFailed,
+)
+from veil.server.http.context import Context, authenticate, ctx
+from veil.server.http.frames import fast_ack, fast_send
+from veil.server.services.messages import DeviceSender, Outgoing, SealedSender, Sender
+from veil.server.storage.base import DeviceRecord, StoredEnvelope
+from veil.server.validation import load_json
+
+log = logging.getLogger("veil.server.websocket")
+CLOSE_REPLACED = 4000
+_CONGESTED_BYTES = 256 * 1024
+_TASKS: set[asyncio.Task[Any]] = set()
+_NO_IDS: Any = frozenset()
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _text_frame(payload: bytes) -> bytes:
+    """An unmasked, uncompressed, final text frame (RFC 6455 section 5.2).
+
+    Written straight to the transport so several frames share one write; aiohttp also
+    writes whole frames synchronously, so frames never interleave.
+    """
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+def _envelope_frame(id_: int, ts: int, envelope: str) -> str:
+    # Formatted by hand on the hot path: integers and validated base64 need no escaping.
+    return f'{{"type":"envelope","id":{id_:d},"ts":{ts:d},"envelope":"{envelope}"}}'
+
+
+def _spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
+class _Socket(abc.ABC):
+    """What both kinds of socket share: strict frames and bounded concurrent sends."""
+
+    __slots__ = ("c", "closed", "inflight", "outbox", "outbox_bytes", "slot", "transport", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse, c: Context, request: web.Request) -> None:
+        self.ws = ws
+        self.c = c
+        self.transport = request.transport
+        self.closed = False
+        self.inflight = 0
+        self.slot: asyncio.Future[None] | None = None
+        self.outbox: list[str] | None = None
+        self.outbox_bytes = 0
+
+    def send_text(self, text: str) -> None:
+        """Queue a text frame; frames queued in one event-loop turn leave in one write.
+
+        Coalescing matters: a send(2) costs more than building a frame, and a busy
+        socket gets several replies or envelopes per group commit.
+        """
+        if self.closed:
+            return
+        if self.outbox is None:
+            self.outbox = []
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.outbox.append(text)
+        self.outbox_bytes += len(text)
+
+    def _flush(self) -> None:
+        out, self.outbox = self.outbox, None
+        self.outbox_bytes = 0
+        transport = self.transport
+        if not out or self.closed or self.ws.closed or transport is None \
+                or transport.is_closing():
+            return
+        transport.write(b"".join(_text_frame(text.encode()) for text in out))
+
+    def congested(self) -> bool:
+        transport = self.transport
+        buffered = self.outbox_bytes
+        if transport is not None:
+            buffered += transport.get_write_buffer_size()
+        return buffered > _CONGESTED_BYTES
+
+    async def reject(self, code: int, reason: str) -> None:
+        self.closed = True
+        await self.ws.close(code=code, message=reason.encode()[:120])
+
+    async def serve(self) -> None:
+        receive = self.ws.receive
+        while True:
+            msg = await receive()
+            if msg.type == WSMsgType.TEXT:
+                try:
+                    await self.on_frame(load_json(msg.data, "frame"))
+                except PayloadTooLarge as exc:
+                    await self.reject(WSCloseCode.MESSAGE_TOO_BIG, exc.message)
+                except (InvalidJson, ValidationFailed) as exc:
+                    await self.reject(WSCloseCode.POLICY_VIOLATION, exc.message)
+                except Exception:
+                    # A bug, not the client's doing: this socket only, and say so.
+                    log.exception("websocket frame handling failed")
+                    await self.reject(WSCloseCode.INTERNAL_ERROR, "internal error")
+            elif msg.type == WSMsgType.BINARY:
+                await self.reject(WSCloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
+            else:
+                break  # close, error: aiohttp answers pings and closes itself
+            if self.closed:
+                break
+
+    @abc.abstractmethod
+    async def on_frame(self, frame: Any) -> None:
+        """Handle one decoded JSON frame; raise ValidationFailed to close the socket."""
+
+    async def start_send(self, raw: dict[str, Any], sender: Sender | None) -> None:
+        """Validate a send frame and submit it; the reply leaves from a callback once the
+        envelopes are durable. ``sender=None`` means sealed (the frame's access key)."""
+        config = self.c.config
+        frame = fast_send(raw, config.max_envelope_bytes, config.max_devices_per_account) \
+            or self.c.schemas.ws_send.validate(raw, "frame")
+        if sender is None:
+            sender = SealedSender(frame.get("access_key"))
+        items = [
+            Outgoing(m["device_id"], m["envelope"], r["envelope"])
+            for m, r in zip(frame["messages"], raw["messages"], strict=True)
+        ]
+        if self.congested():
+            # Sending without reading the replies would make us buffer without bound.
+            raise ValidationFailed("too many unread replies; read the socket")
+        while self.inflight >= self.c.config.max_inflight_sends_per_connection:
+            # Stop reading this socket until a send finishes: back-pressure, bounded tasks.
+            self.slot = asyncio.get_running_loop().create_future()
+            await self.slot
+        try:
+            stored = self.c.messages.submit_nowait(
+                parse_account_id(frame["to"]), items, sender
+            )
+        except ServerError as exc:
+            self.send_text(_dumps({"type": "error", "req": frame["req"], **exc.to_json()}))
+            return
+        self.inflight += 1
+        stored.add_done_callback(partial(self._sent, frame["req"]))
+
+    def _sent(self, req: int, stored: asyncio.Future[list[StoredEnvelope]]) -> None:
+        """Reply once the envelopes are durable (no task per send: a callback)."""
+        self.inflight -= 1
+        if self.slot is not None and not self.slot.done():
+            self.slot.set_result(None)
+        if stored.cancelled():
+            return
+        exc = stored.exception()
+        if exc is None:
+            # The hot path: formatted by hand, every field is an integer.
+            items_json = ",".join(
+                f'{{"device_id":{e.device_id:d},"id":{e.id:d},"ts":{e.ts:d}}}'
+                for e in stored.result()
+            )
+            self.send_text(f'{{"type":"sent","req":{req:d},"messages":[{items_json}]}}')
+        elif isinstance(exc, ServerError):
+            self.send_text(_dumps({"type": "error", "req": req, **exc.to_json()}))
+        else:
+            log.error("send over websocket failed: %s", type(exc).__name__)
+            self.send_text(_dumps({"type": "error", "req": req, "error": {
+                "code": "internal_error", "message": "internal error"}}))
+
+
+class DeviceConnection(_Socket):
+    """The socket of one authenticated device; the bus sink for that device."""
+
+    __slots__ = ("account_id", "acked_while_fetching", "behind", "device_id", "refilling",
+                 "sent")
+
+    def __init__(
+        self, ws: web.WebSocketResponse, c: Context, request: web.Request, device: DeviceRecord
+    ) -> None:
+        super().__init__(ws, c, request)
+        self.account_id = device.account_id
+        self.device_id = device.device_id
+        # Pushed, not yet deleted. Idle sockets share one empty set (memory per connection).
+        self.sent: set[int] = _NO_IDS
+        self.behind = True  # storage may hold envelopes not yet pushed
+        self.refilling = False
+        self.acked_while_fetching: set[int] | None = None
+
+    async def on_frame(self, frame: Any) -> None:
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if kind == "ack":
+            ids = fast_ack(frame) or self.c.schemas.ws_ack.validate(frame, "frame")["ids"]
+            fut = self.c.messages.acknowledge_nowait(self.account_id, self.device_id, ids)
+            fut.add_done_callback(partial(self._acked, ids))
+        elif kind == "send":
+            if "access_key" in frame:
+                raise ValidationFailed("access_key belongs on the sealed socket")
+            await self.start_send(frame, DeviceSender(self.account_id, self.device_id))
+        else:
+            raise ValidationFailed("frame.type must be 'ack' or 'send'")
+
+    def _mark_sent(self, id_: int) -> None:
+        if self.sent is _NO_IDS:
+            self.sent = set()
+        self.sent.add(id_)
+
+    def _acked(self, ids: list[int], fut: asyncio.Future[int]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("acknowledgement of %s failed", log_id(self.account_id))
+            return  # keep them in `sent`: they are redelivered on the next connection
+        if self.sent:
+            self.sent.difference_update(ids)
+        if self.acked_while_fetching is not None:
+            self.acked_while_fetching.update(ids)
+        if self.behind and not self.refilling and not self.closed:
+            _spawn(self.refill())
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        if event["type"] != "envelope":
+            self.send_text(_dumps(event))
+            return
+        if event["id"] in self.sent:
+            return
+        if (
+            self.behind or self.refilling
+            or len(self.sent) >= self.c.config.push_window
+            or self.congested()
+        ):
+            self.behind = True
+            return
+        self._mark_sent(event["id"])
+        self.send_text(_envelope_frame(event["id"], event["ts"], event["envelope"]))
+
+    def replaced(self) -> None:
+        self.closed = True
+        _spawn(self.ws.close(code=CLOSE_REPLACED, message=b"replaced by a newer connection"))
+
+    async def refill(self) -> None:
+        """Push queued envelopes from storage, oldest first, up to the window.
+
+        The storage snapshot may be older than acknowledgements that complete while it is
+        read; those ids are remembered for the duration of the read and never re-sent.
+        """
+        if self.refilling:
+            return
+        self.refilling = True
+        try:
+            window = self.c.config.push_window
+            while self.behind and not self.closed:
+                if len(self.sent) >= window:
+                    return  # acknowledgements restart the refill
+                self.behind = False
+                acked: set[int] = set()
+                self.acked_while_fetching = acked
+                try:
+                    rows = await self.c.storage.fetch_envelopes(
+                        self.account_id, self.device_id, window
+                    )
+                finally:
+                    self.acked_while_fetching = None
+                fresh = [r for r in rows if r.id not in self.sent and r.id not in acked]
+                room = window - len(self.sent)
+                pushed = 0
+                for row in fresh[:room]:
+                    if self.congested():
+                        break  # a reader this slow gets the rest after its next ack
+                    self._mark_sent(row.id)
+                    self.send_text(_envelope_frame(row.id, row.ts, b64encode(row.body)))
+                    pushed += 1
+                if len(rows) >= window or len(fresh) > pushed:
+                    self.behind = True  # more than fitted: continue when acks free room
+                if pushed < min(room, len(fresh)):
+                    return  # congested: the next acknowledgement resumes
+        finally:
+            self.refilling = False
+
+
+class SealedConnection(_Socket):
+    """A socket without identity: sealed sends authorised per frame by access keys."""
+
+    __slots__ = ()
+
+    async def on_frame(self, frame: Any) -> None:
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if kind != "send":
+            raise ValidationFailed("the sealed socket accepts only 'send' frames")
+        await self.start_send(frame, None)
+
+
+class _WebSocket(web.WebSocketResponse):
+    """aiohttp closes oversized frames with 1009 but no reason; give it one."""
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
+            message = b"frame larger than the server accepts"
+        return await super().close(code=code, message=message, drain=drain)
+
+
+def _prepare(request: web.Request, c: Context) -> web.WebSocketResponse:
+    if c.connections >= c.config.max_connections:
+        raise TooManyConnections("the server holds its maximum number of connections")
+    return _WebSocket(
+        max_msg_size=c.config.max_ws_frame_bytes, compress=False, autoping=True
+    )
+
+
+async def _open_device_socket(request: web.Request, c: Context) -> DeviceConnection:
+    """Authenticate, upgrade, subscribe and push what is queued. A separate coroutine so
+    that none of its temporaries stay alive in the frame of an idle connection."""
+    device = await authenticate(request, cache=False)
+    ws = _prepare(request, c)
+    await ws.prepare(request)
+    conn = DeviceConnection(ws, c, request, device)
+    c.connections += 1
+    try:
+        await c.bus.subscribe((conn.account_id, conn.device_id), conn)
+        status = await c.keys.status(conn.account_id, conn.device_id)
+        if status.low:
+            conn.send_text(_dumps({
+                "type": "keys_low",
+                "one_time_prekeys": status.counts.one_time_prekeys,
+                "one_time_kem_prekeys": status.counts.one_time_kem_prekeys,
+            }))
+        await conn.refill()
+    except BaseException:
+        await _close_device_socket(c, conn)
+        raise
+    return conn
+
+
+async def _close_device_socket(c: Context, conn: DeviceConnection) -> None:
+    conn.closed = True
+    c.connections -= 1
+    await c.bus.unsubscribe((conn.account_id, conn.device_id), conn)
+
+
+async def device_socket(request: web.Request) -> web.WebSocketResponse:
+    c = ctx(request)
+    conn = await _open_device_socket(request, c)
+    log.debug("device %s.%d connected", log_id(conn.account_id), conn.device_id)
+    try:
+        await conn.serve()
+    finally:
+        await _close_device_socket(c, conn)
+        log.debug("device %s.%d disconnected", log_id(conn.account_id), conn.device_id)
+    return conn.ws
+
+
+async def sealed_socket(request: web.Request) -> web.WebSocketResponse:
+    c = ctx(request)
+    ws = _prepare(request, c)
+    await ws.prepare(request)
+    conn = SealedConnection(ws, c, request)
+    c.connections += 1
+    try:
+        await conn.serve()
+    finally:
+        conn.closed = True
+        c.connections -= 1
+    return ws

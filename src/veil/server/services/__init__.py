@@ -1,0 +1,1 @@
+"""Business rules of the server: no HTTP types here, only storage, bus and clock."""

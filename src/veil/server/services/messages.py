@@ -1,0 +1,158 @@
+"""The message queue: sealed envelopes in, per-device queues, push, acknowledge, delete.
+
+A submission carries one opaque envelope for every current device of the recipient
+(Signal's multi-device rule: a mismatch is answered with the missing and extra device
+ids so the sender can fix its session list and retry). It is authorised either by the
+sender's device credentials or, for sealed sender, by the recipient's access key
+(``HMAC-SHA256(profile_key, "veil access key v1")[:16]``, uploaded by the recipient),
+or by the recipient's ``unrestricted_sealed`` setting. The sender is never stored.
+
+An envelope is durable when :meth:`MessageService.submit` returns; only then is it
+pushed to a connected device. It is deleted when that device acknowledges it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from veil.server.bus import Bus
+from veil.server.config import ServerConfig
+from veil.server.errors import (
+    InvalidAccessKey,
+    MismatchedDevices,
+    QueueFull,
+    ValidationFailed,
+)
+from veil.server.storage.base import RecipientInfo, Storage, StoredEnvelope
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One envelope of a submission; ``text`` is its base64 form as received."""
+
+    device_id: int
+    body: bytes
+    text: str
+
+
+@dataclass(frozen=True)
+class DeviceSender:
+    """A submission authenticated with the sender's own device credentials."""
+
+    account_id: bytes
+    device_id: int
+
+
+@dataclass(frozen=True)
+class SealedSender:
+    """A sealed submission: the server learns nothing about the sender but the key."""
+
+    access_key: bytes | None
+
+
+Sender = DeviceSender | SealedSender
+
+
+@dataclass(frozen=True)
+class Accepted:
+    id: int
+    device_id: int
+    ts: int
+
+
+class MessageService:
+    def __init__(
+        self, storage: Storage, bus: Bus, config: ServerConfig, clock_ms: Callable[[], int]
+    ) -> None:
+        self._storage = storage
+        self._bus = bus
+        self._config = config
+        self._clock_ms = clock_ms
+
+    def _authoriser(self, sender: Sender, items: Sequence[Outgoing]) -> Callable[
+        [RecipientInfo], None
+    ]:
+        given = [item.device_id for item in items]
+        if len(set(given)) != len(given):
+            raise ValidationFailed("a submission names a device more than once")
+        max_queue = self._config.max_queue_per_device
+
+        def authorise(info: RecipientInfo) -> None:
+            expected = set(info.devices)
+            if isinstance(sender, SealedSender):
+                if not info.unrestricted_sealed and (
+                    sender.access_key is None or info.access_key is None
+                    or not hmac.compare_digest(sender.access_key, info.access_key)
+                ):
+                    raise InvalidAccessKey("the access key does not match the recipient's")
+            elif sender.account_id == info.account_id:
+                # Messages to one's own account go to the *other* devices.
+                expected.discard(sender.device_id)
+            missing = sorted(expected.difference(given))
+            extra = sorted(set(given).difference(expected))
+            if missing or extra:
+                raise MismatchedDevices(
+                    "the submission does not match the recipient's devices",
+                    {"missing_devices": missing, "extra_devices": extra},
+                )
+            for dev in given:
+                if info.queue_lengths.get(dev, 0) >= max_queue:
+                    raise QueueFull("the recipient's queue is full; try again later")
+
+        return authorise
+
+    def submit_nowait(
+        self, recipient: bytes, items: Sequence[Outgoing], sender: Sender
+    ) -> asyncio.Future[list[StoredEnvelope]]:
+        """Store the envelopes durably, then push them to connected devices.
+
+        The returned future resolves after the commit and the pushes; WebSocket sends
+        use it directly (no task per send), HTTP awaits :meth:`submit`.
+        """
+        authorise = self._authoriser(sender, items)
+        stored = self._storage.enqueue_nowait(
+            recipient, [(item.device_id, item.body) for item in items], self._clock_ms(),
+            authorise,
+        )
+        stored.add_done_callback(partial(self._publish, recipient, items))
+        return stored
+
+    def _publish(
+        self, recipient: bytes, items: Sequence[Outgoing],
+        stored: asyncio.Future[list[StoredEnvelope]],
+    ) -> None:
+        # Runs before any awaiting caller resumes: a reply never overtakes its push.
+        if stored.cancelled() or stored.exception() is not None:
+            return
+        publish = self._bus.publish
+        for envelope, item in zip(stored.result(), items, strict=True):
+            publish((recipient, envelope.device_id), {
+                "type": "envelope", "id": envelope.id, "ts": envelope.ts,
+                "envelope": item.text,
+            })
+
+    async def submit(
+        self, recipient: bytes, items: Sequence[Outgoing], sender: Sender
+    ) -> list[Accepted]:
+        stored = await self.submit_nowait(recipient, items, sender)
+        return [Accepted(e.id, e.device_id, e.ts) for e in stored]
+
+    async def pending(
+        self, account_id: bytes, device_id: int, limit: int, after_id: int = 0
+    ) -> list[StoredEnvelope]:
+        """Up to ``limit`` (at most ``fetch_limit`` + 1, to tell "more") queued envelopes."""
+        return await self._storage.fetch_envelopes(
+            account_id, device_id, min(limit, self._config.fetch_limit + 1), after_id
+        )
+
+    async def acknowledge(self, account_id: bytes, device_id: int, ids: Sequence[int]) -> int:
+        return await self._storage.delete_envelopes(account_id, device_id, ids)
+
+    def acknowledge_nowait(
+        self, account_id: bytes, device_id: int, ids: Sequence[int]
+    ) -> asyncio.Future[int]:
+        return self._storage.delete_envelopes_nowait(account_id, device_id, ids)

@@ -1,0 +1,206 @@
+"""The database thread of the SQLite backend: group commit and off-path checkpoints.
+
+Every storage call is a function of a ``sqlite3.Connection`` run on one dedicated
+thread. The thread takes all the calls that are waiting, runs each inside its own
+SAVEPOINT of a single transaction and commits once (group commit); only after COMMIT
+returns are the callers' futures resolved, so a submission is acknowledged only once
+its envelope is durable (see ``veil.server.storage.sqlite`` for what "durable" means
+under each ``synchronous`` setting). Calls queued in one event-loop turn are handed to
+the thread together, so the event loop wakes it once per turn, not once per call.
+
+A second thread checkpoints the WAL into the database file from its own connection
+(PASSIVE: never blocks the writer), so no commit ever waits for a checkpoint's fsyncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from veil.server.errors import ServerError, StorageError
+
+T = TypeVar("T")
+log = logging.getLogger("veil.server.storage")
+
+_MAX_BATCH = 1024
+_CHECKPOINT_INTERVAL_S = 0.5
+Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", bool]
+
+
+class DatabaseThread:
+    def __init__(
+        self, path: Path, *, synchronous: str, window_s: float,
+        setup: Callable[[sqlite3.Connection], None], on_failure: Callable[[], None],
+    ) -> None:
+        self._path = path
+        self._synchronous = synchronous.upper()
+        self._window_s = window_s
+        self._setup = setup
+        self._on_failure = on_failure
+        self._jobs: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
+        self._outgoing: list[Job] = []
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        self._open_error: BaseException | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="veil-sqlite", daemon=True)
+        self._thread.start()
+        await asyncio.to_thread(self._ready.wait)
+        if self._open_error is not None:
+            self._thread = None
+            raise StorageError(f"cannot open database: {self._open_error}")
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="veil-sqlite-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    async def stop(self) -> None:
+        if self._thread is None:
+            return
+        if self._outgoing:
+            self._hand_over()
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        self._stopping.set()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.join)
+            self._checkpointer = None
+
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True
+    ) -> asyncio.Future[T]:
+        """Queue a call; the future resolves after the COMMIT that includes it.
+
+        ``savepoint=False`` is for calls that either raise before their first write or
+        fail only with database errors (which fail the whole batch): they skip the
+        per-call savepoint.
+        """
+        if self._thread is None or self._loop is None:
+            raise StorageError("storage is not open")
+        fut: asyncio.Future[T] = self._loop.create_future()
+        if not self._outgoing:
+            self._loop.call_soon(self._hand_over)
+        self._outgoing.append((fn, fut, savepoint))
+        return fut
+
+    def _hand_over(self) -> None:
+        jobs, self._outgoing = self._outgoing, []
+        if jobs:
+            self._jobs.put(jobs)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
+        self._setup(conn)
+        return conn
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except Exception as exc:  # reported by start()
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                first = self._jobs.get()
+                if first is None:
+                    break
+                if self._window_s:
+                    time.sleep(self._window_s)
+                batch, stop = list(first), False
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        more = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.extend(more)
+                self._run_batch(conn, batch)
+                if stop:
+                    break
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _, savepoint in batch:
+                if savepoint:
+                    conn.execute("SAVEPOINT job")
+                try:
+                    results.append((True, fn(conn)))
+                except Exception as exc:
+                    if not savepoint:
+                        if isinstance(exc, sqlite3.Error):
+                            raise  # may have written part: fail the whole batch
+                        results.append((False, exc))  # raised before writing
+                        continue
+                    conn.execute("ROLLBACK TO job")
+                    results.append((False, exc))
+                if savepoint:
+                    conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("database batch failed: %s", exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._on_failure()
+            error = StorageError("the database failed to commit")
+            results = [(False, error)] * len(batch)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_resolve, batch, results)
+
+    def _checkpoint_loop(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stopping.wait(_CHECKPOINT_INTERVAL_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint failed: %s", exc)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("final checkpoint failed: %s", exc)
+        finally:
+            conn.close()
+
+
+def _resolve(batch: list[Job], results: list[tuple[bool, Any]]) -> None:
+    for (_, fut, _), (ok, value) in zip(batch, results, strict=True):
+        if fut.cancelled():
+            continue
+        if ok:
+            fut.set_result(value)
+        elif isinstance(value, ServerError):
+            fut.set_exception(value)
+        else:
+            log.error("database call failed: %s: %s", type(value).__name__, value)
+            fut.set_exception(StorageError("the database call failed"))

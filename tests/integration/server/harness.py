@@ -1,0 +1,142 @@
+"""A real server process on a free loopback port, and a minimal HTTP/WebSocket client.
+
+The client side crypto is not needed here: the server treats envelopes as opaque bytes,
+so tests send random bytes (or an AES-GCM ciphertext where plaintext must not leak).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from veil.core.keys import IdentityKeyPair
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def identity_key() -> bytes:
+    """A real Veil identity public key (the server may check its structure)."""
+    return IdentityKeyPair.generate().public.to_bytes()
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, settings: dict[str, Any] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.settings = settings or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [sys.executable, "-m", "veil.server", "--data", str(self.data_dir),
+                "--port", str(self.port)]
+        if self.settings:
+            cfg = self.data_dir.parent / f"{self.data_dir.name}.toml"
+            cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in self.settings.items()))
+            args += ["--config", str(cfg)]
+        log = (self.data_dir.parent / f"{self.data_dir.name}.out").open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@dataclass
+class Device:
+    account_id: str
+    device_id: int
+    token: str
+    access_key: bytes | None = None
+
+    def auth(self) -> dict[str, str]:
+        user = f"{self.account_id}.{self.device_id}:{self.token}"
+        return {"Authorization": "Basic " + b64(user.encode())}
+
+
+async def register(session: aiohttp.ClientSession, url: str, **fields: Any) -> Device:
+    access_key = fields.pop("access_key", os.urandom(16))
+    body = {"identity_key": b64(identity_key()), "registration_id": 7, **fields}
+    if access_key is not None:
+        body["access_key"] = b64(access_key)
+    async with session.post(url + "/v1/accounts", json=body) as r:
+        data = await r.json()
+        assert r.status == 201, data
+    return Device(data["account_id"], data["device_id"], data["token"], access_key)
+
+
+def one_time(n: int, start: int = 1, size: int = 32) -> list[dict[str, Any]]:
+    return [{"key_id": start + i, "key": b64(os.urandom(size))} for i in range(n)]
+
+
+async def send_sealed(
+    session: aiohttp.ClientSession, url: str, to: Device, envelopes: dict[int, bytes],
+    access_key: bytes | None = None,
+) -> tuple[int, Any]:
+    headers = {}
+    key = access_key if access_key is not None else to.access_key
+    if key is not None:
+        headers["Veil-Access-Key"] = b64(key)
+    body = {"messages": [{"device_id": d, "envelope": b64(e)} for d, e in envelopes.items()]}
+    async with session.put(f"{url}/v1/messages/{to.account_id}", json=body,
+                           headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def recv_json(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -> Any:
+    msg = await ws.receive(timeout=timeout)
+    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+    return json.loads(msg.data)
+
+
+async def recv_envelope(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -> Any:
+    """The next envelope event, skipping notices such as ``keys_low``."""
+    while True:
+        event = await recv_json(ws, timeout)
+        if event["type"] == "envelope":
+            return event

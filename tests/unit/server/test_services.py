@@ -1,0 +1,217 @@
+"""Business rules of the services, on a real SQLite storage and the in-process bus."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from veil.core.keys import IdentityKeyPair
+from veil.core.sealed import SenderCertificate
+from veil.server.bus import InProcessBus
+from veil.server.certificates import ROOT_FILE, SERVER_FILE, CertificateAuthority
+from veil.server.config import ServerConfig
+from veil.server.errors import (
+    DuplicatePreKey,
+    InvalidAccessKey,
+    InvalidInvite,
+    MismatchedDevices,
+    PayloadTooLarge,
+    QueueFull,
+    RegistrationClosed,
+    Unauthorized,
+    ValidationFailed,
+)
+from veil.server.services.accounts import AccountService, Registration
+from veil.server.services.keys import KeyService, PreKeyUpload, validate_prekey_upload
+from veil.server.services.messages import DeviceSender, MessageService, Outgoing, SealedSender
+from veil.server.storage.base import OneTimeKey
+from veil.server.storage.sqlite import SQLiteStorage
+
+NOW = 1_700_000_000_000
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.was_replaced = False
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def replaced(self) -> None:
+        self.was_replaced = True
+
+
+class World:
+    def __init__(self, storage: SQLiteStorage, config: ServerConfig) -> None:
+        self.bus = InProcessBus()
+        self.config = config
+        self.accounts = AccountService(storage, config, lambda: NOW)
+        self.keys = KeyService(storage, self.bus, config)
+        self.messages = MessageService(storage, self.bus, config, lambda: NOW)
+
+    async def register(self, **kw: Any) -> tuple[bytes, bytes]:
+        reg = Registration(identity_key=IdentityKeyPair.generate().public.to_bytes(),
+                           registration_id=1,
+                           prekeys=kw.pop("prekeys", PreKeyUpload()), **kw)
+        result = await self.accounts.register(reg)
+        assert result.issued_token is not None
+        return result.account_id, result.issued_token
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    await storage.open()
+    yield World(storage, ServerConfig(data_dir=tmp_path, max_queue_per_device=3))
+    await storage.close()
+
+
+def env(dev: int, body: bytes = b"x") -> Outgoing:
+    return Outgoing(dev, body, "eA==")
+
+
+async def test_authentication(world: World):
+    account, token = await world.register()
+    record = await world.accounts.authenticate(account, 1, token)
+    assert record.device_id == 1
+    for acc, dev, tok in ((account, 1, os.urandom(32)), (account, 2, token),
+                          (os.urandom(16), 1, token)):
+        with pytest.raises(Unauthorized):
+            await world.accounts.authenticate(acc, dev, tok)
+
+
+async def test_sealed_submission_rules(world: World):
+    key = os.urandom(16)
+    bob, _ = await world.register(access_key=key)
+    with pytest.raises(InvalidAccessKey):
+        await world.messages.submit(bob, [env(1)], SealedSender(None))
+    with pytest.raises(InvalidAccessKey):
+        await world.messages.submit(bob, [env(1)], SealedSender(os.urandom(16)))
+    accepted = await world.messages.submit(bob, [env(1)], SealedSender(key))
+    assert accepted[0].device_id == 1 and accepted[0].ts == NOW
+    with pytest.raises(MismatchedDevices) as info:
+        await world.messages.submit(bob, [env(1), env(2)], SealedSender(key))
+    assert info.value.details == {"missing_devices": [], "extra_devices": [2]}
+    with pytest.raises(ValidationFailed):
+        await world.messages.submit(bob, [env(1), env(1)], SealedSender(key))
+    await world.accounts.set_sealed_access(bob, None, True)
+    await world.messages.submit(bob, [env(1)], SealedSender(None))
+
+
+async def test_queue_is_bounded(world: World):
+    bob, _ = await world.register(unrestricted_sealed=True)
+    for _ in range(3):
+        await world.messages.submit(bob, [env(1)], SealedSender(None))
+    with pytest.raises(QueueFull):
+        await world.messages.submit(bob, [env(1)], SealedSender(None))
+    [first] = await world.messages.pending(bob, 1, 1)
+    assert await world.messages.acknowledge(bob, 1, [first.id]) == 1
+    await world.messages.submit(bob, [env(1)], SealedSender(None))
+
+
+async def test_push_after_commit_and_own_account(world: World):
+    alice, _ = await world.register()
+    sink = Recorder()
+    await world.bus.subscribe((alice, 1), sink)
+    bob, _ = await world.register()
+    accepted = await world.messages.submit(alice, [env(1, b"hi")], DeviceSender(bob, 1))
+    assert sink.events == [{"type": "envelope", "id": accepted[0].id, "ts": NOW,
+                            "envelope": "eA=="}]
+    # To one's own account: the sending device is not a recipient.
+    with pytest.raises(MismatchedDevices):
+        await world.messages.submit(alice, [env(1)], DeviceSender(alice, 1))
+    newer = Recorder()
+    await world.bus.subscribe((alice, 1), newer)
+    assert sink.was_replaced and world.bus.connected() == 2 - 1
+    await world.bus.unsubscribe((alice, 1), sink)  # stale: no effect
+    assert world.bus.connected() == 1
+
+
+async def test_keys_low_notice_and_fallback(world: World):
+    upload = PreKeyUpload(
+        signed_prekey=b"s" * 64, last_resort_kem_prekey=b"L" * 1184,
+        one_time_prekeys=[OneTimeKey(i, os.urandom(32)) for i in range(11)],
+        one_time_kem_prekeys=[OneTimeKey(i, os.urandom(1184)) for i in range(11)],
+    )
+    bob, _ = await world.register(prekeys=upload)
+    sink = Recorder()
+    await world.bus.subscribe((bob, 1), sink)
+    status = await world.keys.status(bob, 1)
+    assert not status.low and status.counts.one_time_prekeys == 11
+    await world.keys.fetch(bob, 1, authenticated=True, access_key=None)
+    assert sink.events == []
+    await world.keys.fetch(bob, None, authenticated=True, access_key=None)
+    assert sink.events == [{"type": "keys_low", "one_time_prekeys": 9,
+                            "one_time_kem_prekeys": 9}]
+    with pytest.raises(InvalidAccessKey):
+        await world.keys.fetch(bob, 1, authenticated=False, access_key=None)
+
+
+def test_validate_prekey_upload_checks_structure():
+    config = ServerConfig(max_prekeys_per_upload=3)
+    ok = b"i" * 33
+    validate_prekey_upload(PreKeyUpload(signed_prekey=b"s" * 64), identity_key=ok, config=config)
+    bad = [
+        (PreKeyUpload(), b"short", ValidationFailed),
+        (PreKeyUpload(signed_prekey=b"s" * 5000), ok, PayloadTooLarge),
+        (PreKeyUpload(last_resort_kem_prekey=b"k" * 100), ok, ValidationFailed),
+        (PreKeyUpload(one_time_prekeys=[OneTimeKey(1, b"a" * 32)] * 2), ok, DuplicatePreKey),
+        (PreKeyUpload(one_time_prekeys=[OneTimeKey(i, b"a" * 32) for i in range(4)]), ok,
+         PayloadTooLarge),
+        (PreKeyUpload(one_time_prekeys=[OneTimeKey(-1, b"a" * 32)]), ok, ValidationFailed),
+    ]
+    for upload, identity, error in bad:
+        with pytest.raises(error):
+            validate_prekey_upload(upload, identity_key=identity, config=config)
+
+
+async def test_invite_mode(tmp_path: Path):
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    await storage.open()
+    try:
+        world = World(storage, ServerConfig(data_dir=tmp_path, registration="invite"))
+        with pytest.raises(RegistrationClosed):
+            await world.register()
+        invite = await world.accounts.mint_invite(3600)
+        await world.register(invite=invite)
+        with pytest.raises(InvalidInvite):
+            await world.register(invite=invite)
+    finally:
+        await storage.close()
+
+
+def test_certificate_authority_keys(tmp_path: Path):
+    ca = CertificateAuthority(tmp_path, NOW)
+    for name in (ROOT_FILE, SERVER_FILE):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+    again = CertificateAuthority(tmp_path, NOW)
+    assert again.trust_root == ca.trust_root
+    assert again.server_certificate == ca.server_certificate
+    identity = IdentityKeyPair.generate().public
+    cert = ca.issue(b"a" * 16, 3, identity.to_bytes(), NOW, 60)
+    assert cert.expires_ms == NOW + 60_000
+    decoded = SenderCertificate.from_bytes(cert.encoded)
+    decoded.validate(ca.trust_root, NOW)
+    assert (decoded.account_id, decoded.device_id, decoded.identity) == (b"a" * 16, 3, identity)
+    with pytest.raises(ValidationFailed):
+        ca.issue(b"a" * 16, 3, os.urandom(129), NOW, 60)
+
+
+async def test_unrestricted_sealed_default_applies_to_new_accounts(tmp_path: Path):
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    await storage.open()
+    try:
+        world = World(storage, ServerConfig(data_dir=tmp_path, unrestricted_sealed_default=True))
+        open_account, _ = await world.register()
+        await world.messages.submit(open_account, [env(1)], SealedSender(None))
+        closed_account, _ = await world.register(unrestricted_sealed=False)
+        with pytest.raises(InvalidAccessKey):
+            await world.messages.submit(closed_account, [env(1)], SealedSender(None))
+    finally:
+        await storage.close()
