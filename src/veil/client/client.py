@@ -487,7 +487,8 @@ class Client:
             raw = self._store.get("self", "prekeys")
             assert raw is not None
             prekeys = keys.PreKeys.from_bytes(raw)
-            sess, plaintext = session.respond(self._identity, prekeys, inner)
+            sess, plaintext = session.respond(self._identity, prekeys, inner,
+                                              expected_identity=opened.sender_identity)
         elif existing is not None:
             sess, plaintext = existing, existing.decrypt(inner)
         else:

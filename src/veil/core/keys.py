@@ -64,21 +64,26 @@ class IdentityPublicKey:
 
     @classmethod
     def parse(cls, data: bytes, *, verify: bool) -> IdentityPublicKey:
-        """``verify=False`` only where the same bytes are verified elsewhere before use
-        (sealed sender checks them against the signed certificate)."""
+        """``verify=False`` only where the same bytes are checked before use: against a
+        verified key (sealed sender's certificate, a known contact) or by
+        :meth:`verify_binding`."""
         r = Reader(data, "identity key")
         if r.u8() != _RECORD_VERSION:
             raise UnsupportedVersion("identity key: unknown version")
         signing, dh_pub, binding = r.raw(32), r.raw(32), r.raw(64)
         r.done()
-        sign_key = p.ed25519_public(signing)
+        key = cls(signing, dh_pub, binding, p.ed25519_public(signing), p.x25519_public(dh_pub))
         if verify:
-            p.ed25519_verify(sign_key, binding, _IDENTITY_BINDING + encode_ec(dh_pub),
-                             "identity key")
-        return cls(signing, dh_pub, binding, sign_key, p.x25519_public(dh_pub))
+            key.verify_binding()
+        return key
 
     def to_bytes(self) -> bytes:
         return bytes((_RECORD_VERSION,)) + self.signing + self.dh + self.binding
+
+    def verify_binding(self) -> None:
+        """Check that the Ed25519 key certifies the X25519 key (for keys parsed unverified)."""
+        p.ed25519_verify(self._sign_key, self.binding, _IDENTITY_BINDING + encode_ec(self.dh),
+                         "identity key")
 
     def verify(self, signature: bytes, data: bytes, what: str) -> None:
         p.ed25519_verify(self._sign_key, signature, data, what)

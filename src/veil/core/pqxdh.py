@@ -71,7 +71,9 @@ class InitialHeader:
 
     @classmethod
     def read(cls, r: Reader) -> InitialHeader:
-        identity = IdentityPublicKey.from_bytes(r.var(IdentityPublicKey.SIZE))
+        # Unverified here: ``session.respond`` compares it with the identity the caller
+        # already verified, or checks its binding itself, before any key is used.
+        identity = IdentityPublicKey.parse(r.var(IdentityPublicKey.SIZE), verify=False)
         base_key = r.raw(32)
         spk_id = r.u32()
         opk_id = r.u32() if r.u8() else None

@@ -177,12 +177,16 @@ def respond(identity: IdentityKeyPair, prekeys: PreKeys, message: bytes, *,
 
     The one-time prekeys it used are deleted from ``prekeys`` only once the message
     authenticated; a replay of an accepted initial message raises ``DuplicateMessage``.
-    With ``expected_identity`` (a known contact), a different sender identity raises
-    ``UntrustedIdentity`` before any key is touched.
+    With ``expected_identity`` (already verified: a known contact, or the identity a
+    sealed-sender certificate vouched for), a different sender identity raises
+    ``UntrustedIdentity`` before any key is touched; without it, the sender identity's
+    own binding signature is checked.
     """
     parsed = PreKeyMessage.parse(message)
     header = parsed.header
-    if expected_identity is not None and header.identity != expected_identity:
+    if expected_identity is None:
+        header.identity.verify_binding()
+    elif header.identity.to_bytes() != expected_identity.to_bytes():
         raise UntrustedIdentity("sender's identity key differs from the one we trust")
     agreement = pqxdh.respond(identity, prekeys, header)
     rk, hka, nhkb = _split_keys(agreement.shared_key, parsed.header_encryption)

@@ -106,3 +106,18 @@ def test_no_session_with_self(bob: keys.IdentityKeyPair) -> None:
     pre = keys.PreKeys.generate(bob, one_time=0)
     with pytest.raises(UntrustedIdentity):
         session.initiate(bob, pre.bundle(), b"me")
+
+
+def test_forged_identity_binding_is_refused(alice: keys.IdentityKeyPair,
+                                            bob: keys.IdentityKeyPair) -> None:
+    pre = keys.PreKeys.generate(bob, one_time=1)
+    _, first = session.initiate(alice, pre.bundle(), b"x")
+    binding = alice.public.binding
+    forged = first.replace(binding, binding[:-1] + bytes([binding[-1] ^ 1]))
+    assert forged != first
+    with pytest.raises(InvalidSignature):
+        session.respond(bob, pre, forged)
+    with pytest.raises(UntrustedIdentity):       # a verified identity must match exactly
+        session.respond(bob, pre, forged, expected_identity=alice.public)
+    assert pre.one_time_count == 1
+    assert session.respond(bob, pre, first, expected_identity=alice.public)[1] == b"x"
