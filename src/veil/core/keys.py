@@ -316,7 +316,8 @@ class PreKeys:
 
     def _take_id(self) -> int:
         key_id = self._next_id
-        self._next_id = (self._next_id % 0xFFFFFFFF) + 1
+        # Ids stay below 2**31 so every directory (and signed 32-bit field) can hold them.
+        self._next_id = (self._next_id % 0x7FFFFFFF) + 1
         return key_id
 
     def rotate_signed_prekey(self, identity: IdentityKeyPair, keep: int = 2) -> SignedPreKeyPublic:

@@ -2,6 +2,8 @@
 
 The client side crypto is not needed here: the server treats envelopes as opaque bytes,
 so tests send random bytes (or an AES-GCM ciphertext where plaintext must not leak).
+Prekeys are different: the server verifies them, so the helpers below build real
+``veil.core.keys`` records signed by one identity that every test account shares.
 """
 
 from __future__ import annotations
@@ -20,8 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from veil.core.keys import IdentityKeyPair
+from veil.core.keys import (
+    IdentityKeyPair,
+    KemPreKeyPublic,
+    OneTimePreKeyPublic,
+    SignedPreKeyPublic,
+    encode_ec,
+    encode_kem,
+)
 
 
 def free_port() -> int:
@@ -34,9 +44,36 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+# One identity for every test account: keys signed by it verify for any account registered
+# with identity_key(), and the server does not mind accounts sharing an identity.
+IDENTITY = IdentityKeyPair.generate()
+
+
 def identity_key() -> bytes:
-    """A real Veil identity public key (the server may check its structure)."""
-    return IdentityKeyPair.generate().public.to_bytes()
+    """The shared identity's public key (the server verifies it)."""
+    return IDENTITY.public.to_bytes()
+
+
+def signed_prekey(key_id: int = 1) -> bytes:
+    """A real signed X25519 prekey record, signed by the shared identity."""
+    public = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
+    return SignedPreKeyPublic(key_id, public, IDENTITY.sign(encode_ec(public))).to_bytes()
+
+
+def kem_prekey(key_id: int, last_resort: bool) -> bytes:
+    """A real ML-KEM-768 prekey record, signed by the shared identity."""
+    public = mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes_raw()
+    return KemPreKeyPublic(key_id, last_resort, public,
+                           IDENTITY.sign(encode_kem(public))).to_bytes()
+
+
+def last_resort_kem_prekey(key_id: int = 1) -> bytes:
+    return kem_prekey(key_id, last_resort=True)
+
+
+def one_time_prekey(key_id: int) -> bytes:
+    public = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
+    return OneTimePreKeyPublic(key_id, public).to_bytes()
 
 
 class ServerProcess:
@@ -110,8 +147,13 @@ async def register(session: aiohttp.ClientSession, url: str, **fields: Any) -> D
     return Device(data["account_id"], data["device_id"], data["token"], access_key)
 
 
-def one_time(n: int, start: int = 1, size: int = 32) -> list[dict[str, Any]]:
-    return [{"key_id": start + i, "key": b64(os.urandom(size))} for i in range(n)]
+def one_time(n: int, start: int = 1, kem: bool = False) -> list[dict[str, Any]]:
+    """``n`` real one-time records (X25519, or signed ML-KEM with ``kem``) with key ids
+    ``start, start + 1, ...``, in the ``[{key_id, key}]`` shape of ``PUT /v1/keys``."""
+    def make(key_id: int) -> bytes:
+        return kem_prekey(key_id, last_resort=False) if kem else one_time_prekey(key_id)
+
+    return [{"key_id": start + i, "key": b64(make(start + i))} for i in range(n)]
 
 
 async def send_sealed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 
 import aiohttp
@@ -11,20 +12,22 @@ from tests.integration.server.harness import (
     ServerProcess,
     b64,
     identity_key,
+    last_resort_kem_prekey,
     one_time,
     recv_json,
     register,
+    signed_prekey,
 )
 
 
 async def test_prekey_exhaustion_falls_back_to_last_resort(
     server: ServerProcess, http: aiohttp.ClientSession
 ):
-    last_resort = os.urandom(1184)
+    last_resort = last_resort_kem_prekey()
     bob = await register(
-        http, server.url, signed_prekey=b64(os.urandom(96)),
+        http, server.url, signed_prekey=b64(signed_prekey()),
         last_resort_kem_prekey=b64(last_resort),
-        one_time_prekeys=one_time(2), one_time_kem_prekeys=one_time(1, size=1184),
+        one_time_prekeys=one_time(2), one_time_kem_prekeys=one_time(1, kem=True),
     )
     alice = await register(http, server.url)
     seen_ec, seen_kem = [], []
@@ -47,10 +50,10 @@ async def test_prekey_exhaustion_falls_back_to_last_resort(
 
 
 async def test_replenish_and_keys_low_notice(server: ServerProcess, http: aiohttp.ClientSession):
-    bob = await register(http, server.url, signed_prekey=b64(os.urandom(96)),
-                         last_resort_kem_prekey=b64(os.urandom(1184)))
+    bob = await register(http, server.url, signed_prekey=b64(signed_prekey()),
+                         last_resort_kem_prekey=b64(last_resort_kem_prekey()))
     async with http.put(server.url + "/v1/keys", headers=bob.auth(), json={
-        "one_time_prekeys": one_time(11), "one_time_kem_prekeys": one_time(11, size=1184),
+        "one_time_prekeys": one_time(11), "one_time_kem_prekeys": one_time(11, kem=True),
     }) as r:
         counts = await r.json()
     assert counts["one_time_prekeys"] == 11 and counts["low"] is False
@@ -65,6 +68,30 @@ async def test_replenish_and_keys_low_notice(server: ServerProcess, http: aiohtt
                 assert r.status == 200
         notice = await recv_json(ws)
     assert notice == {"type": "keys_low", "one_time_prekeys": 9, "one_time_kem_prekeys": 9}
+
+
+async def test_badly_signed_upload_is_rejected_and_stores_nothing(
+    server: ServerProcess, http: aiohttp.ClientSession
+):
+    bob = await register(http, server.url, signed_prekey=b64(signed_prekey()),
+                         last_resort_kem_prekey=b64(last_resort_kem_prekey()),
+                         one_time_prekeys=one_time(2), one_time_kem_prekeys=one_time(2, kem=True))
+    async with http.get(server.url + "/v1/keys/status", headers=bob.auth()) as r:
+        before = await r.json()
+    kem = one_time(3, start=10, kem=True)
+    raw = bytearray(base64.b64decode(kem[2]["key"]))
+    raw[-1] ^= 1  # the signature is the last 64 bytes of the record
+    kem[2]["key"] = b64(bytes(raw))
+    async with http.put(server.url + "/v1/keys", headers=bob.auth(), json={
+        "signed_prekey": b64(signed_prekey(2)), "one_time_prekeys": one_time(3, start=10),
+        "one_time_kem_prekeys": kem,
+    }) as r:
+        body = await r.json()
+    assert r.status == 422 and body["error"]["code"] == "validation_failed"
+    assert body["error"]["message"] == "one_time_kem_prekeys[2]: signature does not verify"
+    async with http.get(server.url + "/v1/keys/status", headers=bob.auth()) as r:
+        assert await r.json() == before
+    assert before["one_time_prekeys"] == 2 and before["one_time_kem_prekeys"] == 2
 
 
 async def test_concurrent_fetches_hand_out_each_key_once(

@@ -5,12 +5,21 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from veil.core.keys import IdentityKeyPair
+from veil.core.keys import (
+    IdentityKeyPair,
+    KemPreKeyPublic,
+    OneTimePreKeyPublic,
+    SignedPreKeyPublic,
+    encode_ec,
+    encode_kem,
+)
 from veil.core.sealed import SenderCertificate
 from veil.server.bus import InProcessBus
 from veil.server.certificates import ROOT_FILE, SERVER_FILE, CertificateAuthority
@@ -33,6 +42,24 @@ from veil.server.storage.base import OneTimeKey
 from veil.server.storage.sqlite import SQLiteStorage
 
 NOW = 1_700_000_000_000
+# Every account of these tests has this identity, so prekeys signed by it verify.
+IDENTITY = IdentityKeyPair.generate()
+
+
+def spk(key_id: int = 1, identity: IdentityKeyPair = IDENTITY) -> bytes:
+    public = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
+    return SignedPreKeyPublic(key_id, public, identity.sign(encode_ec(public))).to_bytes()
+
+
+def kem(key_id: int = 1, *, last_resort: bool = False) -> bytes:
+    public = mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes_raw()
+    return KemPreKeyPublic(key_id, last_resort, public,
+                           IDENTITY.sign(encode_kem(public))).to_bytes()
+
+
+def opk(key_id: int) -> bytes:
+    public = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
+    return OneTimePreKeyPublic(key_id, public).to_bytes()
 
 
 class Recorder:
@@ -56,7 +83,7 @@ class World:
         self.messages = MessageService(storage, self.bus, config, lambda: NOW)
 
     async def register(self, **kw: Any) -> tuple[bytes, bytes]:
-        reg = Registration(identity_key=IdentityKeyPair.generate().public.to_bytes(),
+        reg = Registration(identity_key=IDENTITY.public.to_bytes(),
                            registration_id=1,
                            prekeys=kw.pop("prekeys", PreKeyUpload()), **kw)
         result = await self.accounts.register(reg)
@@ -135,9 +162,9 @@ async def test_push_after_commit_and_own_account(world: World):
 
 async def test_keys_low_notice_and_fallback(world: World):
     upload = PreKeyUpload(
-        signed_prekey=b"s" * 64, last_resort_kem_prekey=b"L" * 1184,
-        one_time_prekeys=[OneTimeKey(i, os.urandom(32)) for i in range(11)],
-        one_time_kem_prekeys=[OneTimeKey(i, os.urandom(1184)) for i in range(11)],
+        signed_prekey=spk(), last_resort_kem_prekey=kem(last_resort=True),
+        one_time_prekeys=[OneTimeKey(i, opk(i)) for i in range(11)],
+        one_time_kem_prekeys=[OneTimeKey(i, kem(i)) for i in range(11)],
     )
     bob, _ = await world.register(prekeys=upload)
     sink = Recorder()
@@ -155,8 +182,8 @@ async def test_keys_low_notice_and_fallback(world: World):
 
 def test_validate_prekey_upload_checks_structure():
     config = ServerConfig(max_prekeys_per_upload=3)
-    ok = b"i" * 33
-    validate_prekey_upload(PreKeyUpload(signed_prekey=b"s" * 64), identity_key=ok, config=config)
+    ok = IDENTITY.public.to_bytes()
+    validate_prekey_upload(PreKeyUpload(signed_prekey=spk()), identity_key=ok, config=config)
     bad = [
         (PreKeyUpload(), b"short", ValidationFailed),
         (PreKeyUpload(signed_prekey=b"s" * 5000), ok, PayloadTooLarge),
@@ -169,6 +196,46 @@ def test_validate_prekey_upload_checks_structure():
     for upload, identity, error in bad:
         with pytest.raises(error):
             validate_prekey_upload(upload, identity_key=identity, config=config)
+
+
+def test_validate_prekey_upload_checks_signatures():
+    config = ServerConfig()
+    ok = IDENTITY.public.to_bytes()
+    good = PreKeyUpload(
+        signed_prekey=spk(), last_resort_kem_prekey=kem(9, last_resort=True),
+        one_time_prekeys=[OneTimeKey(i, opk(i)) for i in range(1, 4)],
+        one_time_kem_prekeys=[OneTimeKey(i, kem(i)) for i in range(1, 5)],
+    )
+    validate_prekey_upload(good, identity_key=ok, config=config)
+    tampered = bytearray(good.one_time_kem_prekeys[3].key)
+    tampered[-10] ^= 0x40  # inside the signature, the record's last 64 bytes
+    others = IdentityKeyPair.generate()
+    not_bound = bytearray(ok)
+    not_bound[-1] ^= 1  # the Ed25519 binding of the X25519 key no longer verifies
+    bad = [
+        (PreKeyUpload(signed_prekey=spk(identity=others)), ok,
+         "signed_prekey: signature does not verify"),
+        (replace(good, one_time_kem_prekeys=[*good.one_time_kem_prekeys[:3],
+                                              OneTimeKey(4, bytes(tampered))]), ok,
+         "one_time_kem_prekeys[3]: signature does not verify"),
+        (PreKeyUpload(last_resort_kem_prekey=kem(9)), ok,
+         "last_resort_kem_prekey: a one-time ML-KEM prekey, not a last-resort one"),
+        (PreKeyUpload(one_time_kem_prekeys=[OneTimeKey(1, kem(1, last_resort=True))]), ok,
+         "one_time_kem_prekeys[0]: a last-resort ML-KEM prekey, not a one-time one"),
+        (PreKeyUpload(one_time_prekeys=[OneTimeKey(1, opk(1)), OneTimeKey(2, opk(7))]), ok,
+         "one_time_prekeys[1]: embedded key_id 7 differs from key_id 2"),
+        (PreKeyUpload(one_time_kem_prekeys=[OneTimeKey(5, kem(6))]), ok,
+         "one_time_kem_prekeys[0]: embedded key_id 6 differs from key_id 5"),
+        (PreKeyUpload(one_time_prekeys=[OneTimeKey(1, b"a" * 37)]), ok,
+         "one_time_prekeys[0]: unknown version"),
+        (good, bytes(not_bound), "identity_key: signature does not verify"),
+        (good, b"i" * 33, "identity_key: unknown version"),
+        (good, b"\x01" + b"i" * 32, "identity_key: truncated"),
+    ]
+    for upload, identity, message in bad:
+        with pytest.raises(ValidationFailed) as info:
+            validate_prekey_upload(upload, identity_key=identity, config=config)
+        assert info.value.message == message
 
 
 async def test_invite_mode(tmp_path: Path):

@@ -50,13 +50,14 @@ class Schemas:
 def build_schemas(config: ServerConfig) -> Schemas:
     n = config.max_prekeys_per_upload
     prekey_fields: dict[str, Schema] = {
-        "signed_prekey": Bytes(*SIGNED_PREKEY_BYTES, description="opaque signed prekey blob"),
+        "signed_prekey": Bytes(
+            *SIGNED_PREKEY_BYTES, description="signed X25519 prekey record, verified"),
         "last_resort_kem_prekey": Bytes(
-            *KEM_PREKEY_BYTES, description="opaque signed last-resort ML-KEM-768 prekey"),
+            *KEM_PREKEY_BYTES, description="signed last-resort ML-KEM-768 prekey, verified"),
         "one_time_prekeys": List(
-            _one_time(ONE_TIME_PREKEY_BYTES, "opaque one-time X25519 prekey"), n),
+            _one_time(ONE_TIME_PREKEY_BYTES, "one-time X25519 prekey record"), n),
         "one_time_kem_prekeys": List(
-            _one_time(KEM_PREKEY_BYTES, "opaque signed one-time ML-KEM-768 prekey"), n),
+            _one_time(KEM_PREKEY_BYTES, "signed one-time ML-KEM-768 prekey, verified"), n),
     }
     account_fields: dict[str, Schema] = {
         "identity_key": Bytes(*IDENTITY_KEY_BYTES, description="the device's identity key"),

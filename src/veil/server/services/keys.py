@@ -3,8 +3,10 @@
 Slots per device (PQXDH, Signal specification): ``identity_key`` (set at registration,
 immutable), ``signed_prekey`` and ``last_resort_kem_prekey`` (one each, replaceable),
 ``one_time_prekeys`` and ``one_time_kem_prekeys`` (stocks of single-use keys, each with
-a client-chosen ``key_id``). To the server every key is an opaque blob: the only place
-blobs are judged is :func:`validate_prekey_upload`.
+a client-chosen ``key_id``). Keys are stored and handed out as the client's
+``veil.core.keys`` encodings; the only place they are judged is
+:func:`validate_prekey_upload`, which checks every signature under the device's identity
+so the directory never serves a record the fetching client would reject.
 
 A bundle fetch hands out at most one one-time key of each kind per device, removing it
 atomically; when the KEM stock is empty the client falls back to the last-resort KEM
@@ -18,6 +20,13 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from veil.core.errors import CoreError, InvalidSignature
+from veil.core.keys import (
+    IdentityPublicKey,
+    KemPreKeyPublic,
+    OneTimePreKeyPublic,
+    SignedPreKeyPublic,
+)
 from veil.server.bus import Bus
 from veil.server.config import ServerConfig
 from veil.server.errors import (
@@ -29,9 +38,10 @@ from veil.server.errors import (
 )
 from veil.server.storage.base import DeviceBundle, OneTimeKey, PreKeyCounts, Storage
 
-# Size bounds of the opaque blobs (bytes). Generous enough for the encodings of
-# veil.core (X25519/Ed25519 keys of 32 bytes, ML-KEM-768 public keys of 1184 bytes,
-# 64-byte signatures, key ids and type prefixes), tight enough to stop abuse.
+# Size bounds of the records (bytes), checked before any parsing so oversized input costs
+# nothing. Generous enough for the encodings of veil.core (X25519/Ed25519 keys of 32
+# bytes, ML-KEM-768 public keys of 1184 bytes, 64-byte signatures, key ids and version
+# bytes), tight enough to stop abuse; the exact layout is judged by parsing.
 IDENTITY_KEY_BYTES = (32, 256)
 SIGNED_PREKEY_BYTES = (32, 1024)
 ONE_TIME_PREKEY_BYTES = (32, 512)
@@ -61,14 +71,68 @@ def _check_size(name: str, blob: bytes, bounds: tuple[int, int]) -> None:
         raise ValidationFailed(f"{name} is shorter than {low} bytes")
 
 
+def _rejection(name: str, exc: CoreError) -> ValidationFailed:
+    """One line naming the field. Core messages start with their own structure name
+    ("ML-KEM prekey: truncated"); the field name replaces it, as it is what the client
+    sent."""
+    if isinstance(exc, InvalidSignature):
+        reason = "signature does not verify"
+    else:
+        reason = str(exc).split(": ", 1)[-1]
+    return ValidationFailed(f"{name}: {reason}")
+
+
+def _check_key_id(name: str, embedded: int, uploaded: int) -> None:
+    # The directory deduplicates and hands out by the uploaded id while clients act on
+    # the embedded one; if they could differ, one record could be stocked twice.
+    if embedded != uploaded:
+        raise ValidationFailed(
+            f"{name}: embedded key_id {embedded} differs from key_id {uploaded}"
+        )
+
+
+def _check_records(upload: PreKeyUpload, identity_key: bytes) -> None:
+    """Parse and verify every record; a CoreError becomes a ValidationFailed naming the
+    field it came from, so a client mistake is a 422 and never a 500."""
+    name = "identity_key"
+    try:
+        identity = IdentityPublicKey.from_bytes(identity_key)
+        if upload.signed_prekey is not None:
+            name = "signed_prekey"
+            SignedPreKeyPublic.from_bytes(upload.signed_prekey, identity)
+        if upload.last_resort_kem_prekey is not None:
+            name = "last_resort_kem_prekey"
+            last = KemPreKeyPublic.from_bytes(upload.last_resort_kem_prekey, identity)
+            if not last.last_resort:
+                # Served to every initiator once the stock is empty: a one-time record
+                # here would be reused, and clients refuse such bundles anyway.
+                raise ValidationFailed(f"{name}: a one-time ML-KEM prekey, not a last-resort one")
+        for i, key in enumerate(upload.one_time_prekeys):
+            name = f"one_time_prekeys[{i}]"
+            _check_key_id(name, OneTimePreKeyPublic.from_bytes(key.key).key_id, key.key_id)
+        for i, key in enumerate(upload.one_time_kem_prekeys):
+            name = f"one_time_kem_prekeys[{i}]"
+            kem = KemPreKeyPublic.from_bytes(key.key, identity)
+            if kem.last_resort:
+                raise ValidationFailed(f"{name}: a last-resort ML-KEM prekey, not a one-time one")
+            _check_key_id(name, kem.key_id, key.key_id)
+    except CoreError as exc:
+        raise _rejection(name, exc) from None
+
+
 def validate_prekey_upload(
     upload: PreKeyUpload, *, identity_key: bytes, config: ServerConfig
 ) -> None:
     """Judge a prekey upload before it is stored: the one place blobs are validated.
 
-    Today this checks structure and sizes: blob lengths, key-id ranges, no key id twice
-    in one upload, at most ``max_prekeys_per_upload`` keys. Signature verification of
-    the signed and KEM prekeys under ``identity_key`` (``veil.core.keys``) belongs here.
+    Cheap checks come first: blob lengths, key-id ranges, no key id twice in one upload,
+    at most ``max_prekeys_per_upload`` keys. Then the cryptography (``veil.core.keys``):
+    ``identity_key`` must be a Veil identity whose Ed25519 key certifies its X25519 key
+    (this also runs at registration); ``signed_prekey`` and every ML-KEM prekey must be
+    signed by it; the last-resort slot must hold a last-resort ML-KEM record and the
+    one-time KEM stock one-time records; each one-time record's embedded key id must be
+    the ``key_id`` it is uploaded under, since clients look their secrets up by it.
+    Any failure is a :class:`ValidationFailed` naming the field and index.
     """
     _check_size("identity_key", identity_key, IDENTITY_KEY_BYTES)
     if upload.signed_prekey is not None:
@@ -92,6 +156,7 @@ def validate_prekey_upload(
                 raise DuplicatePreKey(f"{name}[{i}].key_id appears twice in the upload")
             seen.add(key.key_id)
             _check_size(f"{name}[{i}].key", key.key, bounds)
+    _check_records(upload, identity_key)
 
 
 class KeyService:
