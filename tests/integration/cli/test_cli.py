@@ -106,3 +106,18 @@ def test_errors_are_one_clear_line(server: ServerProcess, tmp_path: Path) -> Non
     for suffix in ("-wal", "-shm"):
         (home / ("veil.db" + suffix)).unlink(missing_ok=True)
     one_line_error(veil(home, "id", passphrase="right", check=False), "unreadable")
+
+
+def test_chat_sends_typed_lines_and_shows_history(server: ServerProcess, tmp_path: Path) -> None:
+    alice, bob = tmp_path / "ca", tmp_path / "cb"
+    veil(alice, "init", "--server", server.url, "--username", "alice_chat")
+    veil(bob, "init", "--server", server.url, "--username", "bob_chat")
+    veil(bob, "send", "@alice_chat", "earlier message")
+    veil(alice, "recv")
+    env = dict(os.environ, VEIL_HOME=str(alice), VEIL_PASSPHRASE="pw")
+    proc = subprocess.run([*VEIL, "chat", "@bob_chat"], input="first line\n\nsecond line\n",
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "earlier message" in proc.stdout                    # history shown on entry
+    got = [m["text"] for m in lines(veil(bob, "recv", "--json"))]
+    assert got == ["first line", "second line"]                # the blank line is not sent
