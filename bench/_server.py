@@ -39,22 +39,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class BenchServer:
-    def __init__(self, settings: dict[str, Any] | None = None, host: str = "127.0.0.1") -> None:
-        self.tmp = tempfile.TemporaryDirectory(prefix="veil-bench-")
-        self.data = Path(self.tmp.name) / "data"
-        self.port = free_port()
+class _ServerProcess:
+    """A server in a child process, ready once ``GET /health`` answers; ``close`` stops it."""
+
+    def __init__(self, argv: list[str], port: int, host: str, tmp: tempfile.TemporaryDirectory[str]
+                 ) -> None:
+        self.tmp = tmp
+        self.port = port
         self.host = host
-        cfg = Path(self.tmp.name) / "config.toml"
-        settings = {"log_to_file": False, "log_level": "WARNING", **(settings or {})}
-        cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
         self.log = Path(self.tmp.name) / "server.out"
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "veil.server", "--data", str(self.data), "--host", host,
-                 "--port", str(self.port), "--config", str(cfg)],
-                stdout=out, stderr=out,
-            )
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=out)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -80,6 +75,60 @@ class BenchServer:
                 self.proc.kill()
                 self.proc.wait()
         self.tmp.cleanup()
+
+
+class BenchServer(_ServerProcess):
+    """The Veil server (``python -m veil.server``) with a fresh data directory."""
+
+    label = "veil"
+
+    def __init__(self, settings: dict[str, Any] | None = None, host: str = "127.0.0.1") -> None:
+        tmp = tempfile.TemporaryDirectory(prefix="veil-bench-")
+        self.data = Path(tmp.name) / "data"
+        port = free_port()
+        cfg = Path(tmp.name) / "config.toml"
+        settings = {"log_to_file": False, "log_level": "WARNING", **(settings or {})}
+        cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+        super().__init__(
+            [sys.executable, "-m", "veil.server", "--data", str(self.data), "--host", host,
+             "--port", str(port), "--config", str(cfg)],
+            port, host, tmp,
+        )
+
+
+def veil_event_loop(settings: dict[str, Any] | None = None) -> str:
+    """``"uvloop"`` or ``"asyncio"``: what a BenchServer with these settings runs on."""
+    from veil.server.config import load_config
+    from veil.server.runner import event_loop_factory
+
+    return "asyncio" if event_loop_factory(load_config(None, **(settings or {}))) is None \
+        else "uvloop"
+
+
+REFERENCE_LABEL = ("no-durability, no-storage floor: minimal in-memory aiohttp relay "
+                   "(bench/_reference.py), not a competitor")
+
+
+class ReferenceServer(_ServerProcess):
+    """The REFERENCE FLOOR (``bench/_reference.py``): a minimal in-memory aiohttp relay
+    with no storage, no durability and no validation. Not a competitor: the cost of
+    aiohttp itself, against which Veil's own costs are measured in the same run."""
+
+    label = "reference"
+
+    def __init__(self, loop: str = "uvloop", host: str = "127.0.0.1") -> None:
+        tmp = tempfile.TemporaryDirectory(prefix="veil-bench-reference-")
+        port = free_port()
+        super().__init__(
+            [sys.executable, str(Path(__file__).resolve().parent / "_reference.py"),
+             "--host", host, "--port", str(port), "--loop", loop],
+            port, host, tmp,
+        )
+
+
+def ratio(veil: float, reference: float) -> float | None:
+    """Veil's figure divided by the reference's (None when the reference is 0)."""
+    return round(veil / reference, 3) if reference else None
 
 
 _IDENTITY: list[bytes] = []

@@ -7,7 +7,20 @@ timed with CLOCK_MONOTONIC stamped into the payload. Each run starts a fresh ser
 the one JSON line printed holds the medians over the runs (lost/duplicated: the worst),
 and the machine's load average, since the machine is shared.
 
+Reference in the same run: unless ``--no-reference``, every Veil run is followed by a
+run of the same load generator against the REFERENCE FLOOR (``bench/_reference.py``): a
+minimal aiohttp relay on the same event loop as the Veil server that forwards each
+envelope straight to the recipient's socket, with NO storage, NO durability and no
+validation beyond ``json.loads``; a ``sent`` reply there means only "written to the
+recipient's socket". It is the floor of the stack, not a competitor. Runs interleave
+(Veil, reference, Veil, reference, ...) so load from other processes hits both alike.
+The top-level keys stay Veil's figures; ``reference`` holds the floor's medians, and
+``veil_vs_reference`` is Veil's delivered_per_s over the reference's, the median of the
+per-round ratios (``veil_vs_reference_runs``); ``veil_vs_reference_by_metric`` divides
+the medians of throughput, p99 and peak RSS.
+
     .venv/bin/python bench/relay.py [--pairs 20] [--messages 1000] [--runs 3] [--quick]
+                                    [--no-reference]
 """
 
 from __future__ import annotations
@@ -26,7 +39,17 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import BenchServer, b64, cpu_seconds, register_body, rss_kib
+from _server import (
+    REFERENCE_LABEL,
+    BenchServer,
+    ReferenceServer,
+    b64,
+    cpu_seconds,
+    ratio,
+    register_body,
+    rss_kib,
+    veil_event_loop,
+)
 
 PAYLOAD = 256
 WINDOW = 8
@@ -110,8 +133,17 @@ async def _sender(ws: aiohttp.ClientWebSocketResponse, pair: int, to: str, key: 
     return errors
 
 
-async def run(pairs: int, messages: int, synchronous: str = "full") -> dict[str, object]:
-    server = BenchServer({"sqlite_synchronous": synchronous})
+def _start(reference: bool, synchronous: str) -> BenchServer | ReferenceServer:
+    settings = {"sqlite_synchronous": synchronous}
+    if reference:
+        return ReferenceServer(loop=veil_event_loop(settings))
+    return BenchServer(settings)
+
+
+async def run(pairs: int, messages: int, synchronous: str = "full",
+              reference: bool = False) -> dict[str, object]:
+    """One run against a fresh Veil server, or (``reference``) the reference floor."""
+    server = _start(reference, synchronous)
     cpu_before = time.process_time()
     try:
         limits = aiohttp.TCPConnector(limit=0)
@@ -147,7 +179,7 @@ async def run(pairs: int, messages: int, synchronous: str = "full") -> dict[str,
         latencies.sort()
         q = statistics.quantiles(latencies, n=100, method="inclusive") if latencies else [0] * 99
         total = pairs * messages
-        return {
+        result: dict[str, object] = {
             "workload": "relay",
             "pairs": pairs,
             "messages_per_pair": messages,
@@ -165,10 +197,30 @@ async def run(pairs: int, messages: int, synchronous: str = "full") -> dict[str,
             "server_peak_rss_mb": round(rss_kib(server.proc.pid, "VmHWM") / 1024, 1),
             "server_cpu_s": round(cpu_seconds(server.proc.pid), 2),
             "loadgen_cpu_s": round(time.process_time() - cpu_before, 2),
-            "sqlite_synchronous": synchronous,
         }
+        if not reference:
+            result["sqlite_synchronous"] = synchronous
+        return result
     finally:
         server.close()
+
+
+_FIXED = ("pairs", "messages_per_pair", "payload_bytes", "window", "delivered")
+
+
+def summarize(results: list[dict[str, object]]) -> dict[str, object]:
+    """Medians over the runs; delivered the least, lost/duplicated/errors the worst."""
+    summary = dict(results[0])
+    for key, value in summary.items():
+        if isinstance(value, (int, float)) and key not in _FIXED:
+            summary[key] = statistics.median(float(r[key]) for r in results)  # type: ignore[arg-type]
+    summary["delivered"] = min(int(r["delivered"]) for r in results)  # type: ignore[call-overload]
+    for key in ("lost", "duplicated", "send_errors"):
+        summary[key] = max(int(r[key]) for r in results)  # type: ignore[call-overload]
+    summary["runs"] = len(results)
+    summary["delivered_per_s_runs"] = [r["delivered_per_s"] for r in results]
+    summary["p99_ms_runs"] = [r["p99_ms"] for r in results]
+    return summary
 
 
 def main() -> None:
@@ -179,23 +231,37 @@ def main() -> None:
                         help="fresh server per run; medians are reported (shared machines)")
     parser.add_argument("--synchronous", choices=("full", "normal"), default="full")
     parser.add_argument("--quick", action="store_true", help="2 pairs x 50 messages, 1 run")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the interleaved runs against the no-storage reference floor")
     args = parser.parse_args()
     if args.quick:
         args.pairs, args.messages, args.runs = 2, 50, 1
-    results = [asyncio.run(run(args.pairs, args.messages, args.synchronous))
-               for _ in range(args.runs)]
-    summary = dict(results[0])
-    for key, value in summary.items():
-        if isinstance(value, (int, float)) and key not in (
-            "pairs", "messages_per_pair", "payload_bytes", "window", "delivered"
-        ):
-            summary[key] = statistics.median(float(r[key]) for r in results)  # type: ignore[arg-type]
-    summary["delivered"] = min(int(r["delivered"]) for r in results)  # type: ignore[call-overload]
-    for key in ("lost", "duplicated", "send_errors"):
-        summary[key] = max(int(r[key]) for r in results)  # type: ignore[call-overload]
-    summary["runs"] = args.runs
-    summary["delivered_per_s_runs"] = [r["delivered_per_s"] for r in results]
-    summary["p99_ms_runs"] = [r["p99_ms"] for r in results]
+    veil: list[dict[str, object]] = []
+    floor: list[dict[str, object]] = []
+    for _ in range(args.runs):  # interleaved: Veil, reference, Veil, reference, ...
+        veil.append(asyncio.run(run(args.pairs, args.messages, args.synchronous)))
+        if not args.no_reference:
+            floor.append(asyncio.run(run(args.pairs, args.messages, reference=True)))
+    summary = summarize(veil)
+    if floor:
+        ref = summarize(floor)
+        per_round = [ratio(float(v["delivered_per_s"]), float(r["delivered_per_s"]))  # type: ignore[arg-type]
+                     for v, r in zip(veil, floor, strict=True)]
+        summary["reference"] = {
+            "what": REFERENCE_LABEL,
+            "event_loop": veil_event_loop({"sqlite_synchronous": args.synchronous}),
+            **{k: ref[k] for k in (
+                "delivered", "elapsed_s", "delivered_per_s", "p50_ms", "p95_ms", "p99_ms",
+                "lost", "duplicated", "send_errors", "server_peak_rss_mb", "server_cpu_s",
+                "loadgen_cpu_s", "delivered_per_s_runs", "p99_ms_runs")},
+        }
+        known = [x for x in per_round if x is not None]
+        summary["veil_vs_reference"] = statistics.median(known) if known else None
+        summary["veil_vs_reference_runs"] = per_round
+        summary["veil_vs_reference_by_metric"] = {
+            k: ratio(float(summary[k]), float(ref[k]))  # type: ignore[arg-type]
+            for k in ("delivered_per_s", "p99_ms", "server_peak_rss_mb")
+        }
     summary["load_average_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(summary))
 

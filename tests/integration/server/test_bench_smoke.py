@@ -1,4 +1,5 @@
-"""The server benchmarks still run (quick mode) and report the keys the issue names."""
+"""The server benchmarks still run (quick mode) and report the keys the issue names,
+for Veil and for the no-storage reference floor they are compared against."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 
-def _run(script: str) -> dict[str, object]:
-    out = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,
-                         text=True, timeout=180, check=True).stdout
+def _run(script: str, *extra: str) -> dict[str, object]:
+    out = subprocess.run([sys.executable, str(BENCH / script), "--quick", *extra],
+                         capture_output=True, text=True, timeout=180, check=True).stdout
     lines = out.strip().splitlines()
     assert len(lines) == 1
     return dict(json.loads(lines[0]))
@@ -25,9 +26,30 @@ def test_relay_quick():
         assert key in result
     assert result["lost"] == 0 and result["duplicated"] == 0
     assert result["delivered"] == 100
+    reference = result["reference"]
+    assert isinstance(reference, dict)
+    assert "no-storage" in reference["what"] and "not a competitor" in reference["what"]
+    for key in ("delivered_per_s", "p50_ms", "p95_ms", "p99_ms", "server_peak_rss_mb"):
+        assert float(reference[key]) > 0
+    assert reference["delivered"] == 100
+    assert reference["lost"] == reference["duplicated"] == reference["send_errors"] == 0
+    assert float(result["veil_vs_reference"]) > 0  # type: ignore[arg-type]
+    assert len(result["veil_vs_reference_runs"]) == 1  # type: ignore[arg-type]
+
+
+def test_relay_quick_without_reference():
+    result = _run("relay.py", "--no-reference")
+    assert result["delivered"] == 100
+    assert "reference" not in result and "veil_vs_reference" not in result
 
 
 def test_connections_quick():
     result = _run("connections.py")
     assert result["connections"] == 200 == result["server_reported_connections"]
     assert 0 < float(result["rss_per_connection_kib"]) < 200  # type: ignore[arg-type]
+    reference = result["reference"]
+    assert isinstance(reference, dict)
+    assert "no-storage" in reference["what"]
+    assert reference["connections"] == 200 == reference["server_reported_connections"]
+    assert 0 < float(result["reference_rss_per_connection_kib"]) < 200  # type: ignore[arg-type]
+    assert float(result["veil_vs_reference"]) > 0  # type: ignore[arg-type]
