@@ -117,6 +117,7 @@ class CipherSuite:
              "CHACHA20": hpke.AEAD.CHACHA20_POLY1305}[params.aead],
         )
         self._kem_suite_id = b"KEM" + params.kem_id.to_bytes(2, "big")
+        self._nenc = self._enc_len()
 
     # -- hash, MAC, KDF -------------------------------------------------------------
 
@@ -241,31 +242,39 @@ class CipherSuite:
     def _enc_len(self) -> int:
         return {"X25519": 32, "P256": 65, "P384": 97, "P521": 133}[self._p.kem]
 
+    def hpke_info(self, label: bytes, context: bytes) -> bytes:
+        """The HPKE ``info`` of ``EncryptWithLabel``: encoded once per context, not per
+        recipient (an UpdatePath context is the whole GroupContext, a Welcome's the
+        whole encrypted GroupInfo)."""
+        info = Writer()
+        info.opaque(LABEL_PREFIX + label)
+        info.opaque(context)
+        return info.bytes()
+
+    def seal_with_info(
+        self, public_key: bytes, info: bytes, plaintext: bytes
+    ) -> tuple[bytes, bytes]:
+        """One HPKE base-mode seal under a precomputed ``info``: (kem_output, ciphertext)."""
+        out = self._hpke.encrypt(plaintext, self._hpke_public(public_key), info=info)
+        n = self._nenc
+        return out[:n], out[n:]
+
     def encrypt_with_label(
         self, public_key: bytes, label: bytes, context: bytes, plaintext: bytes
     ) -> tuple[bytes, bytes]:
         """``EncryptWithLabel`` (RFC 9420 §5.1.3): returns (kem_output, ciphertext)."""
-        info = Writer()
-        info.opaque(LABEL_PREFIX + label)
-        info.opaque(context)
-        pk = self._hpke_public(public_key)
-        out = self._hpke.encrypt(plaintext, pk, info=info.bytes())
-        n = self._enc_len()
-        return out[:n], out[n:]
+        return self.seal_with_info(public_key, self.hpke_info(label, context), plaintext)
 
     def decrypt_with_label(
         self, private_key: bytes, label: bytes, context: bytes, kem_output: bytes,
         ciphertext: bytes,
     ) -> bytes:
-        info = Writer()
-        info.opaque(LABEL_PREFIX + label)
-        info.opaque(context)
-        if len(kem_output) != self._enc_len():
+        if len(kem_output) != self._nenc:
             raise MlsDecryptionError("HPKE kem_output has the wrong length")
         sk = self._hpke_private(private_key)
         try:
             return self._hpke.decrypt(
-                kem_output + ciphertext, sk, info=info.bytes()
+                kem_output + ciphertext, sk, info=self.hpke_info(label, context)
             )
         except (InvalidTag, ValueError):
             raise MlsDecryptionError("HPKE ciphertext did not authenticate") from None

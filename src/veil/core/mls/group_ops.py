@@ -251,15 +251,20 @@ def make_welcome(
     encrypted_gi = suite.seal(key, nonce, b"", gi_w.bytes())
     secrets = []
     me = 2 * state.my_leaf
+    # The HPKE info holds the whole encrypted GroupInfo and GroupSecrets differ only by
+    # path secret (at most log n distinct values): encode each once, not per new member.
+    info = suite.hpke_info(b"Welcome", encrypted_gi)
+    encoded_secrets: dict[bytes | None, bytes] = {}
     for leaf_index, kp in applied.added:
         path_secret = None
         if path is not None:
             path_secret = path.path_secrets.get(tm.common_ancestor(me, 2 * leaf_index))
-        gs = GroupSecrets(state.secrets.joiner_secret, path_secret, psk_ids)
-        w = Writer()
-        gs.write(w)
-        kem_output, ct = suite.encrypt_with_label(kp.init_key, b"Welcome", encrypted_gi,
-                                                  w.bytes())
+        plain = encoded_secrets.get(path_secret)
+        if plain is None:
+            w = Writer()
+            GroupSecrets(state.secrets.joiner_secret, path_secret, psk_ids).write(w)
+            plain = encoded_secrets[path_secret] = w.bytes()
+        kem_output, ct = suite.seal_with_info(kp.init_key, info, plain)
         secrets.append(EncryptedGroupSecrets(kp.ref(suite), HPKECiphertext(kem_output, ct)))
     return Welcome(suite.suite_id, secrets, encrypted_gi)
 

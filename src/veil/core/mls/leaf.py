@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from veil.core.mls.codec import Reader, Writer, read_u16, write_u16
+from veil.core.mls.codec import Reader, Writer, write_u16
 from veil.core.mls.crypto import CipherSuite
 from veil.core.mls.errors import MlsDecodeError
 
@@ -111,7 +111,7 @@ class Capabilities:
 
     @staticmethod
     def read(r: Reader) -> Capabilities:
-        return Capabilities(*(tuple(r.vector(read_u16)) for _ in range(5)))
+        return Capabilities(*(r.u16_vector() for _ in range(5)))
 
     def supports_extension(self, ext_type: int) -> bool:
         return ext_type in DEFAULT_EXTENSIONS or ext_type in self.extensions
@@ -151,7 +151,7 @@ class RequiredCapabilities:
     @staticmethod
     def read(r: Reader) -> RequiredCapabilities:
         return RequiredCapabilities(
-            tuple(r.vector(read_u16)), tuple(r.vector(read_u16)), tuple(r.vector(read_u16))
+            r.u16_vector(), r.u16_vector(), r.u16_vector()
         )
 
     def satisfied_by(self, caps: Capabilities) -> bool:
@@ -175,8 +175,19 @@ class LeafNode:
     parent_hash: bytes = b""
     extensions: list[Extension] = field(default_factory=list)
     signature: bytes = b""
-    # Encoding cache: leaves are re-encoded for every tree hash, Welcome and signature.
+    # Encoding caches: leaves are re-encoded for every tree hash, Welcome and signature.
+    # A decoded leaf keeps the bytes it came from (the strict decoder accepts only the
+    # canonical encoding, so they equal a re-encoding); replace() resets both.
     _enc: bytes | None = field(default=None, init=False, compare=False, repr=False)
+    _body: bytes | None = field(default=None, init=False, compare=False, repr=False)
+
+    def _body_bytes(self) -> bytes:
+        if self._body is None:
+            w = Writer()
+            self._write_body(w)
+            object.__setattr__(self, "_body", w.bytes())
+        assert self._body is not None
+        return self._body
 
     def _write_body(self, w: Writer) -> None:
         w.opaque(self.encryption_key)
@@ -197,6 +208,7 @@ class LeafNode:
 
     @staticmethod
     def read(r: Reader) -> LeafNode:
+        start = r.pos
         enc = r.opaque()
         sig_key = r.opaque()
         cred = Credential.read(r)
@@ -211,15 +223,21 @@ class LeafNode:
         elif source != SOURCE_UPDATE:
             raise MlsDecodeError("unknown leaf node source")
         exts = read_extensions(r)
+        body_end = r.pos
         sig = r.opaque()
-        return LeafNode(enc, sig_key, cred, caps, source, lifetime, parent_hash, exts, sig)
+        leaf = LeafNode(enc, sig_key, cred, caps, source, lifetime, parent_hash, exts, sig)
+        object.__setattr__(leaf, "_body", r.data[start:body_end])
+        object.__setattr__(leaf, "_enc", r.data[start:r.pos])
+        return leaf
 
     def tbs(self, group_id: bytes, leaf_index: int) -> bytes:
+        body = self._body_bytes()
+        if self.leaf_node_source == SOURCE_KEY_PACKAGE:
+            return body
         w = Writer()
-        self._write_body(w)
-        if self.leaf_node_source != SOURCE_KEY_PACKAGE:
-            w.opaque(group_id)
-            w.u32(leaf_index)
+        w.raw(body)
+        w.opaque(group_id)
+        w.u32(leaf_index)
         return w.bytes()
 
     def signed(
@@ -227,7 +245,10 @@ class LeafNode:
     ) -> LeafNode:
         unsigned = replace(self, signature=b"")
         sig = suite.sign_with_label(sig_priv, b"LeafNodeTBS", unsigned.tbs(group_id, leaf_index))
-        return replace(self, signature=sig)
+        out = replace(self, signature=sig)
+        # The body does not cover the signature: reuse it for the signed leaf's encoding.
+        object.__setattr__(out, "_body", unsigned._body)
+        return out
 
     def verify_signature(self, suite: CipherSuite, group_id: bytes, leaf_index: int) -> bool:
         return suite.verify_with_label(
@@ -237,7 +258,7 @@ class LeafNode:
     def encoded(self) -> bytes:
         if self._enc is None:
             w = Writer()
-            self._write_body(w)
+            w.raw(self._body_bytes())
             w.opaque(self.signature)
             object.__setattr__(self, "_enc", w.bytes())
         assert self._enc is not None
@@ -252,7 +273,9 @@ class KeyPackage:
     leaf_node: LeafNode
     extensions: list[Extension] = field(default_factory=list)
     signature: bytes = b""
+    # As for LeafNode: a decoded KeyPackage keeps its bytes for the signature and ref.
     _enc: bytes | None = field(default=None, init=False, compare=False, repr=False)
+    _body: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     def _write_body(self, w: Writer) -> None:
         w.u16(self.version)
@@ -266,22 +289,30 @@ class KeyPackage:
 
     @staticmethod
     def read(r: Reader) -> KeyPackage:
+        start = r.pos
         version = r.u16()
         suite = r.u16()
         init_key = r.opaque()
         leaf = LeafNode.read(r)
         exts = read_extensions(r)
-        return KeyPackage(version, suite, init_key, leaf, exts, r.opaque())
+        body_end = r.pos
+        kp = KeyPackage(version, suite, init_key, leaf, exts, r.opaque())
+        object.__setattr__(kp, "_body", r.data[start:body_end])
+        object.__setattr__(kp, "_enc", r.data[start:r.pos])
+        return kp
 
     def tbs(self) -> bytes:
-        w = Writer()
-        self._write_body(w)
-        return w.bytes()
+        if self._body is None:
+            w = Writer()
+            self._write_body(w)
+            object.__setattr__(self, "_body", w.bytes())
+        assert self._body is not None
+        return self._body
 
     def encoded(self) -> bytes:
         if self._enc is None:
             w = Writer()
-            self._write_body(w)
+            w.raw(self.tbs())
             w.opaque(self.signature)
             object.__setattr__(self, "_enc", w.bytes())
         assert self._enc is not None

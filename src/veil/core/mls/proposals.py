@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from veil.core.mls.codec import Reader, Writer
+from veil.core.mls.codec import Reader, Writer, encode_varint
 from veil.core.mls.errors import MlsDecodeError
 from veil.core.mls.leaf import Extension, KeyPackage, LeafNode, read_extensions, write_extensions
 
@@ -202,7 +202,13 @@ class UpdatePathNode:
 
     def write(self, w: Writer) -> None:
         w.opaque(self.encryption_key)
-        w.vector(self.encrypted_path_secret, lambda ww, c: c.write(ww))
+        # A path node of a cold tree carries up to n/2 ciphertexts: join their encodings
+        # in one pass instead of two Writer calls per ciphertext.
+        w.opaque(b"".join(
+            encode_varint(len(c.kem_output)) + c.kem_output
+            + encode_varint(len(c.ciphertext)) + c.ciphertext
+            for c in self.encrypted_path_secret
+        ))
 
     @staticmethod
     def read(r: Reader) -> UpdatePathNode:

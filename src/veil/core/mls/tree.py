@@ -10,15 +10,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import compress
 
 from veil.core.mls import treemath as tm
-from veil.core.mls.codec import Reader, Writer, read_u32, write_u32
+from veil.core.mls.codec import Reader, Writer, encode_varint, read_u32, write_u32
 from veil.core.mls.crypto import CipherSuite
 from veil.core.mls.errors import InvalidTree, MlsDecodeError
 from veil.core.mls.leaf import SOURCE_COMMIT, LeafNode
 
 NODE_LEAF = 1
 NODE_PARENT = 2
+_LEAF_TAG = bytes((NODE_LEAF,))
+_PARENT_TAG = bytes((NODE_PARENT,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,14 +197,13 @@ class RatchetTree:
     # -- mutation -------------------------------------------------------------------
 
     def _invalidate(self, x: int) -> None:
-        n = self.n_leaves
-        r = tm.root(n)
-        while True:
-            self._hash.pop(x, None)
-            self._res.pop(x, None)
-            if x == r:
-                break
-            x = tm.parent(x, n)
+        hashes = self._hash
+        res = self._res
+        hashes.pop(x, None)
+        res.pop(x, None)
+        for p in tm.direct_path(x, self.n_leaves):
+            hashes.pop(p, None)
+            res.pop(p, None)
 
     def set_node(self, x: int, node: Node | None) -> None:
         self._count(self.nodes[x], -1)
@@ -279,7 +281,16 @@ class RatchetTree:
         elif x % 2 == 0:
             res = ()
         else:
-            res = self.resolution(tm.left(x)) + self.resolution(tm.right(x))
+            k = tm.level(x)
+            lo, hi = x - (1 << k) + 1, x + (1 << k)
+            nodes = self.nodes
+            # When no parent below x holds a key (a freshly created group, or blanked
+            # paths), the resolution is just the non-blank leaves: found at C speed
+            # (nodes are always truthy), instead of one recursive call per node.
+            if next(filter(None, nodes[lo + 1:hi:2]), None) is None:
+                res = tuple(compress(range(lo, hi, 2), nodes[lo:hi:2]))
+            else:
+                res = self.resolution(tm.left(x)) + self.resolution(tm.right(x))
         self._res[x] = res
         return res
 
@@ -293,20 +304,25 @@ class RatchetTree:
 
     # -- tree hash ------------------------------------------------------------------
 
+    # TreeHashInput (§7.8) is built by concatenation: a tree hash from scratch (joining,
+    # a group created in one commit) hashes 2n nodes, and a Writer per node showed up.
+
     def _leaf_hash(self, leaf_index: int, leaf: LeafNode | None) -> bytes:
-        w = Writer()
-        w.u8(NODE_LEAF)
-        w.u32(leaf_index)
-        w.optional(leaf, lambda ww, n: n.write(ww))
-        return self.suite.hash(w.bytes())
+        head = _LEAF_TAG + leaf_index.to_bytes(4, "big")
+        if leaf is None:
+            return self.suite.hash(head + b"\x00")
+        return self.suite.hash(head + b"\x01" + leaf.encoded())
 
     def _parent_hash_input(self, node: ParentNode | None, lh: bytes, rh: bytes) -> bytes:
-        w = Writer()
-        w.u8(NODE_PARENT)
-        w.optional(node, lambda ww, n: n.write(ww))
-        w.opaque(lh)
-        w.opaque(rh)
-        return self.suite.hash(w.bytes())
+        if node is None:
+            body = b"\x00"
+        else:
+            w = Writer()
+            w.u8(1)
+            node.write(w)
+            body = w.bytes()
+        return self.suite.hash(b"".join((
+            _PARENT_TAG, body, encode_varint(len(lh)), lh, encode_varint(len(rh)), rh)))
 
     def tree_hash(self, x: int | None = None) -> bytes:
         """Tree hash of the subtree at ``x`` (default: the root); RFC 9420 §7.8."""

@@ -102,18 +102,14 @@ def encrypt_path(
     x = 2 * pending.leaf_index
     excluded = {2 * i for i in excluded_leaves}
     copath_of = dict(zip(tm.direct_path(x, n), tm.copath(x, n), strict=True))
+    # The info (label and GroupContext) is the same for every recipient: encode it once.
+    info = suite.hpke_info(b"UpdatePathNode", group_context)
+    seal = suite.seal_with_info
     nodes: list[UpdatePathNode] = []
     for node, secret in zip(pending.fdp, pending.path_secrets, strict=True):
-        pub = _node_public(tree, node)
-        cts = []
-        for r in tree.resolution(copath_of[node]):
-            if r in excluded:
-                continue
-            kem_output, ct = suite.encrypt_with_label(
-                _node_public(tree, r), b"UpdatePathNode", group_context, secret
-            )
-            cts.append(HPKECiphertext(kem_output, ct))
-        nodes.append(UpdatePathNode(pub, cts))
+        targets = [r for r in tree.resolution(copath_of[node]) if r not in excluded]
+        cts = [HPKECiphertext(*seal(_node_public(tree, r), info, secret)) for r in targets]
+        nodes.append(UpdatePathNode(_node_public(tree, node), cts))
     return UpdatePath(pending.leaf_node, nodes)
 
 

@@ -68,8 +68,12 @@ def direct_path(x: int, n_leaves: int) -> list[int]:
     """Parents of ``x`` up to and including the root."""
     r = root(n_leaves)
     path: list[int] = []
+    # parent() inlined: each step up raises the level by exactly one, so the level is
+    # tracked instead of recounted (this runs for every changed node of every commit).
+    k = level(x)
     while x != r:
-        x = parent(x, n_leaves)
+        x = (x | (1 << k)) ^ (((x >> (k + 1)) & 1) << (k + 1))
+        k += 1
         path.append(x)
     return path
 

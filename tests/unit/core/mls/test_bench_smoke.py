@@ -12,12 +12,15 @@ ROOT = Path(__file__).resolve().parents[4]
 
 def test_bench_quick_mode() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "mls.py"), "--sizes", "4,10"],
+        [sys.executable, str(ROOT / "bench" / "mls.py"), "--sizes", "4,10", "--batch", "3"],
         capture_output=True, text=True, timeout=240, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     workloads = {(d["workload"], d.get("n")) for d in lines}
     for n in (4, 10):
-        for w in ("create", "join", "cold_update", "add", "update", "remove"):
+        for w in ("create", "join", "cold_update", "create_batched", "add", "update",
+                  "remove"):
             assert (w, n) in workloads
+    batched = [d for d in lines if d["workload"] == "create_batched" and d["n"] == 10]
+    assert batched[0]["commits"] == 3 and batched[0]["batch"] == 3
