@@ -192,10 +192,16 @@ async def recv(follow: bool, home: str | None, as_json: bool, proxy: str | None)
 
 @click.command()
 @click.argument("to")
+@via_options
 @home_options
-async def chat(to: str, home: str | None, as_json: bool, proxy: str | None) -> None:
+async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str | None,
+               home: str | None, as_json: bool, proxy: str | None) -> None:
     """Interactive chat with TO: type a line to send it; Ctrl-D to leave."""
     async def body(c: Client) -> None:
+        relay = None
+        if via == "mixnet":
+            from veil.cli.relay import attach_mixnet
+            relay = await attach_mixnet(c, mix_directory, mix_authority, proxy)
         contact = await c.resolve(to)
         for entry in c.history(contact.account, 20):
             who = "you" if entry.direction == "out" else to
@@ -218,6 +224,8 @@ async def chat(to: str, home: str | None, as_json: bool, proxy: str | None) -> N
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+            if relay is not None:
+                await relay.finish(timeout=120)
     await _with_client(home, proxy, body)
 
 
