@@ -51,6 +51,15 @@ def _passphrase(home: Path, creating: bool, no_passphrase: bool = False) -> str 
     return str(click.prompt("Passphrase", hide_input=True))
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09}
+
+
+def _safe(text: str) -> str:
+    """Peer text for a terminal: control characters shown, not obeyed (no forged lines,
+    no escape sequences that hide a warning). JSON output needs none of this."""
+    return text.translate(_CONTROL)
+
+
 def _emit(as_json: bool, obj: dict[str, Any], text: str) -> None:
     click.echo(json.dumps(obj) if as_json else text)
 
@@ -70,7 +79,7 @@ def _show(m: IncomingMessage, as_json: bool) -> None:
         _err.print(f"[bold red]WARNING: the safety number with {m.sender[:8]}… changed. "
                    "Verify it again before trusting this conversation.[/]")
     who = f"@{m.sender_username}" if m.sender_username else m.sender[:8] + "…"
-    _emit(as_json, _message_obj(m), f"[{_when(m.timestamp)}] {who}: {m.text}")
+    _emit(as_json, _message_obj(m), f"[{_when(m.timestamp)}] {who}: {_safe(m.text)}")
 
 
 def home_options(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -182,7 +191,7 @@ async def send(to: str, text: str, via: str, mix_directory: str | None,
 async def recv(follow: bool, home: str | None, as_json: bool, proxy: str | None) -> None:
     """Print received messages (sender, time, text)."""
     async def body(c: Client) -> None:
-        for message in await c.receive_pending():
+        async for message in c.pending():
             _show(message, as_json)
         if follow:
             async for message in c.messages():
@@ -205,7 +214,7 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
         contact = await c.resolve(to)
         for entry in c.history(contact.account, 20):
             who = "you" if entry.direction == "out" else to
-            click.echo(f"[{_when(entry.timestamp)}] {who}: {entry.text}")
+            click.echo(f"[{_when(entry.timestamp)}] {who}: {_safe(entry.text)}")
 
         async def incoming() -> None:
             async for message in c.messages():
@@ -256,11 +265,14 @@ async def safety(to: str, home: str | None, as_json: bool, proxy: str | None) ->
 
 @click.command()
 @click.argument("to")
+@click.option("--number", default=None,
+              help="The safety number you compared; refused if the key changed meanwhile.")
 @home_options
-async def verify(to: str, home: str | None, as_json: bool, proxy: str | None) -> None:
+async def verify(to: str, number: str | None, home: str | None, as_json: bool,
+                 proxy: str | None) -> None:
     """Mark TO's current identity key as verified."""
     async def body(c: Client) -> None:
-        contact = await c.verify(to)
+        contact = await c.verify(to, number)
         _emit(as_json, {"account_id": contact.account, "verified": True},
               f"{to} is now verified")
     await _with_client(home, proxy, body)
@@ -278,7 +290,7 @@ async def conversations(home: str | None, as_json: bool, proxy: str | None) -> N
             _emit(as_json, {"peer": conv.peer, "username": conv.username,
                             "verified": conv.verified, "last_text": last.text,
                             "last_timestamp": last.timestamp},
-                  f"{name:<34} {_when(last.timestamp)}  {last.text[:40]}")
+                  f"{name:<34} {_when(last.timestamp)}  {_safe(last.text[:40])}")
     await _with_client(home, proxy, body)
 
 
@@ -294,7 +306,8 @@ async def history(to: str, limit: int, home: str | None, as_json: bool,
         for e in c.history(contact.account, limit):
             _emit(as_json, {"id": e.id, "direction": e.direction, "text": e.text,
                             "timestamp": e.timestamp},
-                  f"[{_when(e.timestamp)}] {'you' if e.direction == 'out' else to}: {e.text}")
+                  f"[{_when(e.timestamp)}] {'you' if e.direction == 'out' else to}: "
+                  f"{_safe(e.text)}")
     await _with_client(home, proxy, body)
 
 

@@ -14,15 +14,18 @@ shown again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
+import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from veil.client import sessions
 from veil.client.api import Api, b64, unb64
 from veil.client.content import Content
 from veil.client.errors import (
@@ -35,7 +38,7 @@ from veil.client.errors import (
 from veil.client.records import Contact, HistoryEntry, SelfRecord
 from veil.client.store import DEFAULT_KDF, KdfParams, Store
 from veil.core import keys, safety, sealed, session
-from veil.core.errors import CoreError, DuplicateMessage, MalformedMessage
+from veil.core.errors import CoreError, DuplicateMessage
 from veil.core.submission import Submission
 
 log = logging.getLogger("veil.client")
@@ -45,10 +48,29 @@ REPLENISH_BELOW = 20
 CERT_REFRESH_MS = 10 * 60 * 1000
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
+STABLE_CONNECTION_S = 5.0        # a socket that lived shorter does not reset the backoff
+MAX_PAGES = 50                   # per receive_pending call: the server cannot loop us
+_ACCOUNT_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@contextlib.contextmanager
+def _server_data(what: str) -> Iterator[None]:
+    """A malformed answer from the server is a typed error, never a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise ServerRejected(502, "bad_response",
+                             f"the server's {what} is malformed ({type(exc).__name__})") from None
+
+
+def _account_hex(value: object) -> str:
+    if not isinstance(value, str) or not _ACCOUNT_HEX.fullmatch(value):
+        raise ValueError("not an account id")
+    return value
 
 
 @dataclass(frozen=True)
@@ -142,13 +164,17 @@ class Client:
                 body["username"] = username
             if invite:
                 body["invite"] = invite
-            trust_root = unb64((await api.request("GET", "/v1/certificate/trust_root",
-                                                  auth=False))["public_key"])
+            root_answer = await api.request("GET", "/v1/certificate/trust_root", auth=False)
             result = await api.request("POST", "/v1/accounts", body, auth=False)
         finally:
             await api.close()
+        with _server_data("registration answer"):
+            trust_root = unb64(root_answer["public_key"])
+            if len(trust_root) != 32:
+                raise ValueError("trust root must be 32 bytes")
+            account, device_id = _account_hex(result["account_id"]), int(result["device_id"])
         store = Store.create(home, passphrase, kdf)
-        me = SelfRecord(server, result["account_id"], int(result["device_id"]), token,
+        me = SelfRecord(server, account, device_id, token,
                         username.lower() if username else None, profile_key, registration_id,
                         trust_root)
         with store.transaction():
@@ -217,7 +243,12 @@ class Client:
                 if exc.status in (400, 404):
                     raise UnknownUser(f"no user named @{name} on this server") from None
                 raise
-            account, username = found["account_id"], found["username"]
+            with _server_data("username lookup"):
+                account, username = _account_hex(found["account_id"]), found["username"]
+            if username != name:
+                # A server answering @carol with bob's name could redirect @bob later.
+                raise ServerRejected(502, "bad_response",
+                                     f"the server answered @{name} with another name")
         else:
             account, username = who.lower(), None
             if len(account) != 32 or any(c not in "0123456789abcdef" for c in account):
@@ -242,9 +273,15 @@ class Client:
         return safety.safety_number(self.identity, bytes.fromhex(self.account), remote,
                                     bytes.fromhex(contact.account))
 
-    async def verify(self, who: str) -> Contact:
-        """Mark the contact's current identity key as verified (after comparing numbers)."""
-        await self.safety_number(who)                    # makes sure the key is known
+    async def verify(self, who: str, expected_digits: str | None = None) -> Contact:
+        """Mark the contact's current identity key as verified (after comparing numbers).
+
+        With ``expected_digits`` (the number the user compared), a key that changed in
+        between is refused instead of being verified silently."""
+        number = await self.safety_number(who)          # makes sure the key is known
+        if expected_digits is not None and \
+                number.digits != "".join(expected_digits.split()):
+            raise IdentityChanged(f"the safety number with {who} is not the one you compared")
         contact = await self.resolve(who)
         contact.verified, contact.identity_changed = True, False
         self._save_contact(contact)
@@ -289,39 +326,37 @@ class Client:
         try:
             cert = sealed.SenderCertificate.from_bytes(unb64(answer["certificate"]))
             cert.validate(self.me.trust_root, now_ms())
-        except (CoreError, KeyError, ValueError) as exc:
+        except (CoreError, KeyError, ValueError, TypeError) as exc:
             raise ClientError(f"the server issued an unusable sender certificate: {exc}")\
                 from None
         self._cert = (cert, cert.expires_at)
         return cert
 
-    def _session(self, account: str, device: int) -> session.Session | None:
-        raw = self._store.get("session", f"{account}.{device}")
-        return None if raw is None else session.Session.from_bytes(raw)
-
-    def _save_session(self, account: str, device: int, s: session.Session) -> None:
-        self._store.put("session", f"{account}.{device}", s.to_bytes())
-
     async def _fetch_bundles(self, contact: Contact,
                              only: list[int] | None = None) -> dict[int, keys.PreKeyBundle]:
-        answer = await self._api.request("GET", f"/v1/keys/{contact.account}/*")
+        """Claim bundles: of the devices in ``only``, or of all devices (each claim uses up
+        one of the device's one-time keys, so ask only for what a session needs)."""
+        paths = ([f"/v1/keys/{contact.account}/{d}" for d in only] if only is not None
+                 else [f"/v1/keys/{contact.account}/*"])
         bundles: dict[int, keys.PreKeyBundle] = {}
-        for dev in answer["devices"]:
-            device_id = int(dev["device_id"])
-            if only is not None and device_id not in only:
-                continue
-            if dev.get("signed_prekey") is None or dev.get("last_resort_kem_prekey") is None:
-                continue
-            opk, pqopk = dev.get("one_time_prekey"), dev.get("one_time_kem_prekey")
-            bundles[device_id] = keys.PreKeyBundle.from_parts(
-                unb64(dev["identity_key"]), unb64(dev["signed_prekey"]),
-                unb64(dev["last_resort_kem_prekey"]),
-                unb64(opk["key"]) if opk else None, unb64(pqopk["key"]) if pqopk else None)
+        for path in paths:
+            answer = await self._api.request("GET", path)
+            with _server_data("key bundle"):
+                for dev in answer["devices"]:
+                    device_id = int(dev["device_id"])
+                    if dev.get("signed_prekey") is None or \
+                            dev.get("last_resort_kem_prekey") is None:
+                        continue
+                    opk, pqopk = dev.get("one_time_prekey"), dev.get("one_time_kem_prekey")
+                    bundles[device_id] = keys.PreKeyBundle.from_parts(
+                        unb64(dev["identity_key"]), unb64(dev["signed_prekey"]),
+                        unb64(dev["last_resort_kem_prekey"]),
+                        unb64(opk["key"]) if opk else None,
+                        unb64(pqopk["key"]) if pqopk else None)
         return bundles
 
     async def _refresh_devices(self, contact: Contact) -> None:
-        """Learn a contact's identity and devices without using up their one-time keys
-        beyond what a first message would."""
+        """Learn a contact's identity and devices (claims one bundle per device)."""
         bundles = await self._fetch_bundles(contact)
         if not bundles:
             raise UnknownUser(f"account {contact.account[:8]}… has no devices with keys")
@@ -380,7 +415,7 @@ class Client:
         if isinstance(extra, list):
             for dev in extra:
                 devices.discard(int(dev))
-                self._store.delete("session", f"{contact.account}.{dev}")
+                sessions.delete(self._store, contact.account, int(dev))
         if isinstance(missing, list):
             devices.update(int(d) for d in missing)
         contact.devices = sorted(devices)
@@ -388,126 +423,155 @@ class Client:
 
     async def _encrypt_for(self, contact: Contact, plaintext: bytes,
                            cert: sealed.SenderCertificate) -> dict[int, bytes]:
-        """One sealed envelope per device; session states are saved before anything is
-        sent, so a crash can never make us reuse a message key."""
-        sessions = {d: s for d in contact.devices
-                    if (s := self._session(contact.account, d)) is not None}
-        need = [d for d in contact.devices if d not in sessions] if contact.devices else None
+        """One sealed envelope per device. Sessions are loaded, advanced and saved in one
+        store transaction before anything is sent, so neither a crash nor another process
+        on the same home can make a message key be used twice."""
+        have = {d for d in contact.devices
+                if sessions.load(self._store, contact.account, d)}
+        need = None if not contact.devices else [d for d in contact.devices if d not in have]
+        bundles: dict[int, keys.PreKeyBundle] = {}
         if need is None or need:
-            for device, bundle in (await self._fetch_bundles(contact, need)).items():
+            bundles = await self._fetch_bundles(contact, need)
+            for bundle in bundles.values():
                 if self._note_identity(contact, bundle.identity) and contact.identity_changed:
                     self._save_contact(contact)
                     raise IdentityChanged(f"the identity key of {contact.account[:8]}… changed "
                                           "after you verified it; compare safety numbers again")
-                sessions[device] = _PendingSession(bundle)   # type: ignore[assignment]
-            contact.devices = sorted(sessions)
-        if not sessions:
+            contact.devices = sorted(have | set(bundles))
+        if not contact.devices:
             raise UnknownUser(f"account {contact.account[:8]}… has no devices with keys")
         remote = contact.identity_key()
+        assert remote is not None
         envelopes: dict[int, bytes] = {}
         with self._store.transaction():
-            for device, sess in sessions.items():
-                if isinstance(sess, _PendingSession):
-                    sess, message = session.initiate(self._identity, sess.bundle, plaintext)
+            for device in contact.devices:
+                held = sessions.load(self._store, contact.account, device)
+                if held:
+                    message = held[0].encrypt(plaintext)
+                elif device in bundles:
+                    fresh, message = session.initiate(self._identity, bundles[device], plaintext)
+                    held = [fresh]
                 else:
-                    message = sess.encrypt(plaintext)
-                assert remote is not None
+                    continue
                 envelopes[device] = sealed.seal(self._identity, cert, remote, message)
-                self._save_session(contact.account, device, sess)
+                sessions.save(self._store, contact.account, device, held)
             self._save_contact(contact)
         return envelopes
 
     # --- receiving ---------------------------------------------------------------------
 
-    async def receive_pending(self) -> list[IncomingMessage]:
-        """Fetch, decrypt and acknowledge everything queued for this device (HTTP)."""
-        out: list[IncomingMessage] = []
-        while True:
+    async def pending(self) -> AsyncIterator[IncomingMessage]:
+        """Fetch, decrypt and acknowledge what is queued for this device (HTTP), yielding
+        each message as soon as it is stored."""
+        for _ in range(MAX_PAGES):
             answer = await self._api.request("GET", "/v1/messages?limit=100")
-            for item in answer["messages"]:
-                message = await self._handle(unb64(item["envelope"]))
-                await self._api.request("DELETE", f"/v1/messages/{item['id']}")
+            with _server_data("message list"):
+                items = [(int(i["id"]), int(i["ts"]), unb64(i["envelope"]))
+                         for i in answer["messages"]]
+                more = bool(answer.get("more"))
+            for envelope_id, ts, envelope in items:
+                message = await self._handle(envelope, ts)
+                await self._api.request("DELETE", f"/v1/messages/{envelope_id}")
                 if message is not None:
-                    out.append(message)
-            if not answer.get("more"):
+                    yield message
+            if not more:
                 break
-        await self._replenish_if_low()
-        return out
+        await self._replenish_quietly()
+
+    async def receive_pending(self) -> list[IncomingMessage]:
+        """Everything :meth:`pending` yields, as a list."""
+        return [message async for message in self.pending()]
 
     async def messages(self) -> AsyncIterator[IncomingMessage]:
-        """Live messages over the WebSocket, reconnecting with backoff until closed."""
+        """Live messages over the WebSocket, reconnecting with backoff until closed.
+
+        A message is yielded before its envelope is acknowledged: if the application stops
+        here, the server delivers it again and the store recognises it as seen."""
         delay = BACKOFF_START_S
         while not self._closed:
+            started = time.monotonic()
             try:
                 ws = await self._api.websocket()
             except ServerUnreachable:
                 await asyncio.sleep(delay * (0.5 + random.random()))   # noqa: S311 - jitter
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 continue
-            delay = BACKOFF_START_S
-            await self._replenish_if_low()
+            await self._replenish_quietly()
             try:
                 async for frame in ws:
                     if frame.type.name != "TEXT":
                         break
-                    event = frame.json()
-                    if event.get("type") == "envelope":
-                        message = await self._handle(unb64(event["envelope"]))
-                        await ws.send_json({"type": "ack", "ids": [event["id"]]})
+                    try:
+                        event = frame.json()
+                        kind = event.get("type")
+                        if kind == "envelope":
+                            envelope_id, ts = int(event["id"]), int(event["ts"])
+                            envelope = unb64(event["envelope"])
+                    except (ValueError, TypeError, KeyError, AttributeError):
+                        log.warning("the server sent a malformed frame; reconnecting")
+                        break
+                    if kind == "envelope":
+                        message = await self._handle(envelope, ts)
                         if message is not None:
                             yield message
-                    elif event.get("type") == "keys_low":
-                        await self._replenish_if_low(force=True)
+                        try:
+                            await ws.send_json({"type": "ack", "ids": [envelope_id]})
+                        except (ConnectionError, OSError):
+                            break      # redelivered after the reconnect, then seen
+                    elif kind == "keys_low":
+                        await self._replenish_quietly()
             finally:
                 await ws.close()
+            if time.monotonic() - started >= STABLE_CONNECTION_S:
+                delay = BACKOFF_START_S
+            else:
+                await asyncio.sleep(delay * (0.5 + random.random()))   # noqa: S311 - jitter
+                delay = min(delay * 2, BACKOFF_MAX_S)
 
-    async def _handle(self, envelope: bytes) -> IncomingMessage | None:
+    async def _handle(self, envelope: bytes, server_ts: int) -> IncomingMessage | None:
         """Open, decrypt, store. None for duplicates and for what can never be read."""
         async with self._lock:
             try:
-                return self._decrypt_and_store(envelope)
+                return self._decrypt_and_store(envelope, server_ts)
             except DuplicateMessage:
                 return None
-            except CoreError as exc:
+            except (CoreError, RecursionError) as exc:
                 # Undecryptable forever (forged, corrupt, for an old identity): drop it.
-                log.warning("dropped an envelope that cannot be decrypted: %s", exc.code)
+                code = exc.code if isinstance(exc, CoreError) else "too_deep"
+                log.warning("dropped an envelope that cannot be decrypted: %s", code)
                 return None
 
-    def _decrypt_and_store(self, envelope: bytes) -> IncomingMessage | None:
-        opened = sealed.open_envelope(self._identity, envelope, self.me.trust_root, now_ms())
+    def _decrypt_and_store(self, envelope: bytes, server_ts: int) -> IncomingMessage | None:
+        # The certificate must have been valid when the server accepted the envelope, not
+        # when we read it: a recipient offline for a day still gets its messages. (The
+        # server could backdate, but it is the certificates' issuer anyway.)
+        opened = sealed.open_envelope(self._identity, envelope, self.me.trust_root,
+                                      min(server_ts, now_ms()))
         account = opened.certificate.account_id.hex()
         device = opened.certificate.device_id
-        contact = self._contact(account) or Contact(account)
-        changed = self._note_identity(contact, opened.sender_identity)
-        inner = opened.content
-        prekeys: keys.PreKeys | None = None
-        existing = self._session(account, device)
-        if session.is_prekey_message(inner) and (existing is None or changed or not _same_session(
-                existing, inner)):
-            raw = self._store.get("self", "prekeys")
-            assert raw is not None
-            prekeys = keys.PreKeys.from_bytes(raw)
-            sess, plaintext = session.respond(self._identity, prekeys, inner,
-                                              expected_identity=opened.sender_identity)
-        elif existing is not None:
-            sess, plaintext = existing, existing.decrypt(inner)
-        else:
-            raise MalformedMessage("message for a session we do not have")
-        opened.check_session(sess.remote_identity)
-        content = Content.decode(plaintext)
-        seen = self._store.get("seen", content.id) is not None
-        with self._store.transaction():
-            self._save_session(account, device, sess)
-            if prekeys is not None:
+        with self._store.transaction():      # read-modify-write under the store's lock
+            contact = self._contact(account) or Contact(account)
+            raw_prekeys = self._store.get("self", "prekeys")
+            assert raw_prekeys is not None
+            prekeys = keys.PreKeys.from_bytes(raw_prekeys)
+            held, plaintext, used_prekeys = sessions.decrypt(
+                sessions.load(self._store, account, device), opened.content, self._identity,
+                prekeys, opened.sender_identity)
+            opened.check_session(held[0].remote_identity)
+            content = Content.decode(plaintext)
+            changed = self._note_identity(contact, opened.sender_identity)
+            sessions.save(self._store, account, device, held)
+            if used_prekeys:
                 self._store.put("self", "prekeys", prekeys.to_bytes())
             if content.profile_key is not None:
                 contact.profile_key = content.profile_key
             if device not in contact.devices:
                 contact.devices = sorted({*contact.devices, device})
             self._save_contact(contact)
-            if seen:
+            seen_key = f"{account}:{content.id}"
+            if self._store.get("seen", seen_key) is not None:
                 return None
-            self._store.put("seen", content.id, b"")
+            self._store.put("seen", seen_key, b"")
             self._store.append_history(account, HistoryEntry(
                 content.id, "in", account, content.text, content.timestamp, device).encode())
         return IncomingMessage(content.id, account, contact.username, device, content.text,
@@ -515,29 +579,26 @@ class Client:
 
     # --- prekeys -----------------------------------------------------------------------
 
-    async def _replenish_if_low(self, force: bool = False) -> None:
+    async def _replenish_quietly(self) -> None:
+        """Replenishing is housekeeping: its failure must not stop message delivery."""
+        try:
+            await self._replenish_if_low()
+        except ClientError as exc:
+            log.warning("could not replenish prekeys: %s", exc.code)
+
+    async def _replenish_if_low(self) -> None:
         status = await self._api.request("GET", "/v1/keys/status")
-        low = min(int(status["one_time_prekeys"]), int(status["one_time_kem_prekeys"]))
-        if low >= REPLENISH_BELOW and not force:
+        with _server_data("key status"):
+            low = min(int(status["one_time_prekeys"]), int(status["one_time_kem_prekeys"]))
+        if low >= REPLENISH_BELOW:
             return
         async with self._lock:
-            raw = self._store.get("self", "prekeys")
-            assert raw is not None
-            prekeys = keys.PreKeys.from_bytes(raw)
-            ec, kem = prekeys.add_one_time(self._identity, ONE_TIME_BATCH)
-            self._store.put("self", "prekeys", prekeys.to_bytes())
+            with self._store.transaction():
+                raw = self._store.get("self", "prekeys")
+                assert raw is not None
+                prekeys = keys.PreKeys.from_bytes(raw)
+                ec, kem = prekeys.add_one_time(self._identity, ONE_TIME_BATCH)
+                self._store.put("self", "prekeys", prekeys.to_bytes())
         upload = keys.PreKeyUpload(b"", b"", b"", [(r.key_id, r.to_bytes()) for r in ec],
                                    [(r.key_id, r.to_bytes()) for r in kem])
         await self._api.request("PUT", "/v1/keys", _upload_body(upload, full=False))
-
-
-@dataclass(frozen=True)
-class _PendingSession:
-    bundle: keys.PreKeyBundle
-
-
-def _same_session(existing: session.Session, inner: bytes) -> bool:
-    try:
-        return session.PreKeyMessage.parse(inner).header.base_key == existing.base_key
-    except CoreError:
-        return False

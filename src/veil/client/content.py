@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from veil.core.errors import MalformedMessage
 
 MAX_TEXT = 64 * 1024
+MAX_TIMESTAMP = 1 << 53          # milliseconds; keeps every clock and JSON reader sane
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,15 @@ class Content:
             if not isinstance(body, dict) or body.get("v") != 1:
                 raise ValueError("unknown content version")
             msg_id, ts, kind, text = body["id"], body["ts"], body["kind"], body["text"]
-            if not (isinstance(msg_id, str) and len(msg_id) == 32 and isinstance(ts, int)
-                    and isinstance(kind, str) and isinstance(text, str)):
-                raise ValueError("content fields have wrong types")
+            if not (isinstance(msg_id, str) and len(msg_id) == 32 and type(ts) is int
+                    and 0 <= ts < MAX_TIMESTAMP and isinstance(kind, str)
+                    and isinstance(text, str) and len(text.encode()) <= MAX_TEXT):
+                raise ValueError("content fields have wrong types or ranges")
             pk = body.get("pk")
             profile_key = base64.b64decode(pk, validate=True) if isinstance(pk, str) else None
             if profile_key is not None and len(profile_key) != 32:
                 raise ValueError("profile key has the wrong size")
             return cls(msg_id, ts, text, profile_key, kind)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MalformedMessage(f"message content is malformed: {exc}") from None
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise MalformedMessage(f"message content is malformed: {type(exc).__name__}")\
+                from None

@@ -86,6 +86,7 @@ class Store:
     def create(cls, home: Path, passphrase: str | None,
                params: KdfParams = DEFAULT_KDF) -> Store:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(home, 0o700)
         if cls.exists(home):
             raise AlreadyInitialised(f"{home} already holds a Veil identity")
         db = _connect(home / DB_FILE)
@@ -156,7 +157,12 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group writes: all of them are durable together, or none is."""
+        """Reads and writes that belong together: all durable at once, or none.
+
+        ``BEGIN IMMEDIATE`` takes SQLite's write lock at the start, so a read-modify-write
+        of a session here cannot interleave with another process on the same home (a
+        ``veil recv -f`` next to a ``veil send``); the other one waits (busy timeout).
+        """
         if self._depth:
             self._depth += 1
             try:
@@ -164,16 +170,17 @@ class Store:
             finally:
                 self._depth -= 1
             return
+        self._db.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
-            with self._db:
-                yield
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
         finally:
             self._depth = 0
-
-    def _autocommit(self) -> None:
-        if not self._depth:
-            self._db.commit()
 
     def _name(self, kind: str, name: str) -> bytes:
         return p.hmac_sha256(self._index, kind.encode() + b"\x00" + name.encode())
@@ -191,7 +198,6 @@ class Store:
         hname = self._name(kind, name)
         self._db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
                          (kind, hname, self._seal(kind, hname, value)))
-        self._autocommit()
 
     def get(self, kind: str, name: str) -> bytes | None:
         hname = self._name(kind, name)
@@ -202,7 +208,6 @@ class Store:
     def delete(self, kind: str, name: str) -> None:
         self._db.execute("DELETE FROM records WHERE kind = ? AND name = ?",
                          (kind, self._name(kind, name)))
-        self._autocommit()
 
     def values(self, kind: str) -> list[bytes]:
         rows = self._db.execute("SELECT name, value FROM records WHERE kind = ?",
@@ -215,7 +220,6 @@ class Store:
         conv = self._name("conv", conversation)
         self._db.execute("INSERT INTO history (conv, value) VALUES (?, ?)",
                          (conv, self._seal("history", conv, value)))
-        self._autocommit()
 
     def history(self, conversation: str, limit: int) -> list[bytes]:
         conv = self._name("conv", conversation)
@@ -226,11 +230,15 @@ class Store:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    old_umask = os.umask(0o077)          # the WAL and shared-memory files too: owner only
     try:
-        db = sqlite3.connect(path, isolation_level="DEFERRED")
+        db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        db.execute("PRAGMA busy_timeout=30000")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
     except sqlite3.DatabaseError as exc:
         raise CorruptStore(f"store {path} is unreadable: {exc}") from None
+    finally:
+        os.umask(old_umask)
     return db

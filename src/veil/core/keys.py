@@ -347,9 +347,16 @@ class PreKeys:
 
     def add_one_time(self, identity: IdentityKeyPair, count: int) -> tuple[
             list[OneTimePreKeyPublic], list[KemPreKeyPublic]]:
-        """Top up ``count`` one-time X25519 and ``count`` one-time ML-KEM prekeys."""
-        if count < 0 or len(self.one_time) + count > MAX_ONE_TIME:
+        """Top up ``count`` one-time X25519 and ``count`` one-time ML-KEM prekeys.
+
+        At most ``MAX_ONE_TIME`` of each are kept: the oldest go first. They are the ones
+        a directory handed out earliest, so the ones most likely claimed by someone who
+        never wrote (anyone can claim keys to make a device pile them up)."""
+        if not 0 <= count <= MAX_ONE_TIME:
             raise ValueError(f"one-time prekeys are capped at {MAX_ONE_TIME}")
+        for table in (self.one_time, self.one_time_kem):
+            while len(table) + count > MAX_ONE_TIME:
+                table.popitem(last=False)
         new_ec: list[OneTimePreKeyPublic] = []
         new_kem: list[KemPreKeyPublic] = []
         for _ in range(count):

@@ -99,3 +99,15 @@ def test_refill_and_rotation(bob: keys.IdentityKeyPair) -> None:
         pre.signed_prekey_private(old_spk)
     ids = [rec.key_id for rec in ec] + [rec.key_id for rec in kem]
     assert len(set(ids)) == len(ids)
+
+
+def test_one_time_keys_are_capped_oldest_first(bob: keys.IdentityKeyPair,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keys, "MAX_ONE_TIME", 5)
+    pre = keys.PreKeys.generate(bob, one_time=4)
+    oldest = next(iter(pre.one_time))
+    pre.add_one_time(bob, 3)               # 7 > 5: the two oldest of each kind go
+    assert len(pre.one_time) == len(pre.one_time_kem) == 5
+    assert oldest not in pre.one_time
+    with pytest.raises(ValueError):
+        pre.add_one_time(bob, 6)
