@@ -553,7 +553,7 @@ class Client:
             contact = self._contact(account) or Contact(account)
             raw_prekeys = self._store.get("self", "prekeys")
             assert raw_prekeys is not None
-            prekeys = keys.PreKeys.from_bytes(raw_prekeys)
+            prekeys = keys.PreKeys.from_bytes(raw_prekeys, verify=False)
             held, plaintext, used_prekeys = sessions.decrypt(
                 sessions.load(self._store, account, device), opened.content, self._identity,
                 prekeys, opened.sender_identity)
@@ -587,18 +587,26 @@ class Client:
             log.warning("could not replenish prekeys: %s", exc.code)
 
     async def _replenish_if_low(self) -> None:
+        """Top up one-time keys when the server runs low, and rotate the signed prekey
+        when its replay memory grows large (see ``PreKeys.rotation_due``)."""
         status = await self._api.request("GET", "/v1/keys/status")
         with _server_data("key status"):
             low = min(int(status["one_time_prekeys"]), int(status["one_time_kem_prekeys"]))
-        if low >= REPLENISH_BELOW:
-            return
         async with self._lock:
             with self._store.transaction():
                 raw = self._store.get("self", "prekeys")
                 assert raw is not None
-                prekeys = keys.PreKeys.from_bytes(raw)
-                ec, kem = prekeys.add_one_time(self._identity, ONE_TIME_BATCH)
+                prekeys = keys.PreKeys.from_bytes(raw, verify=False)
+                rotate = prekeys.rotation_due
+                if low >= REPLENISH_BELOW and not rotate:
+                    return
+                ec, kem = (prekeys.add_one_time(self._identity, ONE_TIME_BATCH)
+                           if low < REPLENISH_BELOW else ([], []))
+                spk = prekeys.rotate_signed_prekey(self._identity) if rotate else None
                 self._store.put("self", "prekeys", prekeys.to_bytes())
         upload = keys.PreKeyUpload(b"", b"", b"", [(r.key_id, r.to_bytes()) for r in ec],
                                    [(r.key_id, r.to_bytes()) for r in kem])
-        await self._api.request("PUT", "/v1/keys", _upload_body(upload, full=False))
+        body = _upload_body(upload, full=False)
+        if spk is not None:
+            body["signed_prekey"] = b64(spk.to_bytes())
+        await self._api.request("PUT", "/v1/keys", body)

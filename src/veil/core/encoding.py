@@ -114,6 +114,19 @@ class Reader:
             raise MalformedMessage(f"{self._what}: bad optional flag")
         return self.var(limit)
 
+    def optional_exact(self, size: int) -> bytes | None:
+        """An optional field that, when present, is exactly ``size`` bytes (e.g. a key)."""
+        value = self.optional(size)
+        if value is not None and len(value) != size:
+            raise MalformedMessage(f"{self._what}: field must be {size} bytes")
+        return value
+
+    def flag(self) -> bool:
+        value = self.u8()
+        if value > 1:
+            raise MalformedMessage(f"{self._what}: bad boolean")
+        return value == 1
+
     def count(self, limit: int) -> int:
         """A u32 element count bounded by ``limit``."""
         n = self.u32()

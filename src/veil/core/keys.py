@@ -31,9 +31,12 @@ _IDENTITY_BINDING = b"veil identity x25519 v1"
 _RECORD_VERSION = 1
 _SECRET_VERSION = 1
 MAX_ONE_TIME = 10_000
-# Base keys of initial messages already answered: a replay of an initial message that
-# used only the last-resort key is recognised within this window.
-SEEN_BASE_KEYS = 4096
+# Base keys of accepted initial messages that used no one-time key, remembered for as
+# long as the signed prekey they name is held (PQXDH §4.2): an older one is refused as
+# unknown once that prekey is rotated out, so no window can be flushed by flooding.
+# At this many per signed prekey the device must rotate it (``rotation_due``); past
+# twice as many it refuses such messages rather than forget.
+SEEN_BASE_KEYS_ROTATE = 50_000
 
 
 def encode_ec(public: bytes) -> bytes:
@@ -159,14 +162,16 @@ class SignedPreKeyPublic:
             .raw(self.signature).finish()
 
     @classmethod
-    def from_bytes(cls, data: bytes, identity: IdentityPublicKey) -> SignedPreKeyPublic:
+    def from_bytes(cls, data: bytes, identity: IdentityPublicKey,
+                   verify: bool = True) -> SignedPreKeyPublic:
         r = Reader(data, "signed prekey")
         if r.u8() != _RECORD_VERSION:
             raise UnsupportedVersion("signed prekey: unknown version")
         record = cls(r.u32(), r.raw(32), r.raw(64))
         r.done()
         p.x25519_public(record.public)
-        identity.verify(record.signature, encode_ec(record.public), "signed prekey")
+        if verify:
+            identity.verify(record.signature, encode_ec(record.public), "signed prekey")
         return record
 
 
@@ -205,7 +210,8 @@ class KemPreKeyPublic:
                 .raw(self.public).raw(self.signature).finish())
 
     @classmethod
-    def from_bytes(cls, data: bytes, identity: IdentityPublicKey) -> KemPreKeyPublic:
+    def from_bytes(cls, data: bytes, identity: IdentityPublicKey,
+                   verify: bool = True) -> KemPreKeyPublic:
         r = Reader(data, "ML-KEM prekey")
         if r.u8() != _RECORD_VERSION:
             raise UnsupportedVersion("ML-KEM prekey: unknown version")
@@ -214,8 +220,9 @@ class KemPreKeyPublic:
             raise MalformedMessage("ML-KEM prekey: bad last-resort flag")
         record = cls(key_id, bool(flag), r.raw(p.MLKEM768_PUBLIC_LEN), r.raw(64))
         r.done()
-        identity.verify(record.signature, encode_kem(record.public), "ML-KEM prekey")
-        p.mlkem_public(record.public)
+        if verify:
+            identity.verify(record.signature, encode_kem(record.public), "ML-KEM prekey")
+            p.mlkem_public(record.public)
         return record
 
 
@@ -302,7 +309,8 @@ class PreKeys:
                                               OneTimePreKeyPublic]] = OrderedDict()
         self.one_time_kem: OrderedDict[int, tuple[bytes, KemPreKeyPublic]] = OrderedDict()
         self.last_resort: OrderedDict[int, tuple[bytes, KemPreKeyPublic]] = OrderedDict()
-        self.seen_base_keys: OrderedDict[bytes, None] = OrderedDict()
+        # signed prekey id -> base keys of accepted initial messages without one-time keys
+        self.seen_base_keys: dict[int, set[bytes]] = {}
 
     # generation ---------------------------------------------------------------------
 
@@ -327,7 +335,8 @@ class PreKeys:
         record = SignedPreKeyPublic(self._take_id(), public, identity.sign(encode_ec(public)))
         self.signed_prekeys[record.key_id] = (private, record)
         while len(self.signed_prekeys) > keep:
-            self.signed_prekeys.popitem(last=False)
+            old_id, _ = self.signed_prekeys.popitem(last=False)
+            self.seen_base_keys.pop(old_id, None)
         return record
 
     def rotate_last_resort(self, identity: IdentityKeyPair, keep: int = 2) -> KemPreKeyPublic:
@@ -414,19 +423,31 @@ class PreKeys:
             raise UnknownPreKey(f"{kind} ML-KEM prekey {key_id} was already used or never issued")
         return p.mlkem_private(entry[0])
 
-    def base_key_seen(self, base_key: bytes) -> bool:
-        return base_key in self.seen_base_keys
+    def base_key_seen(self, signed_prekey_id: int, base_key: bytes) -> bool:
+        return base_key in self.seen_base_keys.get(signed_prekey_id, ())
 
-    def consume(self, base_key: bytes, one_time_id: int | None, kem_id: int,
-                kem_last_resort: bool) -> None:
-        """Forget the one-time keys an accepted initial message used; remember its base key."""
+    def check_replay_capacity(self, signed_prekey_id: int) -> None:
+        """Refuse (rather than forget) once a signed prekey's replay memory is full."""
+        if len(self.seen_base_keys.get(signed_prekey_id, ())) >= 2 * SEEN_BASE_KEYS_ROTATE:
+            raise UnknownPreKey(f"signed prekey {signed_prekey_id} has answered too many "
+                                "initial messages without one-time keys; fetch a new bundle")
+
+    @property
+    def rotation_due(self) -> bool:
+        """The current signed prekey's replay memory is getting large: rotate it."""
+        current = next(reversed(self.signed_prekeys))
+        return len(self.seen_base_keys.get(current, ())) >= SEEN_BASE_KEYS_ROTATE
+
+    def consume(self, base_key: bytes, signed_prekey_id: int, one_time_id: int | None,
+                kem_id: int, kem_last_resort: bool) -> None:
+        """Forget the one-time keys an accepted initial message used. Without any, its
+        base key is remembered while the signed prekey lives, so a replay is refused."""
         if one_time_id is not None:
             self.one_time.pop(one_time_id, None)
         if not kem_last_resort:
             self.one_time_kem.pop(kem_id, None)
-        self.seen_base_keys[base_key] = None
-        while len(self.seen_base_keys) > SEEN_BASE_KEYS:
-            self.seen_base_keys.popitem(last=False)
+        if one_time_id is None and kem_last_resort:
+            self.seen_base_keys.setdefault(signed_prekey_id, set()).add(base_key)
 
     @property
     def one_time_count(self) -> int:
@@ -447,12 +468,16 @@ class PreKeys:
             for seed, kem in table.values():
                 w.raw(seed).var(kem.to_bytes())
         w.u32(len(self.seen_base_keys))
-        for base_key in self.seen_base_keys:
-            w.raw(base_key)
+        for spk_id, seen in self.seen_base_keys.items():
+            w.u32(spk_id).u32(len(seen))
+            for base_key in sorted(seen):
+                w.raw(base_key)
         return w.finish()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> PreKeys:
+    def from_bytes(cls, data: bytes, *, verify: bool = True) -> PreKeys:
+        """``verify=False`` for the device's own authenticated store: its records were
+        signed here, and checking 200 signatures costs ~20 ms on every load."""
         r = Reader(data, "prekeys")
         if r.u8() != _SECRET_VERSION:
             raise UnsupportedVersion("prekeys: unknown version")
@@ -461,7 +486,7 @@ class PreKeys:
         ident = keys.identity
         for _ in range(r.count(64)):
             private = p.x25519_private(r.raw(32))
-            spk = SignedPreKeyPublic.from_bytes(r.var(256), ident)
+            spk = SignedPreKeyPublic.from_bytes(r.var(256), ident, verify)
             keys.signed_prekeys[spk.key_id] = (private, spk)
         for _ in range(r.count(MAX_ONE_TIME)):
             private = p.x25519_private(r.raw(32))
@@ -470,11 +495,16 @@ class PreKeys:
         for table in (keys.one_time_kem, keys.last_resort):
             for _ in range(r.count(MAX_ONE_TIME)):
                 seed = r.raw(p.MLKEM768_SEED_LEN)
-                kem = KemPreKeyPublic.from_bytes(r.var(4096), ident)
+                kem = KemPreKeyPublic.from_bytes(r.var(4096), ident, verify)
                 table[kem.key_id] = (seed, kem)
-        for _ in range(r.count(SEEN_BASE_KEYS)):
-            keys.seen_base_keys[r.raw(32)] = None
+        for _ in range(r.count(64)):
+            spk_id = r.u32()
+            keys.seen_base_keys[spk_id] = {r.raw(32)
+                                           for _ in range(r.count(2 * SEEN_BASE_KEYS_ROTATE))}
         r.done()
+        for table, last_resort in ((keys.one_time_kem, False), (keys.last_resort, True)):
+            if any(rec.last_resort != last_resort for _, rec in table.values()):
+                raise MalformedMessage("prekeys: an ML-KEM key is in the wrong table")
         if not keys.signed_prekeys or not keys.last_resort:
             raise MalformedMessage("prekeys: no signed prekey or last-resort key")
         return keys

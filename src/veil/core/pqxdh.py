@@ -118,8 +118,10 @@ def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle) -> Agreement:
 
 def respond(identity: IdentityKeyPair, prekeys: PreKeys, header: InitialHeader) -> Agreement:
     """Bob's side (§3.4). Pure: the caller consumes the one-time keys after decrypting."""
-    if prekeys.base_key_seen(header.base_key):
+    if prekeys.base_key_seen(header.signed_prekey_id, header.base_key):
         raise DuplicateMessage("initial message was already accepted (replay)")
+    if header.one_time_prekey_id is None and header.kem_last_resort:
+        prekeys.check_replay_capacity(header.signed_prekey_id)
     spk_private = prekeys.signed_prekey_private(header.signed_prekey_id)
     kem_private = prekeys.kem_private(header.kem_prekey_id, header.kem_last_resort)
     base = p.x25519_public(header.base_key)

@@ -129,9 +129,23 @@ def x25519_private_raw(key: x25519.X25519PrivateKey) -> bytes:
 
 # --- Ed25519 ----------------------------------------------------------------------------
 
+# The y-coordinates (sign bit cleared) of the points of order dividing 8, and the
+# non-canonical spellings p and p+1 (RFC 8032 §5.1.3; the list libsodium rejects). A
+# signing key there lets anyone forge "its" signatures, so no identity may use one.
+_P25519 = 2**255 - 19
+_SMALL_ORDER_Y = frozenset({
+    0, 1, _P25519 - 1, _P25519, _P25519 + 1,
+    0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,
+    0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7,
+})
+
+
 def ed25519_public(data: bytes) -> ed25519.Ed25519PublicKey:
     if len(data) != ED25519_LEN:
         raise MalformedMessage("Ed25519 public key must be 32 bytes")
+    y = int.from_bytes(data, "little") & ((1 << 255) - 1)
+    if y in _SMALL_ORDER_Y or y >= _P25519:
+        raise MalformedMessage("Ed25519 public key is of small order or not canonical")
     try:
         return ed25519.Ed25519PublicKey.from_public_bytes(data)
     except ValueError:

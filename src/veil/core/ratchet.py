@@ -271,26 +271,43 @@ class RatchetState:
     def read(cls, r: Reader) -> RatchetState:
         if r.u8() != _STATE_VERSION:
             raise UnsupportedVersion("ratchet state: unknown version")
-        use_he, pending = r.u8() == 1, r.u8() == 1
+        use_he, pending = r.flag(), r.flag()
         state = cls(r.raw(32), use_he)
         state.send_pending = pending
-        dhs = r.optional(32)
+        dhs = r.optional_exact(32)
         if dhs is not None:
             state.dhs = p.x25519_private(dhs)
             state.dhs_pub = state.dhs.public_key().public_bytes_raw()
-        state.dhr = r.optional(32)
+        state.dhr = r.optional_exact(32)
         if state.dhr is not None:
             state.dhr_key = p.x25519_public(state.dhr)
-        state.cks, state.ckr = r.optional(32), r.optional(32)
+        state.cks, state.ckr = r.optional_exact(32), r.optional_exact(32)
         state.ns, state.nr, state.pn = r.u32(), r.u32(), r.u32()
-        state.hks, state.hkr, state.nhks, state.nhkr = (r.optional(32), r.optional(32),
-                                                        r.optional(32), r.optional(32))
+        state.hks, state.hkr, state.nhks, state.nhkr = (
+            r.optional_exact(32), r.optional_exact(32), r.optional_exact(32),
+            r.optional_exact(32))
         for _ in range(r.count(MAX_STORED_SKIPPED)):
             chain, n, mk = r.raw(32), r.u32(), r.raw(32)
             state.skipped[(chain, n)] = mk
         for _ in range(r.count(MAX_PREVIOUS_CHAINS)):
             state.previous_chains[r.raw(32)] = None
+        state._check()
         return state
+
+    def _check(self) -> None:
+        """Stored state must be one the algorithm can reach; else later calls would fail
+        with something other than a Veil error."""
+        ok = not (self.send_pending and self.dhr is None)
+        ok = ok and not (self.cks is not None and self.dhs is None)
+        ok = ok and not (self.ckr is not None and self.dhr is None)
+        if self.use_he:
+            ok = ok and not (self.cks is not None and self.hks is None)
+            ok = ok and not (self.send_pending and self.nhks is None)
+            ok = ok and not (self.ckr is not None and self.hkr is None)
+        elif any(k is not None for k in (self.hks, self.hkr, self.nhks, self.nhkr)):
+            ok = False
+        if not ok:
+            raise MalformedMessage("ratchet state is inconsistent")
 
 
 def _skip(chain_id: bytes, ck: bytes, start: int, until: int) -> tuple[

@@ -151,6 +151,8 @@ class Session:
         initial = r.optional(8192)
         ratchet = RatchetState.read(r)
         r.done()
+        if ad not in (pqxdh.associated_data(local, remote), pqxdh.associated_data(remote, local)):
+            raise MalformedMessage("session state: associated data does not match identities")
         return cls(local, remote, ad, base_key, ratchet, initial, digest)
 
 
@@ -196,6 +198,6 @@ def respond(identity: IdentityKeyPair, prekeys: PreKeys, message: bytes, *,
     session = Session(identity.public, header.identity, agreement.associated_data,
                       header.base_key, ratchet, None, parsed.digest)
     plaintext = session._decrypt_message(parsed.message)
-    prekeys.consume(header.base_key, header.one_time_prekey_id, header.kem_prekey_id,
-                    header.kem_last_resort)
+    prekeys.consume(header.base_key, header.signed_prekey_id, header.one_time_prekey_id,
+                    header.kem_prekey_id, header.kem_last_resort)
     return session, plaintext

@@ -77,13 +77,19 @@ def test_prekeys_persist_and_consume(bob: keys.IdentityKeyPair) -> None:
     assert restored.one_time_count == 4
     opk_id = next(iter(restored.one_time))
     kem_id = next(iter(restored.one_time_kem))
-    restored.consume(b"B" * 32, opk_id, kem_id, kem_last_resort=False)
+    spk_id = next(iter(restored.signed_prekeys))
+    restored.consume(b"B" * 32, spk_id, opk_id, kem_id, kem_last_resort=False)
     assert restored.one_time_count == 3
     with pytest.raises(UnknownPreKey):
         restored.one_time_private(opk_id)
     with pytest.raises(UnknownPreKey):
         restored.kem_private(kem_id, last_resort=False)
-    assert restored.base_key_seen(b"B" * 32)
+    # one-time keys make a replay fail by themselves; only key-less ones are remembered
+    assert not restored.base_key_seen(spk_id, b"B" * 32)
+    last = next(iter(restored.last_resort))
+    restored.consume(b"C" * 32, spk_id, None, last, kem_last_resort=True)
+    again = keys.PreKeys.from_bytes(restored.to_bytes())
+    assert again.base_key_seen(spk_id, b"C" * 32)
 
 
 def test_refill_and_rotation(bob: keys.IdentityKeyPair) -> None:
@@ -111,3 +117,13 @@ def test_one_time_keys_are_capped_oldest_first(bob: keys.IdentityKeyPair,
     assert oldest not in pre.one_time
     with pytest.raises(ValueError):
         pre.add_one_time(bob, 6)
+
+
+@pytest.mark.parametrize("signing", [bytes(32), b"\x01" + bytes(31),
+                                     b"\xec" + b"\xff" * 30 + b"\x7f",
+                                     b"\xee" + b"\xff" * 30 + b"\x7f"])
+def test_small_order_signing_keys_are_refused(signing: bytes) -> None:
+    # With the identity point as signing key, R = identity and S = 0 "verifies" anything.
+    forged = b"\x01" + signing + bytes(32) + b"\x01" + bytes(63)
+    with pytest.raises(MalformedMessage):
+        keys.IdentityPublicKey.from_bytes(forged)

@@ -68,7 +68,7 @@ def test_one_time_keys_consumed_and_replay_refused(alice: keys.IdentityKeyPair,
     _, first = session.initiate(alice, bundle, b"one")
     session.respond(bob, pre, first)
     assert pre.one_time_count == 1
-    with pytest.raises(DuplicateMessage):
+    with pytest.raises(UnknownPreKey):      # its one-time keys are gone: it cannot replay
         session.respond(bob, pre, first)
     # a second initiator who got the same (already used) one-time keys is refused
     _, other = session.initiate(alice, bundle, b"two")
@@ -121,3 +121,21 @@ def test_forged_identity_binding_is_refused(alice: keys.IdentityKeyPair,
         session.respond(bob, pre, forged, expected_identity=alice.public)
     assert pre.one_time_count == 1
     assert session.respond(bob, pre, first, expected_identity=alice.public)[1] == b"x"
+
+
+def test_replay_memory_cannot_be_flushed(alice: keys.IdentityKeyPair,
+                                         bob: keys.IdentityKeyPair) -> None:
+    """Key-less initial messages are remembered as long as their signed prekey lives."""
+    pre = keys.PreKeys.generate(bob, one_time=0)
+    _, first = session.initiate(alice, pre.bundle(), b"transfer $100")
+    session.respond(bob, pre, first)
+    spk_id = next(iter(pre.signed_prekeys))
+    last = next(iter(pre.last_resort))
+    for i in range(5000):                  # an attacker's flood of accepted sessions
+        pre.consume(i.to_bytes(32, "big"), spk_id, None, last, kem_last_resort=True)
+    with pytest.raises(DuplicateMessage):
+        session.respond(bob, pre, first)
+    pre.rotate_signed_prekey(bob)
+    pre.rotate_signed_prekey(bob)          # the prekey it named is gone: still refused
+    with pytest.raises(UnknownPreKey):
+        session.respond(bob, pre, first)

@@ -167,3 +167,26 @@ def test_initiator_repeats_prekey_header_until_reply(alice: keys.IdentityKeyPair
     assert b.decrypt(first) == b"1"
     a.decrypt(b.encrypt(b"reply"))
     assert not session.is_prekey_message(a.encrypt(b"3"))
+
+
+def test_inconsistent_stored_state_is_refused(alice: keys.IdentityKeyPair,
+                                              bob: keys.IdentityKeyPair) -> None:
+    from veil.core.encoding import Reader, Writer
+
+    _, b = make_pair(alice, bob, header_encryption=False)
+    good = b.to_bytes()
+    # a header-encryption flag on a session without header keys
+    r = Reader(good, "t")
+    head = [r.u8(), r.var(200), r.var(200), r.var(600), r.raw(32), r.raw(32), r.optional(9000)]
+    state = r.rest()
+    flipped = bytes([state[0], 1]) + state[2:]
+    w = Writer().u8(head[0]).var(head[1]).var(head[2]).var(head[3]).raw(head[4]).raw(head[5])
+    w.optional(head[6]).raw(flipped)
+    with pytest.raises(MalformedMessage):
+        session.Session.from_bytes(w.finish())
+    # associated data that does not belong to the two identities
+    w = Writer().u8(head[0]).var(head[1]).var(head[2]).var(b"x" * len(head[3]))
+    w.raw(head[4]).raw(head[5]).optional(head[6]).raw(state)
+    with pytest.raises(MalformedMessage):
+        session.Session.from_bytes(w.finish())
+    assert session.Session.from_bytes(good).to_bytes() == good
