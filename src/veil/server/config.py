@@ -35,6 +35,11 @@ class ServerConfig:
     max_envelope_bytes: int = 256 * 1024
     max_ws_frame_bytes: int = 512 * 1024
     max_connections: int = 50_000
+    # Sealed sockets need no credentials, so strangers could otherwise take every slot:
+    # they get a smaller share of max_connections and are closed when idle.
+    max_sealed_connections: int = 1000
+    sealed_idle_timeout_s: float = 30.0
+    # Sends and acknowledgements of one socket awaiting the database (back-pressure).
     max_inflight_sends_per_connection: int = 32
     # Key directory.
     max_prekeys_per_upload: int = 200
@@ -43,6 +48,9 @@ class ServerConfig:
     # Message queue.
     max_queue_per_device: int = 10_000
     fetch_limit: int = 100
+    # A GET /v1/messages page stops once its envelopes total this many bytes (at least
+    # one envelope is always returned), so a page of large envelopes stays bounded.
+    fetch_max_bytes: int = 8 << 20
     push_window: int = 256
     # Sender certificates.
     sender_certificate_ttl_s: int = 24 * 3600
@@ -74,6 +82,11 @@ class ServerConfig:
             raise ConfigError("database_url must be a postgresql:// URL")
         if self.group_commit_window_ms < 0 or self.group_commit_window_ms > 100:
             raise ConfigError("group_commit_window_ms must be between 0 and 100")
+        if self.max_sealed_connections >= self.max_connections:
+            # Otherwise strangers could again hold every slot a device needs.
+            raise ConfigError("max_sealed_connections must be below max_connections")
+        if not 0 < self.sealed_idle_timeout_s <= 3600:
+            raise ConfigError("sealed_idle_timeout_s must be above 0 and at most 3600")
         if self.max_ws_frame_bytes < self.max_envelope_bytes:
             raise ConfigError("max_ws_frame_bytes must be at least max_envelope_bytes")
 

@@ -104,14 +104,17 @@ async def test_bad_requests(
 
 
 async def test_connection_cap(tmp_path: Path):
-    capped = ServerProcess(tmp_path / "data", {"max_connections": 2}).start()
+    capped = ServerProcess(tmp_path / "data",
+                           {"max_connections": 2, "max_sealed_connections": 1}).start()
     try:
         async with aiohttp.ClientSession() as http:
+            bob = await register(http, capped.url)
             first = await http.ws_connect(capped.url + "/v1/websocket/sealed")
-            second = await http.ws_connect(capped.url + "/v1/websocket/sealed")
-            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-                await http.ws_connect(capped.url + "/v1/websocket/sealed")
-            assert info.value.status == 503
+            second = await http.ws_connect(capped.url + "/v1/websocket", headers=bob.auth())
+            for path, headers in (("/v1/websocket/sealed", {}), ("/v1/websocket", bob.auth())):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                    await http.ws_connect(capped.url + path, headers=headers)
+                assert info.value.status == 503
             await first.close()
             for _ in range(50):  # the server notices the close
                 try:

@@ -25,6 +25,8 @@ def test_defaults_file_and_overrides(tmp_path: Path):
 @pytest.mark.parametrize("text", [
     'nonsense = 1', 'port = "8470"', 'registration = "closed"', "max_body_bytes = 0",
     "use_uvloop = 1", "max_ws_frame_bytes = 10", "port = [", 'data_dir = 5',
+    "sealed_idle_timeout_s = 0", "sealed_idle_timeout_s = 7200", "max_sealed_connections = 0",
+    "fetch_max_bytes = -1", "max_connections = 100",
 ])
 def test_bad_config_is_an_error(tmp_path: Path, text: str):
     cfg = tmp_path / "veil.toml"

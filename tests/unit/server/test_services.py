@@ -35,6 +35,7 @@ from veil.server.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from veil.server.services import keys as keys_module
 from veil.server.services.accounts import AccountService, Registration
 from veil.server.services.keys import KeyService, PreKeyUpload, validate_prekey_upload
 from veil.server.services.messages import DeviceSender, MessageService, Outgoing, SealedSender
@@ -249,6 +250,36 @@ async def test_invite_mode(tmp_path: Path):
         await world.register(invite=invite)
         with pytest.raises(InvalidInvite):
             await world.register(invite=invite)
+    finally:
+        await storage.close()
+
+
+async def test_invite_is_checked_before_the_signatures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A stranger without a valid invite costs one lookup, not the signature checks."""
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    await storage.open()
+    try:
+        world = World(storage, ServerConfig(data_dir=tmp_path, registration="invite"))
+        verified: list[object] = []
+        real = keys_module.validate_prekey_upload
+
+        def counting(*args: Any, **kw: Any) -> None:
+            verified.append(args)
+            real(*args, **kw)
+
+        monkeypatch.setattr(keys_module, "validate_prekey_upload", counting)
+        badly_signed = PreKeyUpload(signed_prekey=spk(identity=IdentityKeyPair.generate()))
+        with pytest.raises(InvalidInvite):
+            await world.register(invite="bogus", prekeys=badly_signed)
+        assert verified == []
+        invite = await world.accounts.mint_invite(3600)
+        with pytest.raises(ValidationFailed):  # a valid invite: now the keys are judged
+            await world.register(invite=invite, prekeys=badly_signed)
+        assert len(verified) == 1
+        await world.register(invite=invite)  # and the invite was not consumed by that
+        assert len(verified) == 2
     finally:
         await storage.close()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import veil.server.storage.sqlite as sqlite_backend
 from veil.server.errors import (
     AccountNotFound,
     DeviceNotFound,
@@ -15,6 +16,7 @@ from veil.server.errors import (
     InvalidAccessKey,
     InvalidInvite,
     LimitExceeded,
+    StorageError,
     UsernameTaken,
 )
 from veil.server.storage.base import NewDevice, OneTimeKey, RecipientInfo, Storage
@@ -93,6 +95,15 @@ async def test_invites_are_single_use_and_expire(storage: Storage):
             await storage.create_account(account_id, device=device(), invite_hash=invite,
                                          **kwargs)  # type: ignore[arg-type]
         assert await storage.get_account(account_id) is None
+
+
+async def test_invite_exists_does_not_consume(storage: Storage):
+    await storage.add_invite(b"h" * 32, NOW + 1000)
+    await storage.add_invite(b"x" * 32, NOW - 1)
+    assert await storage.invite_exists(b"h" * 32, NOW)
+    assert await storage.invite_exists(b"h" * 32, NOW)  # still there
+    assert not await storage.invite_exists(b"x" * 32, NOW)  # expired
+    assert not await storage.invite_exists(b"?" * 32, NOW)
 
 
 async def test_prekeys_are_claimed_once_then_last_resort(storage: Storage):
@@ -218,3 +229,58 @@ async def test_sqlite_survives_reopen(tmp_path: Path):
     assert [r.body for r in await second.fetch_envelopes(a, 1, 5)] == [b"kept"]
     assert await second.schema_version() == 1
     await second.close()
+
+
+async def test_sqlite_queue_length_cache_cleared_during_a_submission(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The bounded cache may be cleared while one multi-device submission fills it; the
+    submission still succeeds (it used to raise KeyError after its INSERTs, and the
+    batch committed rows its sender was told had failed) and the counts stay right."""
+    monkeypatch.setattr(sqlite_backend, "_CACHE_ENTRIES", 3)
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    await storage.open()
+    try:
+        a = await new_account(storage)
+        await storage.add_device(a, device(2), NOW, 16, 10)
+        seen: list[dict[int, int]] = []
+
+        def record(info: RecipientInfo) -> None:
+            seen.append(dict(info.queue_lengths))
+
+        for others in (b"x", b"y"):  # two entries: the second device's lookup clears
+            storage._queue_lengths[(others * 16, 1)] = 0
+        stored = await storage.enqueue(a, [(1, b"a"), (2, b"b")], NOW, record)
+        assert [(e.device_id, e.body) for e in stored] == [(1, b"a"), (2, b"b")]
+        await storage.enqueue(a, [(1, b"c"), (2, b"d")], NOW, record)
+        assert seen == [{1: 0, 2: 0}, {1: 1, 2: 1}]
+    finally:
+        await storage.close()
+
+
+async def test_sqlite_a_call_failing_after_a_write_fails_its_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """Calls without their own savepoint must not commit writes their caller was told
+    failed: an exception after the first write rolls the whole batch back."""
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    await storage.open()
+    try:
+        a = await new_account(storage)
+
+        def write_then_fail(conn: object) -> None:
+            conn.execute(  # type: ignore[attr-defined]
+                "INSERT INTO envelopes (account_id, device_id, ts, body) VALUES (?, 1, 0, ?)",
+                (a, b"half"),
+            )
+            raise KeyError("a bug after the write")
+
+        with pytest.raises(StorageError):
+            await storage.submit(write_then_fail, savepoint=False)
+        assert await storage.fetch_envelopes(a, 1, 10) == []
+        # Logged by type: exception text can carry identifiers.
+        assert "KeyError" in caplog.text and "a bug after the write" not in caplog.text
+        await storage.enqueue(a, [(1, b"fine")], NOW, allow)  # the storage still works
+        assert [e.body for e in await storage.fetch_envelopes(a, 1, 10)] == [b"fine"]
+    finally:
+        await storage.close()

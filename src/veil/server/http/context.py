@@ -36,7 +36,8 @@ class Context:
     ca: CertificateAuthority
     schemas: Schemas
     clock_ms: Callable[[], int]
-    connections: int = 0
+    connections: int = 0  # every WebSocket, sealed ones included
+    sealed_connections: int = 0
 
 
 CONTEXT: web.AppKey[Context] = web.AppKey("veil_context", Context)

@@ -226,6 +226,8 @@ async def relayed_submission(request: web.Request) -> web.Response:
         raise ValidationFailed(f"submission: {exc}") from None
     items = []
     for device_id, envelope in submission.envelopes:
+        if not envelope:  # as over HTTP and WebSocket: an envelope has at least one byte
+            raise ValidationFailed("submission: an envelope is empty")
         if len(envelope) > c.config.max_envelope_bytes:
             raise PayloadTooLarge(f"an envelope is larger than {c.config.max_envelope_bytes} "
                                   "bytes")
@@ -244,11 +246,19 @@ async def fetch_messages(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", c.config.fetch_limit, 1, c.config.fetch_limit)
     after = query_int(request, "after", 0, 0, (1 << 53) - 1)
     rows = await c.messages.pending(device.account_id, device.device_id, limit + 1, after)
+    # Cut by bytes too: a page of large envelopes would otherwise build a response of
+    # limit × max_envelope_bytes (base64 and JSON on top). The first always fits.
+    page, total = 0, 0
+    for e in rows[:limit]:
+        total += len(e.body)
+        if page and total > c.config.fetch_max_bytes:
+            break
+        page += 1
     return json_response({
         "messages": [
-            {"id": e.id, "ts": e.ts, "envelope": b64encode(e.body)} for e in rows[:limit]
+            {"id": e.id, "ts": e.ts, "envelope": b64encode(e.body)} for e in rows[:page]
         ],
-        "more": len(rows) > limit,
+        "more": len(rows) > page,
     })
 
 

@@ -9,13 +9,15 @@ Device socket (``/v1/websocket``, device credentials on the upgrade request):
 
     server → {"type":"envelope","id":int,"ts":int,"envelope":base64}
     server → {"type":"keys_low","one_time_prekeys":int,"one_time_kem_prekeys":int}
-    client → {"type":"ack","ids":[int, ...]}          (then the server deletes them)
+    client → {"type":"ack","ids":[int, ...]}          (pushed here; then deleted)
     client → {"type":"send","req":int,"to":hex,"messages":[{"device_id":int,"envelope":b64}]}
     server → {"type":"sent","req":int,"messages":[{"device_id":int,"id":int,"ts":int}]}
     server → {"type":"error","req":int,"error":{"code":str,"message":str,"details"?:{}}}
 
 Sealed socket (``/v1/websocket/sealed``, no credentials): only ``send`` frames, each with
 the recipient's ``access_key`` (unless the recipient accepts sealed mail from anyone).
+Held up to ``max_sealed_connections`` (a share of ``max_connections``) and closed after
+``sealed_idle_timeout_s`` without a frame.
 
 Flow control: a device socket holds at most ``push_window`` unacknowledged envelopes.
 Queued envelopes are sent on connect in id order; live pushes go straight out; when the
@@ -134,10 +136,19 @@ class _Socket(abc.ABC):
         self.closed = True
         await self.ws.close(code=code, message=reason.encode()[:120])
 
+    def idle_timeout(self) -> float | None:
+        """Seconds without a frame after which the socket is closed (None: never)."""
+        return None
+
     async def serve(self) -> None:
         receive = self.ws.receive
+        timeout = self.idle_timeout()
         while True:
-            msg = await receive()
+            try:
+                msg = await receive(timeout)
+            except TimeoutError:
+                await self.reject(WSCloseCode.OK, "idle timeout")
+                break
             if msg.type == WSMsgType.TEXT:
                 try:
                     await self.on_frame(load_json(msg.data, "frame"))
@@ -160,6 +171,18 @@ class _Socket(abc.ABC):
     async def on_frame(self, frame: Any) -> None:
         """Handle one decoded JSON frame; raise ValidationFailed to close the socket."""
 
+    async def wait_for_slot(self) -> None:
+        """Stop reading this socket until fewer than the allowed database calls (sends
+        and acknowledgements) are in flight: back-pressure, bounded work per socket."""
+        while self.inflight >= self.c.config.max_inflight_sends_per_connection:
+            self.slot = asyncio.get_running_loop().create_future()
+            await self.slot
+
+    def release_slot(self) -> None:
+        self.inflight -= 1
+        if self.slot is not None and not self.slot.done():
+            self.slot.set_result(None)
+
     async def start_send(self, raw: dict[str, Any], sender: Sender | None) -> None:
         """Validate a send frame and submit it; the reply leaves from a callback once the
         envelopes are durable. ``sender=None`` means sealed (the frame's access key)."""
@@ -175,10 +198,7 @@ class _Socket(abc.ABC):
         if self.congested():
             # Sending without reading the replies would make us buffer without bound.
             raise ValidationFailed("too many unread replies; read the socket")
-        while self.inflight >= self.c.config.max_inflight_sends_per_connection:
-            # Stop reading this socket until a send finishes: back-pressure, bounded tasks.
-            self.slot = asyncio.get_running_loop().create_future()
-            await self.slot
+        await self.wait_for_slot()
         try:
             stored = self.c.messages.submit_nowait(
                 parse_account_id(frame["to"]), items, sender
@@ -191,9 +211,7 @@ class _Socket(abc.ABC):
 
     def _sent(self, req: int, stored: asyncio.Future[list[StoredEnvelope]]) -> None:
         """Reply once the envelopes are durable (no task per send: a callback)."""
-        self.inflight -= 1
-        if self.slot is not None and not self.slot.done():
-            self.slot.set_result(None)
+        self.release_slot()
         if stored.cancelled():
             return
         exc = stored.exception()
@@ -234,7 +252,16 @@ class DeviceConnection(_Socket):
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ack":
             ids = fast_ack(frame) or self.c.schemas.ws_ack.validate(frame, "frame")["ids"]
+            # This socket acknowledges what it pushed; anything else would be database
+            # work a client could ask for without limit (ids that were never pushed
+            # here, or one id a thousand times).
+            sent = self.sent
+            ids = [i for i in dict.fromkeys(ids) if i in sent]
+            if not ids:
+                return
+            await self.wait_for_slot()
             fut = self.c.messages.acknowledge_nowait(self.account_id, self.device_id, ids)
+            self.inflight += 1
             fut.add_done_callback(partial(self._acked, ids))
         elif kind == "send":
             if "access_key" in frame:
@@ -249,6 +276,7 @@ class DeviceConnection(_Socket):
         self.sent.add(id_)
 
     def _acked(self, ids: list[int], fut: asyncio.Future[int]) -> None:
+        self.release_slot()
         if not fut.cancelled() and fut.exception() is not None:
             log.warning("acknowledgement of %s failed", log_id(self.account_id))
             return  # keep them in `sent`: they are redelivered on the next connection
@@ -263,7 +291,10 @@ class DeviceConnection(_Socket):
         if self.closed:
             return
         if event["type"] != "envelope":
-            self.send_text(_dumps(event))
+            # Notices are advisory and anyone can trigger some (keys_low by claiming
+            # keys): never let them pile up behind a slow reader.
+            if not self.congested():
+                self.send_text(_dumps(event))
             return
         if event["id"] in self.sent:
             return
@@ -326,6 +357,11 @@ class SealedConnection(_Socket):
 
     __slots__ = ()
 
+    def idle_timeout(self) -> float | None:
+        # Nobody is behind a sealed socket the server could name: an idle one only
+        # holds a slot.
+        return self.c.config.sealed_idle_timeout_s
+
     async def on_frame(self, frame: Any) -> None:
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind != "send":
@@ -344,9 +380,13 @@ class _WebSocket(web.WebSocketResponse):
         return await super().close(code=code, message=message, drain=drain)
 
 
-def _prepare(request: web.Request, c: Context) -> web.WebSocketResponse:
+def _prepare(request: web.Request, c: Context, *, sealed: bool = False) -> web.WebSocketResponse:
     if c.connections >= c.config.max_connections:
         raise TooManyConnections("the server holds its maximum number of connections")
+    if sealed and c.sealed_connections >= c.config.max_sealed_connections:
+        # Sealed sockets need no credentials: their own, smaller cap keeps strangers
+        # from taking the slots of registered devices.
+        raise TooManyConnections("the server holds its maximum number of sealed connections")
     return _WebSocket(
         max_msg_size=c.config.max_ws_frame_bytes, compress=False, autoping=True
     )
@@ -396,13 +436,15 @@ async def device_socket(request: web.Request) -> web.WebSocketResponse:
 
 async def sealed_socket(request: web.Request) -> web.WebSocketResponse:
     c = ctx(request)
-    ws = _prepare(request, c)
+    ws = _prepare(request, c, sealed=True)
     await ws.prepare(request)
     conn = SealedConnection(ws, c, request)
     c.connections += 1
+    c.sealed_connections += 1
     try:
         await conn.serve()
     finally:
         conn.closed = True
         c.connections -= 1
+        c.sealed_connections -= 1
     return ws

@@ -25,7 +25,7 @@ from veil.server.errors import (
     Unauthorized,
     UsernameNotFound,
 )
-from veil.server.services.keys import PreKeyUpload, validate_prekey_upload
+from veil.server.services.keys import PreKeyUpload, validate_prekey_upload_off_loop
 from veil.server.storage.base import AccountRecord, DeviceRecord, NewDevice, Storage
 
 log = logging.getLogger("veil.server.accounts")
@@ -79,7 +79,16 @@ class AccountService:
             invite_hash = hash_invite(reg.invite)
         elif reg.invite is not None:
             invite_hash = hash_invite(reg.invite)
-        validate_prekey_upload(reg.prekeys, identity_key=reg.identity_key, config=self._config)
+        if invite_hash is not None and not await self._storage.invite_exists(
+            invite_hash, self._clock_ms()
+        ):
+            # Checked (not consumed: create_account does that atomically) before the
+            # signatures, so a stranger without an invite costs one SELECT, not
+            # hundreds of signature checks.
+            raise InvalidInvite("the invite token is unknown, used or expired")
+        await validate_prekey_upload_off_loop(
+            reg.prekeys, identity_key=reg.identity_key, config=self._config
+        )
         token = reg.token if reg.token is not None else os.urandom(TOKEN_BYTES)
         account_id = os.urandom(ACCOUNT_ID_BYTES)
         unrestricted = (

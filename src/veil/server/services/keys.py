@@ -10,12 +10,14 @@ so the directory never serves a record the fetching client would reject.
 
 A bundle fetch hands out at most one one-time key of each kind per device, removing it
 atomically; when the KEM stock is empty the client falls back to the last-resort KEM
-prekey. When a claim leaves a stock below ``prekey_low_threshold`` the owner device is
-told (a ``keys_low`` WebSocket event) so it can replenish.
+prekey. When a claim takes a stock below ``prekey_low_threshold`` (from the threshold to
+one less) the owner device is told once (a ``keys_low`` WebSocket event) so it can
+replenish; later claims do not repeat it (the device also hears it on every connect).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -159,6 +161,16 @@ def validate_prekey_upload(
     _check_records(upload, identity_key)
 
 
+async def validate_prekey_upload_off_loop(
+    upload: PreKeyUpload, *, identity_key: bytes, config: ServerConfig
+) -> None:
+    """:func:`validate_prekey_upload` in a worker thread: an upload of 200 ML-KEM
+    records is tens of milliseconds of signature checks the event loop must not wait on."""
+    await asyncio.to_thread(
+        validate_prekey_upload, upload, identity_key=identity_key, config=config
+    )
+
+
 class KeyService:
     def __init__(self, storage: Storage, bus: Bus, config: ServerConfig) -> None:
         self._storage = storage
@@ -177,7 +189,8 @@ class KeyService:
     async def upload(
         self, account_id: bytes, device_id: int, identity_key: bytes, upload: PreKeyUpload
     ) -> KeyStatus:
-        validate_prekey_upload(upload, identity_key=identity_key, config=self._config)
+        await validate_prekey_upload_off_loop(upload, identity_key=identity_key,
+                                              config=self._config)
         counts = await self._storage.store_prekeys(
             account_id, device_id,
             signed_prekey=upload.signed_prekey,
@@ -207,8 +220,17 @@ class KeyService:
         bundles = await self._storage.claim_bundles(account_id, device_id)
         if not bundles:
             raise DeviceNotFound("no such account or device")
+        threshold = self._config.prekey_low_threshold
         for bundle in bundles:
-            if self._low(bundle.remaining):
+            # Only the claim that crosses the threshold notifies: anyone may claim, and
+            # a notice per claim would be a flood the owner's socket has to carry.
+            left = bundle.remaining
+            if (
+                bundle.one_time_prekey is not None and left.one_time_prekeys == threshold - 1
+            ) or (
+                bundle.one_time_kem_prekey is not None
+                and left.one_time_kem_prekeys == threshold - 1
+            ):
                 self._bus.publish((account_id, bundle.device_id), {
                     "type": "keys_low",
                     "one_time_prekeys": bundle.remaining.one_time_prekeys,

@@ -22,6 +22,7 @@ from functools import partial
 from veil.server.bus import Bus
 from veil.server.config import ServerConfig
 from veil.server.errors import (
+    AccountNotFound,
     InvalidAccessKey,
     MismatchedDevices,
     QueueFull,
@@ -119,6 +120,10 @@ class MessageService:
             authorise,
         )
         stored.add_done_callback(partial(self._publish, recipient, items))
+        if isinstance(sender, SealedSender):
+            # Whoever holds no credentials must not tell a missing account from a wrong
+            # key: both are the same 401.
+            return _hide_missing_account(stored)
         return stored
 
     def _publish(
@@ -156,3 +161,28 @@ class MessageService:
         self, account_id: bytes, device_id: int, ids: Sequence[int]
     ) -> asyncio.Future[int]:
         return self._storage.delete_envelopes_nowait(account_id, device_id, ids)
+
+
+def _hide_missing_account(
+    stored: asyncio.Future[list[StoredEnvelope]],
+) -> asyncio.Future[list[StoredEnvelope]]:
+    """``stored``, with AccountNotFound answered as InvalidAccessKey. Chained after the
+    push callback, so a reply still never overtakes its push."""
+    outer: asyncio.Future[list[StoredEnvelope]] = stored.get_loop().create_future()
+
+    def done(inner: asyncio.Future[list[StoredEnvelope]]) -> None:
+        if outer.done():
+            return
+        if inner.cancelled():
+            outer.cancel()
+            return
+        exc = inner.exception()
+        if isinstance(exc, AccountNotFound):
+            outer.set_exception(InvalidAccessKey("the access key does not match the recipient's"))
+        elif exc is not None:
+            outer.set_exception(exc)
+        else:
+            outer.set_result(inner.result())
+
+    stored.add_done_callback(done)
+    return outer

@@ -214,3 +214,7 @@ class Storage(abc.ABC):
     # Invites.
     @abc.abstractmethod
     async def add_invite(self, token_hash: bytes, expires_at_ms: int) -> None: ...
+
+    @abc.abstractmethod
+    async def invite_exists(self, token_hash: bytes, now_ms: int) -> bool:
+        """Whether an unexpired invite has this hash (it is not consumed)."""

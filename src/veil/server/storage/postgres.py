@@ -292,6 +292,12 @@ class PostgresStorage(Storage):
         await self._p().execute("INSERT INTO invites VALUES ($1, $2)", token_hash,
                                 expires_at_ms)
 
+    async def invite_exists(self, token_hash: bytes, now_ms: int) -> bool:
+        return await self._p().fetchval(
+            "SELECT 1 FROM invites WHERE token_hash = $1 AND expires_at > $2",
+            token_hash, now_ms,
+        ) is not None
+
 
 def _opt(value: Any) -> bytes | None:
     return None if value is None else bytes(value)

@@ -291,10 +291,13 @@ class SQLiteStorage(Storage):
                 assert cur.lastrowid is not None
                 stored.append(StoredEnvelope(cur.lastrowid, dev, now_ms, body))
             for dev, _ in items:
-                self._queue_lengths[(account_id, dev)] += 1
+                # From the local dict: the cache may have been cleared (it is bounded)
+                # while `lengths` was filled, and this runs after the INSERTs.
+                self._queue_lengths[(account_id, dev)] = lengths[dev] + 1
             return stored
 
-        # Authorisation raises before the first INSERT; INSERT errors fail the batch.
+        # Authorisation raises before the first INSERT; an error after a write fails
+        # the whole batch (sqlite_worker checks total_changes).
         return self.submit(fn, savepoint=False)
 
     def _route(
@@ -399,6 +402,15 @@ class SQLiteStorage(Storage):
             conn.execute("INSERT INTO invites VALUES (?, ?)", (token_hash, expires_at_ms))
 
         await self._call(fn)
+
+    async def invite_exists(self, token_hash: bytes, now_ms: int) -> bool:
+        def fn(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "SELECT 1 FROM invites WHERE token_hash = ? AND expires_at > ?",
+                (token_hash, now_ms),
+            ).fetchone() is not None
+
+        return await self._call(fn)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -34,6 +34,17 @@ _CHECKPOINT_INTERVAL_S = 0.5
 Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", bool]
 
 
+class _PartialWrite(Exception):
+    """A call without its own savepoint failed after writing: the batch must roll back."""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _PartialWrite):
+        return f"a call failed after writing ({exc})"
+    # SQLite's own messages name tables and constraints, never bound values.
+    return f"{type(exc).__name__}: {exc}"
+
+
 class DatabaseThread:
     def __init__(
         self, path: Path, *, synchronous: str, window_s: float,
@@ -89,9 +100,10 @@ class DatabaseThread:
     ) -> asyncio.Future[T]:
         """Queue a call; the future resolves after the COMMIT that includes it.
 
-        ``savepoint=False`` is for calls that either raise before their first write or
-        fail only with database errors (which fail the whole batch): they skip the
-        per-call savepoint.
+        ``savepoint=False`` is for calls that normally raise, if at all, before their
+        first write: they skip the per-call savepoint. Should one fail after writing
+        (a database error, or a bug), the whole batch fails and rolls back, so nothing
+        is committed that its caller was told failed.
         """
         if self._thread is None or self._loop is None:
             raise StorageError("storage is not open")
@@ -154,12 +166,13 @@ class DatabaseThread:
             for fn, _, savepoint in batch:
                 if savepoint:
                     conn.execute("SAVEPOINT job")
+                changes = conn.total_changes
                 try:
                     results.append((True, fn(conn)))
                 except Exception as exc:
                     if not savepoint:
-                        if isinstance(exc, sqlite3.Error):
-                            raise  # may have written part: fail the whole batch
+                        if isinstance(exc, sqlite3.Error) or conn.total_changes != changes:
+                            raise _PartialWrite(type(exc).__name__) from exc
                         results.append((False, exc))  # raised before writing
                         continue
                     conn.execute("ROLLBACK TO job")
@@ -167,8 +180,9 @@ class DatabaseThread:
                 if savepoint:
                     conn.execute("RELEASE job")
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            log.error("database batch failed: %s", exc)
+        except (sqlite3.Error, _PartialWrite) as exc:
+            # The type only: exception text can carry identifiers (a KeyError's key).
+            log.error("database batch failed: %s", _describe(exc))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._on_failure()
@@ -202,5 +216,6 @@ def _resolve(batch: list[Job], results: list[tuple[bool, Any]]) -> None:
         elif isinstance(value, ServerError):
             fut.set_exception(value)
         else:
-            log.error("database call failed: %s: %s", type(value).__name__, value)
+            # The type only: exception text can carry identifiers (a KeyError's key).
+            log.error("database call failed: %s", type(value).__name__)
             fut.set_exception(StorageError("the database call failed"))
