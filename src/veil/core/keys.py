@@ -28,6 +28,8 @@ from veil.core.errors import MalformedMessage, UnknownPreKey, UnsupportedVersion
 EC_TYPE_X25519 = 0x05
 KEM_TYPE_MLKEM768 = 0x0A
 _IDENTITY_BINDING = b"veil identity x25519 v1"
+_SPK_LABEL = b"veil signed prekey v1"
+_KEM_LABEL = b"veil kem prekey v1"
 _RECORD_VERSION = 1
 _SECRET_VERSION = 1
 MAX_ONE_TIME = 10_000
@@ -157,6 +159,17 @@ class SignedPreKeyPublic:
     public: bytes
     signature: bytes
 
+    @staticmethod
+    def signed_data(key_id: int, public: bytes) -> bytes:
+        """``EncodeEC(SPK)`` as PQXDH signs it, preceded by a label and the key id, so a
+        directory cannot relabel which key an id names."""
+        return _SPK_LABEL + key_id.to_bytes(4, "big") + encode_ec(public)
+
+    @classmethod
+    def create(cls, identity: IdentityKeyPair, key_id: int, public: bytes
+               ) -> SignedPreKeyPublic:
+        return cls(key_id, public, identity.sign(cls.signed_data(key_id, public)))
+
     def to_bytes(self) -> bytes:
         return Writer().u8(_RECORD_VERSION).u32(self.key_id).raw(self.public) \
             .raw(self.signature).finish()
@@ -171,7 +184,8 @@ class SignedPreKeyPublic:
         r.done()
         p.x25519_public(record.public)
         if verify:
-            identity.verify(record.signature, encode_ec(record.public), "signed prekey")
+            identity.verify(record.signature, cls.signed_data(record.key_id, record.public),
+                            "signed prekey")
         return record
 
 
@@ -205,6 +219,19 @@ class KemPreKeyPublic:
     public: bytes
     signature: bytes
 
+    @staticmethod
+    def signed_data(key_id: int, last_resort: bool, public: bytes) -> bytes:
+        """``EncodeKEM(PQPK)`` as PQXDH signs it, preceded by a label, the key id and the
+        last-resort flag: a directory can neither relabel nor swap the two kinds."""
+        return (_KEM_LABEL + key_id.to_bytes(4, "big") + bytes((int(last_resort),))
+                + encode_kem(public))
+
+    @classmethod
+    def create(cls, identity: IdentityKeyPair, key_id: int, last_resort: bool,
+               public: bytes) -> KemPreKeyPublic:
+        return cls(key_id, last_resort, public,
+                   identity.sign(cls.signed_data(key_id, last_resort, public)))
+
     def to_bytes(self) -> bytes:
         return (Writer().u8(_RECORD_VERSION).u32(self.key_id).u8(int(self.last_resort))
                 .raw(self.public).raw(self.signature).finish())
@@ -221,7 +248,9 @@ class KemPreKeyPublic:
         record = cls(key_id, bool(flag), r.raw(p.MLKEM768_PUBLIC_LEN), r.raw(64))
         r.done()
         if verify:
-            identity.verify(record.signature, encode_kem(record.public), "ML-KEM prekey")
+            identity.verify(record.signature,
+                            cls.signed_data(record.key_id, record.last_resort, record.public),
+                            "ML-KEM prekey")
             p.mlkem_public(record.public)
         return record
 
@@ -332,7 +361,7 @@ class PreKeys:
         """A new SPK; the previous ``keep - 1`` stay so in-flight initial messages work."""
         private = x25519.X25519PrivateKey.generate()
         public = private.public_key().public_bytes_raw()
-        record = SignedPreKeyPublic(self._take_id(), public, identity.sign(encode_ec(public)))
+        record = SignedPreKeyPublic.create(identity, self._take_id(), public)
         self.signed_prekeys[record.key_id] = (private, record)
         while len(self.signed_prekeys) > keep:
             old_id, _ = self.signed_prekeys.popitem(last=False)
@@ -350,8 +379,7 @@ class PreKeys:
                                                                                KemPreKeyPublic]:
         private = mlkem.MLKEM768PrivateKey.generate()
         public = private.public_key().public_bytes_raw()
-        record = KemPreKeyPublic(self._take_id(), last_resort, public,
-                                 identity.sign(encode_kem(public)))
+        record = KemPreKeyPublic.create(identity, self._take_id(), last_resort, public)
         return private.private_bytes_raw(), record
 
     def add_one_time(self, identity: IdentityKeyPair, count: int) -> tuple[

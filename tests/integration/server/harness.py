@@ -29,8 +29,6 @@ from veil.core.keys import (
     KemPreKeyPublic,
     OneTimePreKeyPublic,
     SignedPreKeyPublic,
-    encode_ec,
-    encode_kem,
 )
 
 
@@ -57,14 +55,13 @@ def identity_key() -> bytes:
 def signed_prekey(key_id: int = 1) -> bytes:
     """A real signed X25519 prekey record, signed by the shared identity."""
     public = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
-    return SignedPreKeyPublic(key_id, public, IDENTITY.sign(encode_ec(public))).to_bytes()
+    return SignedPreKeyPublic.create(IDENTITY, key_id, public).to_bytes()
 
 
 def kem_prekey(key_id: int, last_resort: bool) -> bytes:
     """A real ML-KEM-768 prekey record, signed by the shared identity."""
     public = mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes_raw()
-    return KemPreKeyPublic(key_id, last_resort, public,
-                           IDENTITY.sign(encode_kem(public))).to_bytes()
+    return KemPreKeyPublic.create(IDENTITY, key_id, last_resort, public).to_bytes()
 
 
 def last_resort_kem_prekey(key_id: int = 1) -> bytes:

@@ -127,3 +127,16 @@ def test_small_order_signing_keys_are_refused(signing: bytes) -> None:
     forged = b"\x01" + signing + bytes(32) + b"\x01" + bytes(63)
     with pytest.raises(MalformedMessage):
         keys.IdentityPublicKey.from_bytes(forged)
+
+
+def test_prekey_ids_and_kinds_are_signed(bob: keys.IdentityKeyPair) -> None:
+    """A directory cannot relabel a key's id or pass a one-time key off as last-resort."""
+    up = keys.PreKeys.generate(bob, one_time=1).upload()
+    spk = keys.SignedPreKeyPublic.from_bytes(up.signed_prekey, bob.public)
+    relabeled = keys.SignedPreKeyPublic(spk.key_id + 1, spk.public, spk.signature)
+    with pytest.raises(InvalidSignature):
+        keys.SignedPreKeyPublic.from_bytes(relabeled.to_bytes(), bob.public)
+    kem = keys.KemPreKeyPublic.from_bytes(up.one_time_kem_prekeys[0][1], bob.public)
+    as_last_resort = keys.KemPreKeyPublic(kem.key_id, True, kem.public, kem.signature)
+    with pytest.raises(InvalidSignature):
+        keys.KemPreKeyPublic.from_bytes(as_last_resort.to_bytes(), bob.public)

@@ -17,8 +17,6 @@ from veil.core.keys import (
     KemPreKeyPublic,
     OneTimePreKeyPublic,
     SignedPreKeyPublic,
-    encode_ec,
-    encode_kem,
 )
 from veil.core.sealed import SenderCertificate
 from veil.server.bus import InProcessBus
@@ -49,13 +47,12 @@ IDENTITY = IdentityKeyPair.generate()
 
 def spk(key_id: int = 1, identity: IdentityKeyPair = IDENTITY) -> bytes:
     public = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
-    return SignedPreKeyPublic(key_id, public, identity.sign(encode_ec(public))).to_bytes()
+    return SignedPreKeyPublic.create(identity, key_id, public).to_bytes()
 
 
 def kem(key_id: int = 1, *, last_resort: bool = False) -> bytes:
     public = mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes_raw()
-    return KemPreKeyPublic(key_id, last_resort, public,
-                           IDENTITY.sign(encode_kem(public))).to_bytes()
+    return KemPreKeyPublic.create(IDENTITY, key_id, last_resort, public).to_bytes()
 
 
 def opk(key_id: int) -> bytes:
