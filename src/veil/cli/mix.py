@@ -151,6 +151,10 @@ async def _serve(server: MixNode | Provider, host: str, port: int) -> dict[str, 
     return stats
 
 
+_IDLE_TIMEOUT = click.option(
+    "--idle-timeout", type=click.FloatRange(0, min_open=True), default=60.0,
+    help="Seconds without a whole frame after which a link is closed.")
+
 _COMMON = [
     click.option("--key", "key_file", type=_EXISTING, required=True),
     click.option("--directory", "directory_file", type=_EXISTING, required=True),
@@ -173,10 +177,11 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--max-connections", type=click.IntRange(1), default=1024)
 @click.option("--replay-capacity", type=click.IntRange(1), default=1 << 21,
               help="Replay tags kept per key epoch; when full the node fails closed.")
+@_IDLE_TIMEOUT
 @_common
 def node(layer: int, max_pending: int, max_connections: int, replay_capacity: int,
-         key_file: Path, directory_file: Path, authority: str, listen: str | None,
-         verbose: bool) -> None:
+         idle_timeout: float, key_file: Path, directory_file: Path, authority: str,
+         listen: str | None, verbose: bool) -> None:
     """Run a mix node of layer LAYER until SIGTERM."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     key, directory, me = _load(key_file, directory_file, authority)
@@ -184,23 +189,26 @@ def node(layer: int, max_pending: int, max_connections: int, replay_capacity: in
         raise DirectoryError(f"the directory lists this node as {me.role} layer {me.layer}")
     host, port = split_address(listen or me.address)
     server = MixNode(key, directory, max_pending=max_pending, max_connections=max_connections,
-                     replay_capacity=replay_capacity)
+                     replay_capacity=replay_capacity, idle_timeout=idle_timeout)
     _emit("stopped", stats=asyncio.run(_serve(server, host, port)))
 
 
 @mix.command("provider")
 @click.option("--sink-url", required=True, help="Veil server URL that takes submissions.")
 @click.option("--sink-method", type=click.Choice(["POST", "PUT"]), default="POST")
+@_IDLE_TIMEOUT
 @_common
-def provider(sink_url: str, sink_method: str, key_file: Path, directory_file: Path,
-             authority: str, listen: str | None, verbose: bool) -> None:
+def provider(sink_url: str, sink_method: str, idle_timeout: float, key_file: Path,
+             directory_file: Path, authority: str, listen: str | None, verbose: bool
+             ) -> None:
     """Run a provider (the mixnet's exit) that POSTs messages to SINK_URL."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     key, directory, me = _load(key_file, directory_file, authority)
     if me.role != ROLE_PROVIDER:
         raise DirectoryError("the directory does not list this node as a provider")
     host, port = split_address(listen or me.address)
-    server = Provider(key, directory, HttpSink(sink_url, method=sink_method))
+    server = Provider(key, directory, HttpSink(sink_url, method=sink_method),
+                      idle_timeout=idle_timeout)
     _emit("stopped", stats=asyncio.run(_serve(server, host, port)))
 
 

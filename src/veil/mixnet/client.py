@@ -236,7 +236,9 @@ class MixClient:
         """A loop: through every layer and the provider, back to our home mix."""
         epoch = self.directory.epoch_at(self._clock())
         path = [*self.choose_path(), self._home]
-        delays = [self._delay_ms() for _ in path[:-2]] + [0, 0]
+        # The provider relays a loop, so it holds it like any mix: with no delay there, an
+        # observer would see it leave for the home mix at once and know it for a loop.
+        delays = [self._delay_ms() for _ in path[:-1]] + [0]
         surb, secret = create_surb([n.hop(epoch) for n in path], delays, self._mailbox)
         token = os.urandom(LOOP_TOKEN_SIZE)
         self._remember(secret, token)

@@ -28,6 +28,9 @@ HEADER_SIZE = _HEADER.size
 FRAGMENT_DATA_SIZE = MAX_MESSAGE_SIZE - HEADER_SIZE
 MAX_FRAGMENTS = 256
 MAX_MESSAGE_BYTES = MAX_FRAGMENTS * FRAGMENT_DATA_SIZE
+# What a buffered fragment costs besides its data (bytes object header, dict entry),
+# charged to the byte cap so that empty fragments cannot pile up uncounted.
+FRAGMENT_OVERHEAD = 128
 
 
 class Kind(IntEnum):
@@ -86,12 +89,18 @@ class _Partial:
 class Reassembler:
     """Bounded reassembly of REAL fragments; each message id completes at most once.
 
-    Bounds: at most ``max_messages`` partial messages and ``max_bytes`` buffered; a partial
-    message older than ``timeout`` seconds is dropped. Time is passed in.
+    Bounds: at most ``max_messages`` partial messages and ``max_bytes`` buffered (each
+    fragment's data plus ``FRAGMENT_OVERHEAD``); a partial message older than ``timeout``
+    seconds is dropped. Anyone can send fragments to the provider, so when a bound is
+    reached the oldest partial messages are evicted (counted) rather than new ones
+    refused: refusing would let a flood of never-completed messages block every honest
+    one. A one-fragment message never takes a slot. Time is passed in.
     """
 
     def __init__(self, *, max_messages: int = 4096, max_bytes: int = 64 << 20,
                  timeout: float = 120.0, remember: int = 65536) -> None:
+        if max_messages < 1 or max_bytes < 1:
+            raise ValueError("reassembly bounds must be positive")
         self._partial: OrderedDict[bytes, _Partial] = OrderedDict()
         self._done: OrderedDict[bytes, None] = OrderedDict()
         self._max_messages = max_messages
@@ -100,6 +109,7 @@ class Reassembler:
         self._remember = remember
         self._bytes = 0
         self.expired = 0
+        self.evicted = 0
         self.duplicates = 0
 
     @property
@@ -129,25 +139,41 @@ class Reassembler:
         if fragment.message_id in self._done:
             self.duplicates += 1
             return None
+        if fragment.count == 1:
+            # Complete on arrival: nothing to buffer, so no slot for a flood to take.
+            self._complete(fragment.message_id)
+            return fragment.data
         partial = self._partial.get(fragment.message_id)
         if partial is None:
-            if len(self._partial) >= self._max_messages:
-                raise QueueFull("too many partial messages")
+            while len(self._partial) >= self._max_messages:
+                self._evict_oldest()
             partial = self._partial[fragment.message_id] = _Partial(fragment.count, now)
         if fragment.count != partial.count:
             raise FragmentError("fragment count disagrees with its message")
         if fragment.index in partial.parts:
             self.duplicates += 1
             return None
-        if self._bytes + len(fragment.data) > self._max_bytes:
+        cost = len(fragment.data) + FRAGMENT_OVERHEAD
+        while self._bytes + cost > self._max_bytes and len(self._partial) > 1:
+            self._evict_oldest(keep=fragment.message_id)
+        if self._bytes + cost > self._max_bytes:
             raise QueueFull("reassembly buffer full")
         partial.parts[fragment.index] = fragment.data
-        partial.size += len(fragment.data)
-        self._bytes += len(fragment.data)
+        partial.size += cost
+        self._bytes += cost
         if len(partial.parts) < partial.count:
             return None
         self._drop(fragment.message_id)
-        self._done[fragment.message_id] = None
+        self._complete(fragment.message_id)
+        return b"".join(partial.parts[i] for i in range(partial.count))
+
+    def _evict_oldest(self, keep: bytes | None = None) -> None:
+        """Drop the oldest partial message other than ``keep``."""
+        victim = next(m for m in self._partial if m != keep)
+        self._drop(victim)
+        self.evicted += 1
+
+    def _complete(self, message_id: bytes) -> None:
+        self._done[message_id] = None
         if len(self._done) > self._remember:
             self._done.popitem(last=False)
-        return b"".join(partial.parts[i] for i in range(partial.count))

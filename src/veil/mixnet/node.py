@@ -11,10 +11,13 @@ its sender chose and wrote into the packet's header. Sphinx processing itself is
   so it is reset with it; around a boundary both epochs' keys work for a short grace;
 * under a flood the node keeps its delay discipline: no packet leaves before its delay;
   when ``max_pending`` packets are already held, new ones are shed (dropped, counted),
-  so memory stays bounded, and at most ``max_connections`` peers are served;
+  so memory stays bounded, and at most ``max_connections`` peers are served; a link on
+  which no whole frame arrives for ``idle_timeout`` seconds is closed, so idle
+  connections cannot hold every slot;
 * a client may register a mailbox on its connection (a control frame, see
   ``transport``); a SURB reply whose exit is this node and whose destination is that
-  mailbox goes back down the connection. That is how loop cover traffic returns.
+  mailbox goes back down the connection. That is how loop cover traffic returns. The
+  first live registration of a mailbox id holds it: a second one is refused.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from veil.core.sphinx import (
     SphinxNode,
 )
 from veil.mixnet.directory import Directory, NodeKey, split_address
-from veil.mixnet.errors import TransportError
+from veil.mixnet.errors import MixnetError, TransportError
 from veil.mixnet.transport import (
     REGISTER,
     Connector,
@@ -67,7 +70,7 @@ class KeyRing:
     seconds after the boundary, and the next key is accepted ``grace`` seconds before
     it. The next key's replay store becomes the current one at the boundary, so a packet
     accepted early cannot be replayed after it; the old key's store goes with the old
-    key.
+    key. Time never moves backward here, so no epoch's store is ever rebuilt empty.
     """
 
     def __init__(self, key: NodeKey, epoch_seconds: int, *, grace: float = 30.0,
@@ -77,6 +80,7 @@ class KeyRing:
         self._grace = min(grace, epoch_seconds / 2)
         self._capacity = replay_capacity
         self._epoch = -1
+        self._latest = float("-inf")
         self._current: SphinxNode | None = None
         self._previous: SphinxNode | None = None
         self._next: SphinxNode | None = None
@@ -86,6 +90,11 @@ class KeyRing:
         return SphinxNode(self._key.epoch_key(epoch), ReplayTagStore(self._capacity))
 
     def _at(self, now: float) -> list[SphinxNode]:
+        # Time only moves forward here: were the clock to step back across a boundary,
+        # the earlier epoch would get a new key state with an empty replay store and
+        # accept again every packet it had seen. Until the clock catches up, the node
+        # stays in its latest epoch (packets for an older one fail, closed).
+        now = self._latest = max(now, self._latest)
         epoch = int(now // self._epoch_seconds)
         if epoch != self._epoch:
             adjacent = self._current is not None and epoch == self._epoch + 1
@@ -128,7 +137,10 @@ class MixNode:
                  exit_handler: ExitHandler | None = None, connect: Connector = tcp_connect,
                  max_pending: int = 50_000, max_connections: int = 1024,
                  replay_capacity: int = 1 << 21, max_delay: float = 60.0,
+                 idle_timeout: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
+        if not idle_timeout > 0:
+            raise MixnetError("idle_timeout must be positive")
         self.key = key
         self.directory = directory
         self.keys = KeyRing(key, directory.epoch_seconds, replay_capacity=replay_capacity)
@@ -137,6 +149,7 @@ class MixNode:
         self._max_pending = max_pending
         self._max_connections = max_connections
         self._max_delay = max_delay
+        self._idle_timeout = idle_timeout
         self._clock = clock
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
@@ -212,9 +225,11 @@ class MixNode:
         mailbox: bytes | None = None
         burst = 0
         try:
-            async for packet in read_packets(reader):
+            async for packet in read_packets(reader, self._idle_timeout):
                 if is_control(packet):
-                    mailbox = self._control(packet, writer, mailbox)
+                    mailbox, keep = self._control(packet, writer, mailbox)
+                    if not keep:
+                        break
                 else:
                     self.handle_packet(packet)
                 burst += 1
@@ -222,6 +237,8 @@ class MixNode:
                     # Let timers and other links run during a busy link's burst.
                     burst = 0
                     await asyncio.sleep(0)
+        except TimeoutError:
+            self.counters["closed_idle"] += 1
         finally:
             self._connections.pop(task, None)
             if mailbox is not None and self._mailboxes.get(mailbox) is writer:
@@ -231,21 +248,29 @@ class MixNode:
                 await writer.wait_closed()
 
     def _control(self, frame: bytes, writer: asyncio.StreamWriter, mailbox: bytes | None
-                 ) -> bytes | None:
-        """Handle a control frame; return the connection's mailbox afterwards."""
+                 ) -> tuple[bytes | None, bool]:
+        """Handle a control frame: (the connection's mailbox afterwards, keep the link)."""
         try:
             kind, ident, _ = parse_control(frame)
         except TransportError:
             self.counters["dropped_bad_control"] += 1
-            return mailbox
+            return mailbox, True
         if kind != REGISTER:
             self.counters["dropped_bad_control"] += 1
-            return mailbox
+            return mailbox, True
+        holder = self._mailboxes.get(ident)
+        if holder is not None and holder is not writer:
+            # First come, first served: otherwise anyone who learns (or guesses) a
+            # mailbox id could take a client's loops and replies. The refused link is
+            # closed, so an honest client whose old link is not yet gone (at most
+            # idle_timeout) reconnects and tries again.
+            self.counters["refused_mailbox_taken"] += 1
+            return mailbox, False
         if mailbox is not None and self._mailboxes.get(mailbox) is writer:
             del self._mailboxes[mailbox]
         self._mailboxes[ident] = writer
         self.counters["mailboxes_registered"] += 1
-        return ident
+        return ident, True
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._serve, host, port)

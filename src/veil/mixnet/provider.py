@@ -40,9 +40,10 @@ class Provider:
     def __init__(self, key: NodeKey, directory: Directory, sink: ProviderSink, *,
                  connect: Connector = tcp_connect, max_queue: int = 10_000,
                  max_queue_bytes: int = 64 << 20, retries: int = 5, retry_delay: float = 0.5,
+                 idle_timeout: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.node = MixNode(key, directory, exit_handler=self._on_exit, connect=connect,
-                            clock=clock)
+                            idle_timeout=idle_timeout, clock=clock)
         self.reassembler = Reassembler()
         self._sink = sink
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(max_queue)
@@ -133,4 +134,5 @@ class Provider:
         out = self.node.stats()
         out["sink_queue"] = self._queue.qsize()
         out["partial_messages"] = len(self.reassembler)
+        out["partial_evicted"] = self.reassembler.evicted
         return out

@@ -82,13 +82,21 @@ def bound_connector(local_host: str) -> Connector:
     return connect
 
 
-async def read_packets(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-    """Every whole packet until the peer closes; a trailing partial frame is discarded."""
+async def read_packets(reader: asyncio.StreamReader, idle_timeout: float | None = None
+                       ) -> AsyncIterator[bytes]:
+    """Every whole packet until the peer closes; a trailing partial frame is discarded.
+
+    With ``idle_timeout``, raises TimeoutError when no whole frame arrives for that many
+    seconds, so that a peer that connects and sends nothing (or trickles bytes) cannot
+    hold a connection slot forever.
+    """
     while True:
         try:
-            yield await reader.readexactly(PACKET_SIZE)
+            async with asyncio.timeout(idle_timeout):
+                packet = await reader.readexactly(PACKET_SIZE)
         except (asyncio.IncompleteReadError, ConnectionError):
             return
+        yield packet
 
 
 class Outbound:
@@ -134,14 +142,29 @@ class Outbound:
                 log.debug("connect to %s:%d failed: %s", self.host, self.port, exc)
                 await asyncio.sleep(self._retry_delay)
                 continue
-            listener = None
-            if self._on_frame is not None:
-                listener = asyncio.get_running_loop().create_task(self._listen(reader))
+            # Always listen: the peer closes idle links (its read timeout), and the EOF
+            # must make us reconnect before the next packet rather than write it into a
+            # closed socket, where it would be lost (and the hello, a mailbox, with it).
+            loop = asyncio.get_running_loop()
+            listener = loop.create_task(self._listen(reader))
             try:
                 if self._hello is not None:
                     writer.write(self._hello)
-                while True:
-                    packet = await self._queue.get()
+                while not listener.done():
+                    if self._queue.empty():
+                        getter = loop.create_task(self._queue.get())
+                        try:
+                            await asyncio.wait({getter, listener},
+                                               return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            # A no-op once it has its item; otherwise the item stays
+                            # in the queue (Queue.get passes it on), so none is lost.
+                            getter.cancel()
+                        if not getter.done():
+                            break
+                        packet = getter.result()
+                    else:
+                        packet = self._queue.get_nowait()
                     writer.write(packet)
                     if writer.transport.get_write_buffer_size() > 16 * PACKET_SIZE:
                         await writer.drain()
@@ -152,17 +175,17 @@ class Outbound:
                 self.dropped += 1
                 log.debug("link to %s:%d lost: %s", self.host, self.port, exc)
             finally:
-                if listener is not None:
-                    listener.cancel()
+                listener.cancel()
                 writer.close()
                 with contextlib.suppress(OSError, ConnectionError):
                     await writer.wait_closed()
             await asyncio.sleep(self._retry_delay)
 
     async def _listen(self, reader: asyncio.StreamReader) -> None:
-        assert self._on_frame is not None
+        """Hand frames from the peer to ``on_frame`` (if any) until it closes."""
         async for frame in read_packets(reader):
-            self._on_frame(frame)
+            if self._on_frame is not None:
+                self._on_frame(frame)
 
     async def flush(self, timeout: float) -> None:
         """Wait until the queue is empty (or ``timeout`` passes)."""

@@ -66,3 +66,10 @@ def test_a_node_refuses_a_layer_the_directory_does_not_give_it(tmp_path: Path) -
         CliRunner().invoke(mix, ["node", "--layer", "2", "--key", str(tmp_path / "n.key"),
                                  "--directory", str(tmp_path / "dir.json"),
                                  "--authority", public], catch_exceptions=False)
+
+
+def test_the_idle_timeout_must_be_positive() -> None:
+    for command in (["node", "--layer", "1"], ["provider", "--sink-url", "http://x/"]):
+        result = CliRunner().invoke(mix, [*command, "--idle-timeout", "0", "--key", "k",
+                                          "--directory", "d", "--authority", "a"])
+        assert result.exit_code == 2 and "--idle-timeout" in result.output

@@ -11,6 +11,7 @@ from veil.core.sphinx import MAX_MESSAGE_SIZE
 from veil.mixnet.errors import FragmentError, QueueFull
 from veil.mixnet.fragment import (
     FRAGMENT_DATA_SIZE,
+    FRAGMENT_OVERHEAD,
     MAX_MESSAGE_BYTES,
     Fragment,
     Kind,
@@ -47,16 +48,43 @@ def test_oversized_message_is_refused() -> None:
 
 
 def test_bounds_on_partial_messages_and_bytes() -> None:
+    # Full slots evict the oldest partial message rather than refuse new ones.
     few = Reassembler(max_messages=2)
-    for _ in range(2):
-        few.add(split(os.urandom(4000))[0], 0.0)
-    with pytest.raises(QueueFull):
-        few.add(split(os.urandom(4000))[0], 0.0)
-    small = Reassembler(max_bytes=FRAGMENT_DATA_SIZE)
+    oldest, *rest = [split(os.urandom(4000)) for _ in range(3)]
+    for fragments in (oldest, *rest):
+        few.add(fragments[0], 0.0)
+    assert len(few) == 2 and few.evicted == 1
+    assert few.add(oldest[1], 0.0) is None  # its first part was evicted
+    # One message bigger than the byte cap is still refused.
+    small = Reassembler(max_bytes=FRAGMENT_DATA_SIZE + FRAGMENT_OVERHEAD)
     first, second, _ = split(os.urandom(3 * FRAGMENT_DATA_SIZE))
     small.add(first, 0.0)
     with pytest.raises(QueueFull):
         small.add(second, 0.0)
+    # The byte cap evicts older partial messages to make room for a new one.
+    roomy = Reassembler(max_bytes=2 * (FRAGMENT_DATA_SIZE + FRAGMENT_OVERHEAD))
+    a, b = split(os.urandom(3 * FRAGMENT_DATA_SIZE))[0], split(os.urandom(2 * FRAGMENT_DATA_SIZE))
+    roomy.add(a, 0.0)
+    roomy.add(b[0], 0.0)
+    assert roomy.add(b[1], 0.0) is not None and roomy.evicted == 1
+
+
+def test_one_fragment_messages_need_no_slot() -> None:
+    full = Reassembler(max_messages=1, max_bytes=1)
+    with pytest.raises(QueueFull):
+        full.add(split(os.urandom(2 * FRAGMENT_DATA_SIZE))[0], 0.0)
+    assert full.add(split(b"short")[0], 0.0) == b"short"
+    assert full.add(split(b"")[0], 0.0) == b""
+
+
+def test_empty_fragments_count_toward_the_byte_cap() -> None:
+    reassembler = Reassembler(max_bytes=10 * FRAGMENT_OVERHEAD)
+    message_id = os.urandom(16)
+    for index in range(10):
+        reassembler.add(Fragment(Kind.REAL, message_id, index, 256, b""), 0.0)
+    assert reassembler.buffered_bytes == 10 * FRAGMENT_OVERHEAD
+    with pytest.raises(QueueFull):
+        reassembler.add(Fragment(Kind.REAL, message_id, 10, 256, b""), 0.0)
 
 
 def test_stale_partial_messages_expire() -> None:
