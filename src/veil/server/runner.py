@@ -159,6 +159,7 @@ async def serve(config: ServerConfig, announce: Callable[[str], None] = print) -
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
+        # Event loops without Unix signal support raise here; Ctrl-C still stops them.
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:

@@ -61,3 +61,25 @@ class Collector:
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
+
+
+async def mix_with_collector(**node_options: object):  # type: ignore[no-untyped-def]
+    """A layer-1 mix on loopback whose next hop is a :class:`Collector`.
+
+    Returns the node, the collector, the node's (host, port) and ``packet(delay_ms,
+    message)``, which builds a packet for that two-hop path."""
+    from veil.core.sphinx import create_forward_packet
+    from veil.mixnet.node import MixNode
+
+    directory, keys = directory_for(MIX1_AND_NEXT)
+    collector = Collector()
+    await collector.start(int(directory.nodes[1].address.rsplit(":", 1)[1]))
+    node = MixNode(keys[0], directory, **node_options)  # type: ignore[arg-type]
+    address = await node.start("127.0.0.1", 0)
+    epoch = directory.epoch_at(time.time())
+    path = [n.hop(epoch) for n in directory.nodes]
+
+    def packet(delay_ms: int = 0, message: bytes = b"m") -> bytes:
+        return create_forward_packet(path, [delay_ms, 0], bytes(16), message)
+
+    return node, collector, address, packet

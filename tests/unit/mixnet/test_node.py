@@ -18,7 +18,7 @@ from veil.core.sphinx import (
 )
 from veil.mixnet.directory import NodeKey
 from veil.mixnet.errors import TransportError
-from veil.mixnet.node import KeyRing, MixNode
+from veil.mixnet.node import KeyRing
 from veil.mixnet.transport import (
     CONTROL_PREFIX,
     DELIVERY,
@@ -28,22 +28,12 @@ from veil.mixnet.transport import (
     register_frame,
 )
 
-from .nethelpers import MIX1_AND_NEXT, Collector, directory_for
+from .nethelpers import MIX1_AND_NEXT, directory_for, mix_with_collector
 
 
 async def _setup(**node_options):
-    directory, keys = directory_for(MIX1_AND_NEXT)
-    collector = Collector()
-    await collector.start(int(directory.nodes[1].address.rsplit(":", 1)[1]))
-    node = MixNode(keys[0], directory, **node_options)
-    host, port = await node.start("127.0.0.1", 0)
-    _, writer = await asyncio.open_connection(host, port)
-    epoch = directory.epoch_at(time.time())
-    path = [n.hop(epoch) for n in directory.nodes]
-
-    def packet(delay_ms: int = 0, message: bytes = b"m") -> bytes:
-        return create_forward_packet(path, [delay_ms, 0], bytes(16), message)
-
+    node, collector, address, packet = await mix_with_collector(**node_options)
+    _, writer = await asyncio.open_connection(*address)
     return node, collector, writer, packet
 
 

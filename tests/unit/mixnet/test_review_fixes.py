@@ -28,22 +28,12 @@ from veil.mixnet.provider import Provider
 from veil.mixnet.sink import QueueSink
 from veil.mixnet.transport import Outbound, parse_control, register_frame, tcp_connect
 
-from .nethelpers import MIX1_AND_NEXT, THREE_LAYERS, Collector, directory_for
+from .nethelpers import MIX1_AND_NEXT, THREE_LAYERS, directory_for, mix_with_collector
 
 
 async def _mix_and_collector(**options):
-    directory, keys = directory_for(MIX1_AND_NEXT)
-    collector = Collector()
-    await collector.start(int(directory.nodes[1].address.rsplit(":", 1)[1]))
-    node = MixNode(keys[0], directory, **options)
-    host, port = await node.start("127.0.0.1", 0)
-    epoch = directory.epoch_at(time.time())
-    path = [n.hop(epoch) for n in directory.nodes]
-
-    def packet() -> bytes:
-        return create_forward_packet(path, [0, 0], bytes(16), b"honest")
-
-    return node, collector, (host, port), packet
+    node, collector, address, packet = await mix_with_collector(**options)
+    return node, collector, address, lambda: packet(0, b"honest")
 
 
 async def _until(condition, timeout: float = 10.0) -> None:
