@@ -57,8 +57,8 @@ def _ms(f: Callable[[], object]) -> tuple[float, object]:
     return (time.perf_counter() - t) * 1000, out
 
 
-def _bundles(n: int) -> list[KeyPackageBundle]:
-    return [Group.key_package(SUITE, Credential.basic(f"member-{i}".encode()), now=NOW)
+def _bundles(n: int, name: str = "member") -> list[KeyPackageBundle]:
+    return [Group.key_package(SUITE, Credential.basic(f"{name}-{i}".encode()), now=NOW)
             for i in range(n)]
 
 
@@ -79,7 +79,7 @@ def bench_create(n: int) -> list[dict[str, object]]:
     creator.merge_pending_commit()
     welcome = out.welcome  # type: ignore[attr-defined]
     tree = GroupState.decode(creator.serialize()).tree.encode()
-    join_ms, member = _ms(lambda: Group.join(welcome, bundles[1], ratchet_tree=tree))
+    join_ms, member = _ms(lambda: Group.join(welcome, bundles[1], ratchet_tree=tree, now=NOW))
     assert member.epoch_authenticator == creator.epoch_authenticator  # type: ignore[attr-defined]
     lines += [
         {"workload": "create", "n": n, "commit_ms": round(commit_ms, 2),
@@ -92,9 +92,9 @@ def bench_create(n: int) -> list[dict[str, object]]:
         # the floor of this commit; the seal is timed right before it (the machine's
         # speed drifts between runs).
         floor_ms = (n - 1) * _seal_us() / 1000
-        c_ms, upd = _ms(lambda: m.commit(update=True))
+        c_ms, upd = _ms(lambda: m.commit(update=True, now=NOW))
         m.merge_pending_commit()
-        p_ms, _ = _ms(lambda: creator.process(upd.commit))  # type: ignore[attr-defined]
+        p_ms, _ = _ms(lambda: creator.process(upd.commit, now=NOW))  # type: ignore[attr-defined]
         assert m.epoch_authenticator == creator.epoch_authenticator
         lines.append({"workload": "cold_update", "n": n, "commit_ms": round(c_ms, 2),
                       "process_ms": round(p_ms, 2), "hpke_seals": n - 1,
@@ -124,10 +124,10 @@ def bench_create_batched(n: int, batch: int = 1000) -> list[dict[str, object]]:
         if member is None:
             assert out.welcome is not None
             tree = GroupState.decode(creator.serialize()).tree.encode()
-            member = Group.join(out.welcome, bundles[1], ratchet_tree=tree)
+            member = Group.join(out.welcome, bundles[1], ratchet_tree=tree, now=NOW)
         else:
             t = time.perf_counter()
-            member.process(out.commit)
+            member.process(out.commit, now=NOW)
             process_times.append((time.perf_counter() - t) * 1000)
         assert member.epoch_authenticator == creator.epoch_authenticator
     return [{"workload": "create_batched", "n": n, "batch": batch,
@@ -178,7 +178,7 @@ def warm_pair(n: int) -> tuple[Group, Group]:
 
 def bench_steady(n: int, reps: int) -> list[dict[str, object]]:
     committer, receiver = warm_pair(n)
-    spare = _bundles(reps)
+    spare = _bundles(reps, "spare")  # one leaf per credential: not the members' names
     results: dict[str, tuple[list[float], list[float]]] = {
         w: ([], []) for w in ("add", "update", "remove")}
     for r in range(reps):
@@ -187,13 +187,13 @@ def bench_steady(n: int, reps: int) -> list[dict[str, object]]:
                 kp = spare[r].key_package.encoded()
                 c_ms, out = _ms(lambda kp=kp: committer.commit(add=[kp], now=NOW))
             elif workload == "update":
-                c_ms, out = _ms(lambda: committer.commit(update=True))
+                c_ms, out = _ms(lambda: committer.commit(update=True, now=NOW))
             else:
                 victim = max(i for i, _ in committer.members()
                              if i not in (committer.my_leaf, receiver.my_leaf))
-                c_ms, out = _ms(lambda v=victim: committer.commit(remove=[v]))
+                c_ms, out = _ms(lambda v=victim: committer.commit(remove=[v], now=NOW))
             committer.merge_pending_commit()
-            p_ms, _ = _ms(lambda o=out: receiver.process(o.commit))  # type: ignore[attr-defined]
+            p_ms, _ = _ms(lambda o=out: receiver.process(o.commit, now=NOW))  # type: ignore[attr-defined]
             assert receiver.epoch_authenticator == committer.epoch_authenticator
             results[workload][0].append(c_ms)
             results[workload][1].append(p_ms)

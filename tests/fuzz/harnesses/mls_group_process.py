@@ -3,6 +3,7 @@ serialised state handed to ``Group.restore``: only the documented MLS errors esc
 
 from __future__ import annotations
 
+from tests.unit.core.mls.helpers import NOW
 from veil.core.mls.errors import MlsError
 from veil.core.mls.group import Group
 
@@ -10,7 +11,7 @@ ALLOWED = (MlsError,)
 
 
 def _setup() -> tuple[bytes, list[bytes]]:
-    from tests.unit.core.mls.helpers import NOW, make_group
+    from tests.unit.core.mls.helpers import make_group
     from veil.core.mls.leaf import Credential
 
     g = make_group(3)
@@ -18,7 +19,7 @@ def _setup() -> tuple[bytes, list[bytes]]:
     seeds = [g[0].encrypt(b"hi"), g[2].propose_update(), state]
     _, external = Group.join_external(g[0].group_info(), Credential.basic(b"x"), now=NOW)
     seeds.append(external)
-    out = g[0].commit(update=True)
+    out = g[0].commit(update=True, now=NOW)
     seeds.append(out.commit)
     return state, seeds
 
@@ -29,7 +30,7 @@ _STATE, SEEDS = _setup()
 def target(data: bytes) -> None:
     member = Group.restore(_STATE)
     try:
-        member.process(data)
+        member.process(data, now=NOW)
     finally:
         try:
             Group.restore(data)

@@ -11,11 +11,11 @@ ALLOWED = (MlsDecodeError,)
 
 
 def _seeds() -> list[bytes]:
-    from tests.unit.core.mls.helpers import bundle, make_group
+    from tests.unit.core.mls.helpers import NOW, bundle, make_group
 
     g = make_group(2)
     b = bundle("seed")
-    out = g[0].commit(add=[b.key_package.encoded()])
+    out = g[0].commit(add=[b.key_package.encoded()], now=NOW)
     seeds = [MLSMessage(b.key_package).encoded(), out.commit, g[0].group_info()]
     if out.welcome is not None:
         seeds.append(out.welcome)

@@ -12,13 +12,13 @@ _SUITE = get_suite(1)
 
 
 def _seeds() -> list[bytes]:
-    from tests.unit.core.mls.helpers import make_group
+    from tests.unit.core.mls.helpers import NOW, make_group
     from veil.core.mls.state import GroupState
 
     g = make_group(3)
-    out = g[1].commit(update=True)
+    out = g[1].commit(update=True, now=NOW)
     g[1].merge_pending_commit()
-    g[0].process(out.commit)
+    g[0].process(out.commit, now=NOW)
     return [GroupState.decode(g[0].serialize()).tree.encode()]
 
 

@@ -10,6 +10,7 @@ from tests.vectors.loader import case_params, run_case
 from veil.core.mls import treekem
 from veil.core.mls.codec import decode_all
 from veil.core.mls.crypto import SUPPORTED_SUITES, get_suite
+from veil.core.mls.interop import vector_time
 from veil.core.mls.messages import GroupContext
 from veil.core.mls.proposal_ops import ProposalEntry, apply_proposals
 from veil.core.mls.proposals import UpdatePath, read_proposal
@@ -19,7 +20,7 @@ from veil.core.mls.welcome import validate_tree
 h = bytes.fromhex
 
 
-def _any_credential(credential: object, key: bytes) -> bool:
+def _any_credential(credential: object, key: bytes, previous: object) -> bool:
     return True
 
 
@@ -31,7 +32,9 @@ def test_tree_validation(case: dict[str, Any], case_name: str) -> None:
         assert tree.encode() == h(c["tree"])
         assert [tree.tree_hash(x).hex() for x in range(len(tree.nodes))] == c["tree_hashes"]
         assert [list(tree.resolution(x)) for x in range(len(tree.nodes))] == c["resolutions"]
-        validate_tree(s, tree, h(c["group_id"]), [], _any_credential)
+        lifetimes = [leaf.lifetime for _, leaf in tree.members() if leaf.lifetime]
+        validate_tree(s, tree, h(c["group_id"]), [], _any_credential,
+                      now=vector_time(lifetimes), check_lifetimes=True)
 
     run_case("tree-validation.json", case_name, case, SUPPORTED_SUITES, check)
 

@@ -4,12 +4,15 @@
     alice = Group.create(1, Credential.basic(b"alice"), now=t)
     out = alice.commit(add=[bundle.key_package.encoded()], now=t)
     alice.merge_pending_commit()
-    bob = Group.join(out.welcome, bundle)
-    ct = alice.encrypt(b"hi");  bob.process(ct)  # -> ApplicationMessage
+    bob = Group.join(out.welcome, bundle, now=t)
+    ct = alice.encrypt(b"hi");  bob.process(ct, now=t)  # -> ApplicationMessage
     state = bob.serialize();  bob = Group.restore(state)
 
 Every method either returns a result or raises a subclass of
-:class:`veil.core.mls.errors.MlsError`; the state changes only on success.
+:class:`veil.core.mls.errors.MlsError`; the state changes only on success. Every
+operation that judges KeyPackage lifetimes (RFC 9420 §7.3) takes the time as a required
+``now`` (whole seconds since the Unix epoch): there is no default, and no value that
+means "do not check".
 """
 
 from __future__ import annotations
@@ -83,7 +86,13 @@ from veil.core.mls.proposals import (
 from veil.core.mls.secret_tree import SecretTree
 from veil.core.mls.state import CachedProposal, GroupState
 from veil.core.mls.tree import RatchetTree
-from veil.core.mls.validation import CredentialCheck, basic_credential_check
+from veil.core.mls.validation import (
+    CredentialCheck,
+    TreeIndex,
+    basic_credential_check,
+    require_time,
+    validate_key_package,
+)
 from veil.core.mls.welcome import KeyPackageBundle, join_from_welcome, make_key_package
 
 
@@ -132,6 +141,7 @@ class Group:
         external_psks: Mapping[bytes, bytes] | None = None,
         private_handshakes: bool = False,
         keep_previous_epoch: bool = True,
+        unique_credentials: bool = True,
     ) -> None:
         self._state: GroupState | None = state
         # The last epoch's state, in memory only, so that application messages sent just
@@ -140,6 +150,9 @@ class Group:
         self._keep_previous = keep_previous_epoch
         self._pending: CommitOutcome | None = None
         self._check = credential_check
+        # One leaf per credential (RFC 9420 §12.2 "a client already in the group");
+        # False for applications whose clients share a credential across leaves.
+        self._unique = unique_credentials
         self._psks: dict[bytes, bytes] = dict(external_psks or {})
         self._handshake_wf = WF_PRIVATE if private_handshakes else WF_PUBLIC
 
@@ -151,7 +164,8 @@ class Group:
         lifetime_seconds: int = 90 * 24 * 3600, capabilities: Capabilities | None = None,
     ) -> KeyPackageBundle:
         """A KeyPackage to publish, with the private keys to keep for joining."""
-        return make_key_package(suite_id, credential, now=now, signature_priv=signature_priv,
+        return make_key_package(suite_id, credential, now=require_time(now),
+                                signature_priv=signature_priv,
                                 lifetime_seconds=lifetime_seconds, capabilities=capabilities)
 
     @classmethod
@@ -166,11 +180,13 @@ class Group:
         extensions: Sequence[Extension] = (),
         credential_check: CredentialCheck = basic_credential_check,
         private_handshakes: bool = False,
+        unique_credentials: bool = True,
     ) -> Group:
         """A new one-member group at epoch 0 (RFC 9420 §11)."""
         suite = get_suite(suite_id)
-        bundle = make_key_package(suite_id, credential, now=now, signature_priv=signature_priv)
-        if not credential_check(credential, bundle.key_package.leaf_node.signature_key):
+        bundle = make_key_package(suite_id, credential, now=require_time(now),
+                                  signature_priv=signature_priv)
+        if not credential_check(credential, bundle.key_package.leaf_node.signature_key, None):
             from veil.core.mls.errors import CredentialRejected
 
             raise CredentialRejected("credential refused by the application")
@@ -187,7 +203,7 @@ class Group:
         )
         state.remember_resumption_psk()
         return cls(state, credential_check=credential_check,
-                   private_handshakes=private_handshakes)
+                   private_handshakes=private_handshakes, unique_credentials=unique_credentials)
 
     @classmethod
     def join(
@@ -195,20 +211,30 @@ class Group:
         welcome: bytes,
         bundle: KeyPackageBundle,
         *,
+        now: int,
         ratchet_tree: bytes | None = None,
         external_psks: Mapping[bytes, bytes] | None = None,
         credential_check: CredentialCheck = basic_credential_check,
         private_handshakes: bool = False,
+        check_tree_lifetimes: bool = True,
+        unique_credentials: bool = True,
     ) -> Group:
-        """Join from a Welcome (an MLSMessage) addressed to ``bundle``'s KeyPackage."""
+        """Join from a Welcome (an MLSMessage) addressed to ``bundle``'s KeyPackage.
+
+        ``now`` judges the lifetime of our KeyPackage (always) and of the key-package
+        leaves of the tree (unless ``check_tree_lifetimes=False``: for groups whose idle
+        members still sit on an expired KeyPackage leaf; RFC 9420 §7.3 recommends the
+        check but does not require it for received leaves).
+        """
         msg = decode_all(welcome, MLSMessage.read)
         if not isinstance(msg.body, Welcome):
             raise MlsDecodeError("message is not a Welcome")
         state = join_from_welcome(msg.body, bundle, ratchet_tree=ratchet_tree,
                                   external_psks=external_psks or {},
-                                  credential_check=credential_check)
+                                  credential_check=credential_check, now=require_time(now),
+                                  check_tree_lifetimes=check_tree_lifetimes)
         return cls(state, credential_check=credential_check, external_psks=external_psks,
-                   private_handshakes=private_handshakes)
+                   private_handshakes=private_handshakes, unique_credentials=unique_credentials)
 
     @classmethod
     def join_external(
@@ -224,12 +250,16 @@ class Group:
         external_psks: Mapping[bytes, bytes] | None = None,
         credential_check: CredentialCheck = basic_credential_check,
         private_handshakes: bool = False,
+        check_tree_lifetimes: bool = True,
+        unique_credentials: bool = True,
     ) -> tuple[Group, bytes]:
         """Join by external commit from a GroupInfo (RFC 9420 §12.4.3.2).
 
         Returns the new member and the Commit to send; the member is in the new epoch
         already, so drop it if the delivery service rejects the commit. ``resync_leaf``
-        removes this client's own old leaf in the same commit.
+        removes this client's own old leaf in the same commit: members accept that only
+        when ``signature_priv`` is that leaf's signature key and the credential is one
+        the credential check accepts as its successor (by default: the same).
         """
         from veil.core.mls.external import create_external_commit
 
@@ -237,17 +267,19 @@ class Group:
         if not isinstance(msg.body, GroupInfo):
             raise MlsDecodeError("message is not a GroupInfo")
         gi = msg.body
-        bundle = make_key_package(gi.group_context.cipher_suite, credential, now=now,
-                                  signature_priv=signature_priv)
+        bundle = make_key_package(gi.group_context.cipher_suite, credential,
+                                  now=require_time(now), signature_priv=signature_priv)
         psks = dict(external_psks or {})
         state, ac = create_external_commit(
             gi, bundle.key_package.leaf_node, bundle.signature_priv,
             ratchet_tree=ratchet_tree, resync_leaf=resync_leaf, psk_ids=list(psk_ids),
-            external_psks=psks, credential_check=credential_check,
+            external_psks=psks, credential_check=credential_check, now=now,
+            check_tree_lifetimes=check_tree_lifetimes, unique_credentials=unique_credentials,
         )
         commit = MLSMessage(PublicMessage(ac.content, ac.auth, None)).encoded()
         return cls(state, credential_check=credential_check, external_psks=psks,
-                   private_handshakes=private_handshakes), commit
+                   private_handshakes=private_handshakes,
+                   unique_credentials=unique_credentials), commit
 
     def serialize(self) -> bytes:
         """The whole member state (secrets included: store it encrypted)."""
@@ -257,9 +289,11 @@ class Group:
     def restore(
         cls, data: bytes, *, credential_check: CredentialCheck = basic_credential_check,
         external_psks: Mapping[bytes, bytes] | None = None, private_handshakes: bool = False,
+        unique_credentials: bool = True,
     ) -> Group:
         return cls(GroupState.decode(data), credential_check=credential_check,
-                   external_psks=external_psks, private_handshakes=private_handshakes)
+                   external_psks=external_psks, private_handshakes=private_handshakes,
+                   unique_credentials=unique_credentials)
 
     # -- reading --------------------------------------------------------------------
 
@@ -334,8 +368,16 @@ class Group:
         """Send a standalone proposal; it is cached for this epoch's commit."""
         return self._frame(self._content(proposal), self._handshake_wf)
 
-    def propose_add(self, key_package: bytes) -> bytes:
-        return self.propose(Add(_decode_key_package(key_package)))
+    def propose_add(self, key_package: bytes, *, now: int) -> bytes:
+        """Propose an Add; the KeyPackage is validated first (RFC 9420 §10.1, §7.3: a
+        client MUST check the lifetime of a leaf it sends)."""
+        s = self._live()
+        kp = _decode_key_package(key_package)
+        validate_key_package(s.suite, kp, group_extensions=s.context.extensions,
+                             index=TreeIndex.of(s.tree, self._unique),
+                             credential_check=self._check,
+                             now=require_time(now))
+        return self.propose(Add(kp))
 
     def propose_remove(self, leaf_index: int) -> bytes:
         return self.propose(Remove(leaf_index))
@@ -355,13 +397,13 @@ class Group:
     def commit(
         self,
         *,
+        now: int,
         add: Iterable[bytes] = (),
         remove: Iterable[int] = (),
         update: bool = False,
         psk_ids: Iterable[PreSharedKeyID] = (),
         extensions: Sequence[Extension] | None = None,
         include_pending: bool = True,
-        now: int | None = None,
         authenticated_data: bytes = b"",
         include_tree_in_welcome: bool = True,
     ) -> CommitResult:
@@ -369,7 +411,11 @@ class Group:
 
         Send ``commit`` to the group and ``welcome`` to new members, then call
         :meth:`merge_pending_commit` once the delivery service accepted the commit.
+        The given changes must be valid (or this raises); cached proposals that are not
+        valid, or not together (RFC 9420 §12.2), are left out, so no member can block
+        the commits of others. ``now`` judges KeyPackage lifetimes.
         """
+        require_time(now)
         s = self._live()
         if self._pending is not None:
             raise InvalidState("a commit is already pending")
@@ -389,7 +435,7 @@ class Group:
             s, inline=inline, by_reference=refs, force_path=update,
             wire_format=self._handshake_wf, authenticated_data=authenticated_data,
             external_psks=self._psks, credential_check=self._check, now=now,
-            include_tree_in_welcome=include_tree_in_welcome,
+            include_tree_in_welcome=include_tree_in_welcome, unique_credentials=self._unique,
         )
         ac = outcome.content
         if ac is None:
@@ -422,8 +468,15 @@ class Group:
 
     # -- receiving ------------------------------------------------------------------
 
-    def process(self, message: bytes, *, now: int | None = None) -> Received:
-        """Process one MLSMessage from the group; the state changes only on success."""
+    def process(self, message: bytes, *, now: int) -> Received:
+        """Process one MLSMessage from the group; the state changes only on success.
+
+        ``now`` judges the lifetimes of KeyPackages added by a commit. Pass the time the
+        delivery service accepted the message when the application has it, so that all
+        members judge a commit at the same instant even if one processes it days later;
+        the local clock otherwise.
+        """
+        require_time(now)
         s = self._live()
         msg = decode_all(message, MLSMessage.read)
         body = msg.body
@@ -481,14 +534,13 @@ class Group:
         return ApplicationMessage(content.sender.index, content.content,
                                   content.authenticated_data)
 
-    def _external_commit(
-        self, s: GroupState, msg: PublicMessage, now: int | None
-    ) -> CommitApplied:
+    def _external_commit(self, s: GroupState, msg: PublicMessage, now: int) -> CommitApplied:
         from veil.core.mls.external import process_external_commit
 
         ac = AuthenticatedContent(WF_PUBLIC, msg.content, msg.auth)
         outcome = process_external_commit(s, ac, external_psks=self._psks,
-                                          credential_check=self._check, now=now)
+                                          credential_check=self._check, now=now,
+                                          unique_credentials=self._unique)
         self._pending = None
         self._advance_to(outcome.state)
         removed = list(outcome.applied.removed) if outcome.applied else []
@@ -497,7 +549,7 @@ class Group:
         joiner = outcome.committer
         return CommitApplied(joiner, outcome.state.epoch, [joiner], removed)
 
-    def _dispatch(self, s: GroupState, ac: AuthenticatedContent, now: int | None) -> Received:
+    def _dispatch(self, s: GroupState, ac: AuthenticatedContent, now: int) -> Received:
         body = ac.content.content
         sender = ac.content.sender.index
         if isinstance(body, bytes):
@@ -506,7 +558,8 @@ class Group:
             if sender == s.my_leaf:
                 raise InvalidCommit("own commit: call merge_pending_commit instead")
             outcome = process_commit(s, ac, external_psks=self._psks,
-                                     credential_check=self._check, now=now)
+                                     credential_check=self._check, now=now,
+                                     unique_credentials=self._unique)
             applied = outcome.applied
             added = [i for i, _ in applied.added] if applied else []
             removed = list(applied.removed) if applied else []

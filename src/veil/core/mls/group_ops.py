@@ -21,7 +21,7 @@ from veil.core.mls.errors import (
     UnknownSender,
 )
 from veil.core.mls.framing import sign_content
-from veil.core.mls.leaf import EXT_EXTERNAL_PUB, EXT_RATCHET_TREE, Extension
+from veil.core.mls.leaf import EXT_EXTERNAL_PUB, EXT_RATCHET_TREE, SOURCE_COMMIT, Extension
 from veil.core.mls.messages import (
     SENDER_MEMBER,
     AuthenticatedContent,
@@ -39,6 +39,7 @@ from veil.core.mls.proposal_ops import (
     ProposalEntry,
     apply_proposals,
     path_required,
+    select_proposals,
     validate_proposals,
 )
 from veil.core.mls.proposals import (
@@ -55,10 +56,11 @@ from veil.core.mls.treekem import (
     PathResult,
     apply_new_path,
     apply_received_path,
+    check_path_keys_fresh,
     decrypt_path,
     encrypt_path,
 )
-from veil.core.mls.validation import CredentialCheck
+from veil.core.mls.validation import CredentialCheck, TreeIndex, validate_leaf_node
 
 
 def proposal_ref(suite: CipherSuite, ac: AuthenticatedContent) -> bytes:
@@ -153,22 +155,36 @@ def create_commit(
     authenticated_data: bytes,
     external_psks: Mapping[bytes, bytes],
     credential_check: CredentialCheck,
-    now: int | None,
+    now: int,
     include_tree_in_welcome: bool = True,
+    unique_credentials: bool = True,
 ) -> CommitOutcome:
-    """Build a Commit over cached and inline proposals (RFC 9420 §12.4.1)."""
+    """Build a Commit over cached and inline proposals (RFC 9420 §12.4.1).
+
+    The inline proposals must all be valid; cached ones that are not (or not together)
+    are left out (:func:`select_proposals`).
+    """
     suite = state.suite
     me = state.my_leaf
-    entries: list[ProposalEntry] = []
+    cached_entries: list[ProposalEntry] = []
     for ref in by_reference:
         cached = state.proposals.get(ref)
         if cached is None:
             raise UnknownProposal("proposal reference not in this epoch's cache")
-        entries.append(ProposalEntry(cached.proposal, cached.sender, ref))
-    entries.extend(ProposalEntry(p, None) for p in inline)
-    validate_proposals(
-        suite, state.tree, entries, committer=me, group_id=state.group_id,
-        group_extensions=state.context.extensions, credential_check=credential_check, now=now,
+        cached_entries.append(ProposalEntry(cached.proposal, cached.sender, ref))
+
+    def psk_available(psk_id: PreSharedKeyID) -> bool:
+        try:
+            resolve_psks(state, [psk_id], external_psks)
+        except MissingPsk:
+            return False
+        return True
+
+    entries = select_proposals(
+        suite, state.tree, inline=[ProposalEntry(p, None) for p in inline],
+        cached=cached_entries, committer=me, group_id=state.group_id,
+        group_extensions=state.context.extensions, credential_check=credential_check,
+        now=now, psk_available=psk_available, unique_credentials=unique_credentials,
     )
     nxt = _copy_for_commit(state)
     applied = apply_proposals(nxt.tree, entries)
@@ -275,9 +291,15 @@ def process_commit(
     *,
     external_psks: Mapping[bytes, bytes],
     credential_check: CredentialCheck,
-    now: int | None,
+    now: int,
+    unique_credentials: bool = True,
 ) -> CommitOutcome:
-    """Validate and apply a received Commit (RFC 9420 §12.4.2)."""
+    """Validate and apply a received Commit (RFC 9420 §12.4.2).
+
+    Everything that depends only on public data (proposals, the committer's new leaf,
+    the freshness of every UpdatePath key, parent hashes) is checked before any secret
+    is derived, so every member refuses the same Commits, whichever node it decrypts.
+    """
     suite = state.suite
     content = ac.content
     commit = content.content
@@ -302,6 +324,7 @@ def process_commit(
     validate_proposals(
         suite, state.tree, entries, committer=committer, group_id=state.group_id,
         group_extensions=state.context.extensions, credential_check=credential_check, now=now,
+        unique_credentials=unique_credentials,
     )
     if path_required(entries) and commit.path is None:
         raise InvalidCommit("commit needs an UpdatePath but has none")
@@ -320,20 +343,20 @@ def process_commit(
         nxt.private_keys[2 * state.my_leaf] = (leaf.encryption_key, key)
     commit_secret: bytes | None = None
     if commit.path is not None:
-        from veil.core.mls.validation import TreeIndex, validate_leaf_node
-
-        index = TreeIndex.of(nxt.tree)
+        index = TreeIndex.of(nxt.tree, unique_credentials)
         old_leaf = nxt.tree.leaf(committer)
         if old_leaf is None:
             raise UnknownSender("committer's leaf is blank")
         index.forget(old_leaf)
         validate_leaf_node(
-            suite, commit.path.leaf_node, expected_source=commit.path.leaf_node.leaf_node_source,
+            suite, commit.path.leaf_node, expected_source=SOURCE_COMMIT,
             group_id=state.group_id, leaf_index=committer, group_extensions=extensions,
-            index=index, credential_check=credential_check, now=now,
+            index=index, credential_check=credential_check, now=now, previous=old_leaf,
         )
-        if commit.path.leaf_node.encryption_key == old_leaf.encryption_key:
-            raise InvalidCommit("UpdatePath leaf reuses the committer's encryption key")
+        # §12.4.2: no UpdatePath key may already appear in the new tree (the old leaf
+        # and old path of the committer included). Checked by everyone before
+        # decrypting: otherwise only the members who derive a duplicated node notice.
+        check_path_keys_fresh(nxt.tree, commit.path)
         fdp = apply_received_path(suite, nxt.tree, committer, commit.path, state.group_id)
         if not removed_me:
             provisional = GroupContext(

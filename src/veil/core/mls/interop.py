@@ -7,6 +7,11 @@ For every case of a passive-client vector file (format: mlswg/mls-implementation
 epoch authenticator, then process each epoch's proposals and commit and compare again.
 Prints ``N passed, M failed`` (plus ``, K skipped`` for unsupported cipher suites) and
 exits non-zero on any failure.
+
+The vectors carry no clock, but the library judges KeyPackage lifetimes and needs the
+time (RFC 9420 §7.3). A case is run at its *vector time*: the middle of the joiner's
+KeyPackage lifetime. Every KeyPackage of a case was minted in the same run of the
+generator, so that instant lies inside all of their lifetimes (``--now`` overrides it).
 """
 
 from __future__ import annotations
@@ -15,29 +20,45 @@ import argparse
 import hmac
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from veil.core.mls.codec import decode_all
 from veil.core.mls.crypto import get_suite, is_supported
 from veil.core.mls.errors import MlsError
 from veil.core.mls.group import Group
-from veil.core.mls.leaf import Credential
+from veil.core.mls.leaf import Credential, Lifetime
 from veil.core.mls.messages import MLSMessage
 from veil.core.mls.welcome import KeyPackageBundle
 
 
-def _accept_any(credential: Credential, signature_key: bytes) -> bool:
+def _accept_any(credential: Credential, signature_key: bytes,
+                previous: Credential | None) -> bool:
     # Vector files use arbitrary test identities; authenticity is proven by signatures.
     return True
+
+
+def vector_time(lifetimes: Iterable[Lifetime]) -> int:
+    """The middle of the span every given lifetime covers: a vector's notion of "now"."""
+    spans = list(lifetimes)
+    if not spans:
+        raise CaseFailed("the vector has no lifetimes to take its time from")
+    start = max(lt.not_before for lt in spans)
+    end = min(lt.not_after for lt in spans)
+    if start > end:
+        raise CaseFailed("the vector's lifetimes have no instant in common")
+    return start + (end - start) // 2
 
 
 class CaseFailed(Exception):
     """One vector case did not reproduce."""
 
 
-def run_passive_case(case: dict[str, Any]) -> None:
-    """Run one passive-client case; raises CaseFailed or MlsError on mismatch."""
+def run_passive_case(case: dict[str, Any], now: int | None = None) -> None:
+    """Run one passive-client case; raises CaseFailed or MlsError on mismatch.
+
+    ``now`` defaults to the case's vector time (see the module docstring).
+    """
     h = bytes.fromhex
     suite = get_suite(int(case["cipher_suite"]))
     kp_msg = decode_all(h(case["key_package"]), MLSMessage.read)
@@ -56,8 +77,12 @@ def run_passive_case(case: dict[str, Any]) -> None:
         raise CaseFailed("signature_priv does not match the KeyPackage")
     psks = {h(p["psk_id"]): h(p["psk"]) for p in case.get("external_psks", [])}
     tree = case.get("ratchet_tree")
+    if now is None:
+        if kp.leaf_node.lifetime is None:
+            raise CaseFailed("key_package has no lifetime")
+        now = vector_time([kp.leaf_node.lifetime])
     group = Group.join(
-        h(case["welcome"]), bundle, ratchet_tree=h(tree) if tree else None,
+        h(case["welcome"]), bundle, now=now, ratchet_tree=h(tree) if tree else None,
         external_psks=psks, credential_check=_accept_any,
     )
     if not hmac.compare_digest(group.epoch_authenticator,
@@ -65,13 +90,13 @@ def run_passive_case(case: dict[str, Any]) -> None:
         raise CaseFailed("initial epoch authenticator differs")
     for number, epoch in enumerate(case.get("epochs", []), start=1):
         for proposal in epoch.get("proposals", []):
-            group.process(h(proposal))
-        group.process(h(epoch["commit"]))
+            group.process(h(proposal), now=now)
+        group.process(h(epoch["commit"]), now=now)
         if not hmac.compare_digest(group.epoch_authenticator, h(epoch["epoch_authenticator"])):
             raise CaseFailed(f"epoch authenticator differs after epoch step {number}")
 
 
-def passive_client(path: str) -> int:
+def passive_client(path: str, now: int | None = None) -> int:
     with open(path, encoding="utf-8") as f:
         cases = json.load(f)
     passed = failed = skipped = 0
@@ -81,7 +106,7 @@ def passive_client(path: str) -> int:
             skipped += 1
             continue
         try:
-            run_passive_case(case)
+            run_passive_case(case, now)
         except (CaseFailed, MlsError, KeyError, ValueError) as exc:
             failed += 1
             print(f"case {i} (suite {suite_id}) failed: {type(exc).__name__}: {exc}",
@@ -100,8 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     pc = sub.add_parser("passive-client", help="check a passive-client vector file")
     pc.add_argument("file")
+    pc.add_argument("--now", type=int, default=None,
+                    help="seconds since the Unix epoch to judge lifetimes by "
+                         "(default: each case's vector time)")
     args = parser.parse_args(argv)
-    return passive_client(args.file)
+    return passive_client(args.file, args.now)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from veil.core.mls import treemath as tm
 from veil.core.mls.codec import Reader, Writer, encode_varint, read_u32, write_u32
 from veil.core.mls.crypto import CipherSuite
 from veil.core.mls.errors import InvalidTree, MlsDecodeError
-from veil.core.mls.leaf import SOURCE_COMMIT, LeafNode
+from veil.core.mls.leaf import SOURCE_COMMIT, Credential, LeafNode
 
 NODE_LEAF = 1
 NODE_PARENT = 2
@@ -94,6 +94,8 @@ class RatchetTree:
         self.sig_keys: Counter[bytes] = Counter()
         self.cred_types: Counter[int] = Counter()
         self.cred_caps: Counter[frozenset[int]] = Counter()
+        # Credentials of the members: one leaf per client (RFC 9420 §12.2).
+        self.creds: Counter[Credential] = Counter()
         for node in nodes:
             self._count(node, 1)
 
@@ -105,6 +107,7 @@ class RatchetTree:
             self.sig_keys[node.signature_key] += delta
             self.cred_types[node.credential.credential_type] += delta
             self.cred_caps[frozenset(node.capabilities.credentials)] += delta
+            self.creds[node.credential] += delta
 
     # -- construction and codec ---------------------------------------------------
 
@@ -168,6 +171,7 @@ class RatchetTree:
         self.sig_keys = other.sig_keys.copy()
         self.cred_types = other.cred_types.copy()
         self.cred_caps = other.cred_caps.copy()
+        self.creds = other.creds.copy()
 
     # -- accessors ------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ The sender blanks its direct path, derives a chain of path secrets along its fil
 direct path, signs a fresh leaf bound to the new parent hashes and encrypts each path
 secret to the resolution of the matching copath child. A receiver applies the public
 part, decrypts the one path secret it can reach and re-derives the rest, checking that
-every derived public key matches the path.
+every derived public key matches the path. Before that, every receiver checks that the
+path's public keys are new to the tree (§12.4.2), so that all members decide alike.
 """
 
 from __future__ import annotations
@@ -118,6 +119,21 @@ def _node_public(tree: RatchetTree, x: int) -> bytes:
     if node is None:
         raise InvalidCommit("resolution contains a blank node")
     return node.encryption_key
+
+
+def check_path_keys_fresh(tree: RatchetTree, path: UpdatePath) -> None:
+    """RFC 9420 §12.4.2: no public key of ``path`` appears in any node of ``tree`` (the
+    new tree before the path is merged), nor twice in the path itself.
+
+    Every member can check this on public data alone, before decrypting anything; a
+    duplicated key would otherwise be noticed only by the members who derive that node.
+    """
+    keys = [path.leaf_node.encryption_key, *(n.encryption_key for n in path.nodes)]
+    if len(set(keys)) != len(keys):
+        raise InvalidCommit("UpdatePath repeats a public key")
+    census = tree.enc_keys
+    if any(census[k] > 0 for k in keys):
+        raise InvalidCommit("UpdatePath public key already appears in the tree")
 
 
 def apply_received_path(

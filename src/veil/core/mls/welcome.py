@@ -1,4 +1,10 @@
 """KeyPackage creation and joining a group from a Welcome (RFC 9420 §10, §12.4.3.1).
+
+A joiner validates every leaf of the tree it receives (§7.3 via §12.4.3.1), lifetimes
+included: its own KeyPackage's always (the committer, and the joiner's init key, were
+only meant to be used within it), the key-package leaves of the other members by default
+(§7.3 recommends it; ``check_tree_lifetimes=False`` is the caller's explicit choice for
+groups whose idle members never replaced their KeyPackage leaf).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from veil.core.mls import treemath as tm
 from veil.core.mls.codec import Reader, Writer, decode_all
 from veil.core.mls.crypto import CipherSuite, get_suite, is_supported
 from veil.core.mls.errors import (
+    InvalidLeafNode,
     InvalidWelcome,
     MissingPsk,
     MlsSignatureError,
@@ -37,7 +44,12 @@ from veil.core.mls.secret_tree import SecretTree
 from veil.core.mls.state import GroupState
 from veil.core.mls.tree import RatchetTree
 from veil.core.mls.treekem import derive_path_from
-from veil.core.mls.validation import CredentialCheck, validate_leaf_node
+from veil.core.mls.validation import (
+    CredentialCheck,
+    check_lifetime,
+    require_time,
+    validate_leaf_node,
+)
 
 DEFAULT_LIFETIME = 90 * 24 * 3600
 
@@ -109,8 +121,15 @@ def validate_tree(
     group_id: bytes,
     extensions: list[Extension],
     credential_check: CredentialCheck,
+    *,
+    now: int,
+    check_lifetimes: bool = True,
 ) -> None:
-    """Full tree validation for a joiner (RFC 9420 §12.4.3.1 steps on the ratchet tree)."""
+    """Full tree validation for a joiner (RFC 9420 §12.4.3.1 steps on the ratchet tree).
+
+    ``check_lifetimes=False`` skips the lifetime of key-package leaves (§7.3: RECOMMENDED
+    for leaves received); everything else is always checked.
+    """
     tree.verify_parent_hashes()
     tree.verify_unmerged_leaves()
     seen_enc: set[bytes] = set()
@@ -125,11 +144,15 @@ def validate_tree(
             if node.signature_key in seen_sig:
                 raise InvalidWelcome("a signature key appears twice in the tree")
             seen_sig.add(node.signature_key)
-            validate_leaf_node(
-                suite, node, expected_source=node.leaf_node_source, group_id=group_id,
-                leaf_index=x // 2, group_extensions=extensions, index=None,
-                credential_check=credential_check, now=None,
-            )
+            try:
+                validate_leaf_node(
+                    suite, node, expected_source=node.leaf_node_source, group_id=group_id,
+                    leaf_index=x // 2, group_extensions=extensions, index=None,
+                    credential_check=credential_check, now=now,
+                    check_lifetimes=check_lifetimes,
+                )
+            except InvalidLeafNode as exc:
+                raise InvalidWelcome(f"leaf {x // 2} of the tree: {exc}") from None
             if node.leaf_node_source not in (SOURCE_KEY_PACKAGE, SOURCE_UPDATE, SOURCE_COMMIT):
                 raise InvalidWelcome("unknown leaf node source")
 
@@ -141,8 +164,11 @@ def join_from_welcome(
     ratchet_tree: bytes | None,
     external_psks: Mapping[bytes, bytes],
     credential_check: CredentialCheck,
+    now: int,
+    check_tree_lifetimes: bool = True,
 ) -> GroupState:
     """Decrypt a Welcome and build the joiner's group state."""
+    require_time(now)
     kp = bundle.key_package
     if welcome.cipher_suite != kp.cipher_suite:
         raise InvalidWelcome("Welcome cipher suite does not match the KeyPackage")
@@ -181,15 +207,17 @@ def join_from_welcome(
         raise MlsSignatureError("GroupInfo signature does not verify")
     if tree.tree_hash() != ctx.tree_hash:
         raise InvalidWelcome("ratchet tree does not match the GroupInfo tree hash")
-    validate_tree(suite, tree, ctx.group_id, ctx.extensions, credential_check)
-    my_leaf = next(
-        (i for i, leaf in tree.members()
-         if leaf.encryption_key == kp.leaf_node.encryption_key
-         and leaf.signature_key == kp.leaf_node.signature_key),
-        None,
-    )
+    # §12.4.3.1: "a leaf whose LeafNode is identical to the one in the KeyPackage".
+    mine = kp.leaf_node.encoded()
+    my_leaf = next((i for i, leaf in tree.members() if leaf.encoded() == mine), None)
     if my_leaf is None:
         raise InvalidWelcome("our leaf is not in the ratchet tree")
+    try:
+        check_lifetime(kp.leaf_node, now)
+    except InvalidLeafNode:
+        raise InvalidWelcome("Welcome uses our KeyPackage outside its lifetime") from None
+    validate_tree(suite, tree, ctx.group_id, ctx.extensions, credential_check, now=now,
+                  check_lifetimes=check_tree_lifetimes)
     private_keys: dict[int, tuple[bytes, bytes]] = {
         2 * my_leaf: (kp.leaf_node.encryption_key, bundle.encryption_priv)
     }

@@ -30,18 +30,21 @@ def test_external_join_and_resync(suite_id: int) -> None:
     g = make_group(3, suite_id)
     joiner, commit = Group.join_external(g[0].group_info(), Credential.basic(b"ext"), now=NOW)
     for m in g:
-        applied = m.process(commit)
+        applied = m.process(commit, now=NOW)
         assert applied.added == [joiner.my_leaf]  # type: ignore[union-attr]
     assert same_epoch([*g, joiner])
-    assert g[1].process(joiner.encrypt(b"hi")) == ApplicationMessage(joiner.my_leaf, b"hi", b"")
+    got = g[1].process(joiner.encrypt(b"hi"), now=NOW)
+    assert got == ApplicationMessage(joiner.my_leaf, b"hi", b"")
 
     # g[2] lost its state and rejoins, removing its old leaf in the same commit.
+    # A resync must be signed with the removed leaf's key (its own: nothing else signs it).
     again, commit = Group.join_external(g[0].group_info(include_tree=False),
                                         Credential.basic(b"m2"), now=NOW, resync_leaf=2,
-                                        ratchet_tree=_tree(g[0]))
+                                        ratchet_tree=_tree(g[0]),
+                                        signature_priv=g[2]._live().sig_priv)
     for m in (g[0], g[1], joiner):
-        m.process(commit)
-    assert g[2].process(commit).removed_me  # type: ignore[union-attr]
+        m.process(commit, now=NOW)
+    assert g[2].process(commit, now=NOW).removed_me  # type: ignore[union-attr]
     assert same_epoch([g[0], g[1], joiner, again])
 
 
@@ -65,5 +68,5 @@ def test_tampered_external_commit_is_rejected() -> None:
     bad[-40] ^= 1
     before = g[1].serialize()
     with pytest.raises(MlsError):
-        g[1].process(bytes(bad))
+        g[1].process(bytes(bad), now=NOW)
     assert g[1].serialize() == before

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from tests.unit.core.mls.helpers import bundle, make_group
+from tests.unit.core.mls.helpers import NOW, bundle, make_group
 from veil.core.mls import treemath as tm
 from veil.core.mls.codec import Reader, Writer, decode_all, write_u16
 from veil.core.mls.crypto import get_suite
@@ -91,9 +91,9 @@ def test_decoded_key_package_keeps_canonical_bytes() -> None:
 
 def test_commit_leaf_tbs_binds_group_and_index() -> None:
     alice, bob = make_group(2)
-    out = bob.commit(update=True)
+    out = bob.commit(update=True, now=NOW)
     bob.merge_pending_commit()
-    alice.process(out.commit)
+    alice.process(out.commit, now=NOW)
     leaf = alice._live().tree.leaf(bob.my_leaf)
     assert leaf is not None
     assert leaf.encoded() == _re_encoded_leaf(leaf)

@@ -42,7 +42,8 @@ def test_random_membership_changes_keep_members_in_sync(data: st.DataObject) -> 
             for m in others:
                 m.process(out.commit, now=NOW)
             assert out.welcome is not None
-            members += [Group.join(out.welcome, b, private_handshakes=private) for b in new]
+            members += [Group.join(out.welcome, b, now=NOW, private_handshakes=private)
+                        for b in new]
         elif op == "external_join":
             joiner, commit = Group.join_external(
                 c.group_info(), Credential.basic(f"x{counter}".encode()), now=NOW,
@@ -84,12 +85,12 @@ def test_random_membership_changes_keep_members_in_sync(data: st.DataObject) -> 
                 inbox = [(k, s, ct) for k, (s, ct) in enumerate(sent) if s != r]
                 order = data.draw(st.permutations(inbox), label="delivery order")
                 for k, s, ct in order:
-                    got = receiver.process(ct)
+                    got = receiver.process(ct, now=NOW)
                     assert got == ApplicationMessage(members[s].my_leaf,
                                                      f"msg{k}".encode(), b"")
                 for _, _, ct in order[:1]:
                     try:
-                        receiver.process(ct)
+                        receiver.process(ct, now=NOW)
                     except KeyReused:
                         pass
                     else:
@@ -99,16 +100,16 @@ def test_random_membership_changes_keep_members_in_sync(data: st.DataObject) -> 
             probe = members[0].encrypt(b"after removal")
             for victim, snapshot in removed:
                 try:
-                    victim.process(probe)
+                    victim.process(probe, now=NOW)
                 except NotAMember:
                     pass
                 else:
                     raise AssertionError("removed member processed a later message")
                 try:
-                    Group.restore(snapshot).process(probe)
+                    Group.restore(snapshot).process(probe, now=NOW)
                 except (WrongEpoch, MlsError):
                     pass
                 else:
                     raise AssertionError("a removed member's old state read a later epoch")
             for m in members[1:]:
-                m.process(probe)
+                m.process(probe, now=NOW)
