@@ -9,7 +9,11 @@ primitives). Workloads:
 - ``ratchet_ping_pong``: the direction changes with every message (a DH step each time);
 - ``session_setup``: PQXDH initiate + respond (vodozemac: Olm's classical 3DH, for scale);
 - ``sealed_sender``: seal + open one 256-byte envelope (vodozemac: PkEncryption
-  encrypt + decrypt, an unauthenticated ECIES, for scale).
+  encrypt + decrypt, an unauthenticated ECIES, for scale);
+- ``message_aead``: the per-message AEAD alone, seal + open of a padded 256-byte message:
+  today's AES-256-GCM-SIV under a derived key and nonce against the AES-256-GCM with a
+  fixed nonce that it replaced (issue 8), so the price of misuse resistance is measured
+  in the same run.
 
 Usage: ``python bench/crypto.py [--quick] [--rounds N]``.
 """
@@ -25,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from veil.core import keys, sealed, session
+from veil.core import keys, prekeys, sealed, session
 
 PAYLOAD = b"\xa5" * 256
 
@@ -54,7 +58,7 @@ _timed: list[float] = []
 
 def _veil_pair() -> tuple[session.Session, session.Session]:
     alice, bob = keys.IdentityKeyPair.generate(), keys.IdentityKeyPair.generate()
-    pre = keys.PreKeys.generate(bob, one_time=1)
+    pre = prekeys.PreKeys.generate(bob, one_time=1, now_ms=0)
     a, first = session.initiate(alice, pre.bundle(), b"hi")
     b, _ = session.respond(bob, pre, first)
     a.decrypt(b.encrypt(b"ack"))
@@ -84,7 +88,7 @@ def veil_ping_pong(n: int) -> Callable[[], int]:
 
 def veil_setup(n: int) -> Callable[[], int]:
     alice, bob = keys.IdentityKeyPair.generate(), keys.IdentityKeyPair.generate()
-    pre = keys.PreKeys.generate(bob, one_time=0)
+    pre = prekeys.PreKeys.generate(bob, one_time=0, now_ms=0)
     bundle = pre.bundle()
 
     def run() -> int:
@@ -92,10 +96,10 @@ def veil_setup(n: int) -> Callable[[], int]:
         if len(pre.one_time) < n:
             pre.add_one_time(bob, n - len(pre.one_time))
         bundles = [keys.PreKeyBundle(bundle.identity, bundle.signed_prekey,
-                                     bundle.last_resort_kem, rec, kem)
-                   for (_, rec), (_, kem) in zip(list(pre.one_time.values())[:n],
-                                                 list(pre.one_time_kem.values())[:n],
-                                                 strict=True)]
+                                     bundle.last_resort_kem, prekeys.decode_one_time(ec)[1],
+                                     prekeys.decode_kem(kem, bob.public)[1])
+                   for ec, kem in zip(list(pre.one_time.values())[:n],
+                                      list(pre.one_time_kem.values())[:n], strict=True)]
         start = time.perf_counter()
         for b in bundles:
             _, first = session.initiate(alice, b, PAYLOAD)
@@ -117,6 +121,35 @@ def veil_sealed(n: int) -> Callable[[], int]:
         for _ in range(n):
             sealed.open_envelope(bob, sealed.seal(alice, cert, bob.public, PAYLOAD),
                                  root.public, 0)
+        return n
+    return run
+
+
+def veil_message_aead(n: int) -> Callable[[], int]:
+    from veil.core import padding
+    from veil.core import primitives as p
+    keys_ = [p.random_bytes(p.MESSAGE_KEY_LEN) for _ in range(n)]
+    body, ad = padding.pad(PAYLOAD), b"\xad" * 200
+
+    def run() -> int:
+        for mk in keys_:
+            p.open_message(mk, p.seal_message(mk, body, ad), ad)
+        return n
+    return run
+
+
+def previous_message_aead(n: int) -> Callable[[], int]:
+    """The AEAD before issue 8: AES-256-GCM, all-zero nonce, one key per message."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from veil.core import padding
+    from veil.core import primitives as p
+    keys_ = [p.random_bytes(32) for _ in range(n)]
+    body, ad, nonce = padding.pad(PAYLOAD), b"\xad" * 200, bytes(12)
+
+    def run() -> int:
+        for mk in keys_:
+            AESGCM(mk).decrypt(nonce, AESGCM(mk).encrypt(nonce, body, ad), ad)
         return n
     return run
 
@@ -320,6 +353,13 @@ def main() -> None:
     n = 2000 // scale
     emit("sealed_sender", "seal+open 256 B (vodozemac: PkEncryption, no sender auth)",
          _interleaved({"veil": veil_sealed(n), "vodozemac": vodo_pk(n)}, rounds))
+    n = 8000 // scale
+    aead = _interleaved({"veil": veil_message_aead(n),
+                         "aes_gcm_fixed_nonce": previous_message_aead(n)}, rounds)
+    emit("message_aead", "seal+open of one padded 256 B message (AES-256-GCM-SIV; "
+         "reference: the AES-256-GCM it replaced)", aead,
+         {"veil_vs_aes_gcm_fixed_nonce": round(aead["veil"][0]
+                                               / aead["aes_gcm_fixed_nonce"][0], 3)})
     loop.close()
 
 

@@ -116,22 +116,31 @@ async def _with_client(home: str | None, proxy: str | None,
 @click.option("--invite", default=None, help="Invite token (invite-only servers).")
 @click.option("--no-passphrase", is_flag=True,
               help="Protect the store with a key file (mode 0600) instead of a passphrase.")
+@click.option("--trust-root", "trust_root", default=None, metavar="FINGERPRINT",
+              help="The server's trust-root fingerprint, from its operator: registration "
+              "is refused if the server presents another.")
 @home_options
 async def init(server: str, username: str | None, invite: str | None, no_passphrase: bool,
-               home: str | None, as_json: bool, proxy: str | None) -> None:
+               trust_root: str | None, home: str | None, as_json: bool,
+               proxy: str | None) -> None:
     """Create an identity and register it with a server."""
     path = _home(home)
     if Store.exists(path):
         raise click.ClickException(f"{path} already holds a Veil identity")
     client = await Client.register(path, server, username=username, invite=invite,
                                    passphrase=_passphrase(path, True, no_passphrase),
-                                   proxy=proxy)
+                                   proxy=proxy, trust_root=trust_root)
     try:
+        root = client.trust_root_fingerprint()
         _emit(as_json, {"account_id": client.account, "username": client.me.username,
-                        "device_id": client.me.device_id, "home": str(path)},
+                        "device_id": client.me.device_id, "home": str(path),
+                        "trust_root": root, "trust_root_pinned": trust_root is not None},
               f"Registered {client.account}"
               + (f" as @{client.me.username}" if client.me.username else "")
-              + f" (device {client.me.device_id}) in {path}")
+              + f" (device {client.me.device_id}) in {path}\n"
+              + (f"trust root {root} (pinned)" if trust_root is not None else
+                 f"trust root {root} (as the server presented it: compare it with the "
+                 "fingerprint the operator published)"))
     finally:
         await client.close()
 
@@ -139,13 +148,14 @@ async def init(server: str, username: str | None, invite: str | None, no_passphr
 @click.command("id")
 @home_options
 async def show_id(home: str | None, as_json: bool, proxy: str | None) -> None:
-    """Show this account id, username and identity fingerprint."""
+    """Show this account id, username, identity fingerprint and pinned trust root."""
     async def body(c: Client) -> None:
         _emit(as_json, {"account_id": c.account, "username": c.me.username,
                         "device_id": c.me.device_id, "fingerprint": c.fingerprint(),
-                        "server": c.me.server},
+                        "server": c.me.server, "trust_root": c.trust_root_fingerprint()},
               f"account  {c.account}\nusername {('@' + c.me.username) if c.me.username else '-'}"
-              f"\ndevice   {c.me.device_id}\nkey      {c.fingerprint()}\nserver   {c.me.server}")
+              f"\ndevice   {c.me.device_id}\nkey      {c.fingerprint()}\nserver   {c.me.server}"
+              f"\nroot     {c.trust_root_fingerprint()}")
     await _with_client(home, proxy, body)
 
 

@@ -1,13 +1,20 @@
-"""``veil server``: run the server, and ``veil server invite`` to mint invite tokens."""
+"""``veil server``: run the server, ``veil server invite`` to mint invite tokens, and
+``veil server keys`` to keep the trust root out of the data directory (review issue 8,
+item 6; see docs/server.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from veil.server.config import ServerConfig, load_config
+
+if TYPE_CHECKING:
+    from veil.core.sealed import TrustRoot
 
 
 def _config(data: str | None, config: str | None, **overrides: object) -> ServerConfig:
@@ -50,3 +57,113 @@ def invite(ctx: click.Context, count: int, hours: int) -> None:
 
 
 COMMANDS: list[click.Command] = [server]
+
+
+# --- keys: the trust root stays out of the data directory (review issue 8, item 6) -------
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _data_dir(ctx: click.Context, data: str | None) -> Path:
+    return _config(data or ctx.obj["data"], ctx.obj["config"]).data_dir
+
+
+def _load_root(path: str) -> TrustRoot:
+    from veil.core.errors import CoreError
+    from veil.core.sealed import TrustRoot
+    from veil.server.errors import ConfigError
+    try:
+        return TrustRoot.from_bytes(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the trust root {path}: {exc.strerror}") from None
+    except CoreError as exc:
+        raise ConfigError(f"{path} is not a trust root key: {exc}") from None
+
+
+@server.group(name="keys")
+def keys_group() -> None:
+    """The trust root (kept offline) and the server signing key it certifies."""
+
+
+@keys_group.command(name="init-root")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the root's private key (not the data directory).")
+def init_root(out: str) -> None:
+    """Create a trust root; print the fingerprint clients pin (veil init --trust-root)."""
+    from veil.core.sealed import TrustRoot
+    from veil.server.certificates import fingerprint, write_secret
+    from veil.server.errors import ConfigError
+
+    root = TrustRoot.generate()
+    try:
+        write_secret(Path(out), root.to_bytes())
+    except FileExistsError:
+        raise ConfigError(f"{out} exists; refusing to overwrite a trust root") from None
+    click.echo(f"trust root written to {out} (keep it offline)")
+    click.echo(f"fingerprint {fingerprint(root.public)}")
+
+
+@keys_group.command(name="certify")
+@click.option("--root", "root_file", required=True, type=click.Path(dir_okay=False),
+              help="The trust root's private key (from init-root).")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None,
+              help="The server's data directory.")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True,
+              help="How long the server key's certificate is valid.")
+@click.option("--key-id", type=click.IntRange(1, 0xFFFFFFFF), default=None,
+              help="Id of the new server key (default: the installed one's + 1).")
+@click.option("--revoke-older", is_flag=True,
+              help="Clients stop accepting every older server key (after a compromise).")
+@click.pass_context
+def certify_command(ctx: click.Context, root_file: str, data: str | None, days: int,
+                    key_id: int | None, revoke_older: bool) -> None:
+    """Make a fresh server signing key, certified by the root, in the data directory."""
+    from veil.server.certificates import certify, fingerprint
+
+    data_dir = _data_dir(ctx, data)
+    root = _load_root(root_file)
+    key = certify(data_dir, root, _now_ms(), days=days, key_id=key_id,
+                  revoke_older=revoke_older)
+    click.echo(f"server key {key.certificate.key_id} certified for {days} days in {data_dir}"
+               + ("; older keys revoked" if revoke_older else "")
+               + "; restart the server to use it")
+    click.echo(f"fingerprint {fingerprint(root.public)}")
+
+
+@keys_group.command(name="move-root")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None,
+              help="The server's data directory.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Where to keep the root's private key, outside the data directory.")
+@click.pass_context
+def move_root_command(ctx: click.Context, data: str | None, out: str) -> None:
+    """Take the trust root out of a data directory written by an earlier version."""
+    from veil.server.certificates import fingerprint, move_root
+    from veil.server.errors import ConfigError
+
+    data_dir = _data_dir(ctx, data)
+    try:
+        root = move_root(data_dir, Path(out), _now_ms())
+    except FileExistsError:
+        raise ConfigError(f"{out} exists; refusing to overwrite it") from None
+    click.echo(f"trust root moved to {out} (keep it offline); fingerprint "
+               f"{fingerprint(root.public)}")
+
+
+@keys_group.command(name="show")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None,
+              help="The server's data directory.")
+@click.pass_context
+def show_keys(ctx: click.Context, data: str | None) -> None:
+    """Print the root fingerprint, server key id and expiry, and the revocation floor."""
+    from veil.server.certificates import CertificateAuthority
+
+    data_dir = _data_dir(ctx, data)
+    if not (data_dir / "server_signing.key").exists():
+        from veil.server.errors import ConfigError
+        raise ConfigError(f"{data_dir} holds no server key yet")
+    ca = CertificateAuthority(data_dir, _now_ms())
+    expires = time.strftime("%Y-%m-%d", time.gmtime(ca.expires_ms / 1000))
+    click.echo(f"fingerprint {ca.fingerprint}\nserver key  {ca.key_id} (expires {expires})"
+               f"\nrevoked     ids below {ca.min_key_id}")

@@ -60,3 +60,15 @@ class IdentityChanged(ClientError):
     """A verified contact's identity key changed: sending stops until re-verified."""
 
     code = "identity_changed"
+
+
+class StoreRolledBack(StoreError):
+    """A record (or the whole state) is older than the last one this store wrote."""
+
+    code = "store_rolled_back"
+
+
+class TrustRootMismatch(ClientError):
+    """The server's sealed-sender trust root is not the one the user pinned."""
+
+    code = "trust_root_mismatch"

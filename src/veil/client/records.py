@@ -33,6 +33,9 @@ class SelfRecord:
     profile_key: bytes
     registration_id: int
     trust_root: bytes
+    # The lowest server key id the root still vouches for (veil.client.trust); stores
+    # written before revocation existed have none and start at 0.
+    min_server_key_id: int = 0
 
     def encode(self) -> bytes:
         body = asdict(self)

@@ -12,6 +12,7 @@ import struct
 
 from veil.core.errors import MalformedMessage
 
+_U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -25,21 +26,26 @@ class Writer:
     def __init__(self) -> None:
         self._parts: list[bytes] = []
 
-    def u8(self, value: int) -> Writer:
-        self._parts.append(bytes((value,)))
+    def _pack(self, packer: struct.Struct, value: int) -> Writer:
+        try:
+            self._parts.append(packer.pack(value))
+        except struct.error:
+            # A counter or id that outgrew its field is a typed error, not a traceback.
+            raise MalformedMessage(f"value {value} does not fit its "
+                                   f"{packer.size * 8}-bit field") from None
         return self
+
+    def u8(self, value: int) -> Writer:
+        return self._pack(_U8, value)
 
     def u16(self, value: int) -> Writer:
-        self._parts.append(_U16.pack(value))
-        return self
+        return self._pack(_U16, value)
 
     def u32(self, value: int) -> Writer:
-        self._parts.append(_U32.pack(value))
-        return self
+        return self._pack(_U32, value)
 
     def u64(self, value: int) -> Writer:
-        self._parts.append(_U64.pack(value))
-        return self
+        return self._pack(_U64, value)
 
     def raw(self, data: bytes) -> Writer:
         """Fixed-size field: the reader must know its length."""

@@ -10,8 +10,15 @@ certified by the device's Ed25519 key (see :mod:`veil.core.keys`), in place of X
     (CT, SS) = PQKEM-ENC(PQPKB)
     SK = KDF(DH1 || DH2 || DH3 [|| DH4] || SS)
     AD = EncodeEC(IKA) || EncodeEC(IKB)   (here also each side's Ed25519 key)
+         || SHA-256(label || the whole initial header as sent)
 
 where KDF is HKDF-SHA-256 with a zero salt and the input ``0xFF * 32 || KM`` (§2.2).
+The transcript hash in AD is the "additional information" §3.3 allows and §4.12/§4.13
+and the 2024 analyses (Bhargavan–Jacomme–Kiefer–Schmidt; Fiedler–Günther) advise: the
+first message authenticates the version, flags, both identities, EK_A, every key id
+and the KEM ciphertext, so none of them can be altered or re-spelled in a replay.
+Every public key is parsed canonically and every flag as exactly 0 or 1.
+
 This module computes SK and AD and parses/serialises the initial-message header; the
 session layer feeds SK to the Double Ratchet and consumes one-time keys (§3.4).
 """
@@ -29,13 +36,14 @@ from veil.core.keys import (
     IdentityKeyPair,
     IdentityPublicKey,
     PreKeyBundle,
-    PreKeys,
     encode_ec,
 )
+from veil.core.prekeys import PreKeys
 
 INFO = b"Veil_PQXDH_CURVE25519_SHA-256_ML-KEM-768"
 _F = b"\xff" * 32
 _SALT = bytes(32)
+_TRANSCRIPT_LABEL = b"VeilPQXDHTranscript"
 
 
 def derive_shared_key(dh_outputs: list[bytes], kem_secret: bytes) -> bytes:
@@ -43,10 +51,17 @@ def derive_shared_key(dh_outputs: list[bytes], kem_secret: bytes) -> bytes:
     return p.hkdf(_F + b"".join(dh_outputs) + kem_secret, _SALT, INFO, 32)
 
 
-def associated_data(initiator: IdentityPublicKey, responder: IdentityPublicKey) -> bytes:
-    """AD binds both identities: their X25519 (EncodeEC) and Ed25519 keys."""
+def transcript_hash(transcript: bytes) -> bytes:
+    """SHA-256 of the initial header exactly as sent (version and flags included)."""
+    return p.sha256(_TRANSCRIPT_LABEL + transcript)
+
+
+def associated_data(initiator: IdentityPublicKey, responder: IdentityPublicKey,
+                    transcript_digest: bytes) -> bytes:
+    """AD binds both identities (their X25519 ``EncodeEC`` and Ed25519 keys) and the
+    initial header's transcript hash."""
     return (encode_ec(initiator.dh) + initiator.signing
-            + encode_ec(responder.dh) + responder.signing)
+            + encode_ec(responder.dh) + responder.signing + transcript_digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +89,21 @@ class InitialHeader:
         # Unverified here: ``session.respond`` compares it with the identity the caller
         # already verified, or checks its binding itself, before any key is used.
         identity = IdentityPublicKey.parse(r.var(IdentityPublicKey.SIZE), verify=False)
-        base_key = r.raw(32)
+        base_key = p.check_x25519_canonical(r.raw(32))
         spk_id = r.u32()
-        opk_id = r.u32() if r.u8() else None
+        opk_id = r.u32() if r.flag() else None
         kem_id = r.u32()
-        last_resort = r.u8() == 1
+        last_resort = r.flag()
         ciphertext = r.raw(p.MLKEM768_CIPHERTEXT_LEN)
         return cls(identity, base_key, spk_id, opk_id, kem_id, last_resort, ciphertext)
 
 
 @dataclass(frozen=True, slots=True)
 class Agreement:
-    """The outcome of PQXDH on either side."""
+    """The outcome of PQXDH on either side (the session layer adds the AD, which
+    covers the header as it is framed on the wire)."""
 
     shared_key: bytes
-    associated_data: bytes
     header: InitialHeader
     remote_identity: IdentityPublicKey
     remote_ratchet_key: bytes | None             # initiator: the responder's SPK
@@ -99,7 +114,7 @@ def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle) -> Agreement:
     """Alice's side (§3.3). The bundle's signatures were checked when it was loaded."""
     if bundle.identity == identity.public:
         raise UntrustedIdentity("refusing to start a session with our own identity key")
-    ephemeral = x25519.X25519PrivateKey.generate()
+    ephemeral = p.x25519_generate()
     spk = p.x25519_public(bundle.signed_prekey.public)
     outputs = [identity.dh(spk), p.dh(ephemeral, bundle.identity.dh_key), p.dh(ephemeral, spk)]
     opk_id = None
@@ -111,8 +126,7 @@ def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle) -> Agreement:
     header = InitialHeader(identity.public, ephemeral.public_key().public_bytes_raw(),
                            bundle.signed_prekey.key_id, opk_id, kem.key_id, kem.last_resort,
                            kem_ciphertext)
-    return Agreement(derive_shared_key(outputs, kem_secret),
-                     associated_data(identity.public, bundle.identity), header,
+    return Agreement(derive_shared_key(outputs, kem_secret), header,
                      bundle.identity, bundle.signed_prekey.public, None)
 
 
@@ -130,6 +144,5 @@ def respond(identity: IdentityKeyPair, prekeys: PreKeys, header: InitialHeader) 
     if header.one_time_prekey_id is not None:
         outputs.append(p.dh(prekeys.one_time_private(header.one_time_prekey_id), base))
     kem_secret = p.mlkem_decapsulate(kem_private, header.kem_ciphertext)
-    return Agreement(derive_shared_key(outputs, kem_secret),
-                     associated_data(header.identity, identity.public), header,
+    return Agreement(derive_shared_key(outputs, kem_secret), header,
                      header.identity, None, spk_private)

@@ -2,7 +2,17 @@
 
 Nothing here implements a primitive: it fixes parameters (SHA-256, 32-byte keys), turns
 library exceptions into Veil's error tree, and keeps the hot paths (HMAC chain steps,
-AEAD with single-use keys) down to one library call each.
+AEAD with per-message keys) down to a few library calls each.
+
+Message encryption is misuse-resistant (Double Ratchet §5.2 advises it): AES-256-GCM-SIV
+(RFC 8452) under a key and nonce derived for each message (the ratchet's chain step or
+the sealed-sender HKDF gives both). A restored backup or a
+VM snapshot can make a deterministic ratchet reuse a message key; with GCM-SIV that
+reveals only whether two plaintexts were equal, never their XOR or the MAC key, as
+AES-GCM under a repeated nonce would.
+
+Public X25519 keys are accepted only in their canonical encoding (RFC 7748 §5: u < p,
+bit 255 clear), so one key has one spelling and a replay memory comparing bytes is sound.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from cryptography.exceptions import InvalidSignature as _LibInvalidSignature
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from veil.core.errors import DecryptionFailed, InvalidSignature, MalformedMessage
@@ -28,12 +38,19 @@ MLKEM768_CIPHERTEXT_LEN = 1088
 MLKEM768_SEED_LEN = 64
 AEAD_TAG_LEN = 16
 NONCE_LEN = 12
-_ZERO_NONCE = bytes(NONCE_LEN)
+MESSAGE_KEY_LEN = KEY_LEN + NONCE_LEN     # AEAD key and nonce of one message
+_P25519 = 2**255 - 19
 _SHA256 = hashes.SHA256()
 
 
 def random_bytes(n: int) -> bytes:
     return os.urandom(n)
+
+
+def sha256(data: bytes) -> bytes:
+    digest = hashes.Hash(_SHA256)
+    digest.update(data)
+    return digest.finalize()
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
@@ -51,6 +68,17 @@ def hmac_sha256_pair(key: bytes, first: bytes, second: bytes) -> tuple[bytes, by
     return mac.finalize(), other.finalize()
 
 
+def hmac_sha256_triple(key: bytes, first: bytes, second: bytes, third: bytes
+                       ) -> tuple[bytes, bytes, bytes]:
+    """Three MACs under one key, keyed once."""
+    mac = hmac.HMAC(key, _SHA256)
+    two, three = mac.copy(), mac.copy()
+    mac.update(first)
+    two.update(second)
+    three.update(third)
+    return mac.finalize(), two.finalize(), three.finalize()
+
+
 def hkdf(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
     return HKDF(_SHA256, length, salt, info).derive(ikm)
 
@@ -65,20 +93,23 @@ def constant_time_equal(a: bytes, b: bytes) -> bool:
 
 # --- AEAD -------------------------------------------------------------------------------
 
-def seal_single_use(key: bytes, plaintext: bytes, ad: bytes) -> bytes:
-    """AES-256-GCM under a key used for exactly one message, so a fixed nonce is safe."""
-    return AESGCM(key).encrypt(_ZERO_NONCE, plaintext, ad)
+def seal_message(message_key: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    """AES-256-GCM-SIV under a message key: 32 bytes of key then 12 of nonce, both
+    derived for this message alone. Used twice (a rolled-back state), it leaks only
+    whether the two plaintexts were equal."""
+    return AESGCMSIV(message_key[:KEY_LEN]).encrypt(message_key[KEY_LEN:], plaintext, ad)
 
 
-def open_single_use(key: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+def open_message(message_key: bytes, ciphertext: bytes, ad: bytes) -> bytes:
     try:
-        return AESGCM(key).decrypt(_ZERO_NONCE, ciphertext, ad)
+        return AESGCMSIV(message_key[:KEY_LEN]).decrypt(message_key[KEY_LEN:], ciphertext, ad)
     except InvalidTag:
         raise DecryptionFailed("message authentication failed") from None
 
 
 def seal_random_nonce(key: bytes, plaintext: bytes, ad: bytes) -> bytes:
-    """AES-256-GCM with a fresh random nonce prepended: for keys that encrypt many times."""
+    """AES-256-GCM with a fresh random nonce prepended: for keys that encrypt many times
+    (header keys, the local store), where a rollback cannot repeat a random nonce."""
     nonce = os.urandom(NONCE_LEN)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, ad)
 
@@ -99,10 +130,18 @@ def x25519_generate() -> x25519.X25519PrivateKey:
     return x25519.X25519PrivateKey.from_private_bytes(os.urandom(X25519_LEN))
 
 
-def x25519_public(data: bytes) -> x25519.X25519PublicKey:
-    if len(data) != X25519_LEN:
+def check_x25519_canonical(data: bytes) -> bytes:
+    """The bytes, if they are the one canonical encoding of an X25519 public key."""
+    if not isinstance(data, bytes) or len(data) != X25519_LEN:
         raise MalformedMessage("X25519 public key must be 32 bytes")
-    return x25519.X25519PublicKey.from_public_bytes(data)
+    if int.from_bytes(data, "little") >= _P25519:
+        # Bit 255 set, or u >= p: X25519 would read it as another spelling of a key.
+        raise MalformedMessage("X25519 public key is not canonically encoded")
+    return data
+
+
+def x25519_public(data: bytes) -> x25519.X25519PublicKey:
+    return x25519.X25519PublicKey.from_public_bytes(check_x25519_canonical(data))
 
 
 def x25519_private(data: bytes) -> x25519.X25519PrivateKey:
@@ -132,7 +171,6 @@ def x25519_private_raw(key: x25519.X25519PrivateKey) -> bytes:
 # The y-coordinates (sign bit cleared) of the points of order dividing 8, and the
 # non-canonical spellings p and p+1 (RFC 8032 §5.1.3; the list libsodium rejects). A
 # signing key there lets anyone forge "its" signatures, so no identity may use one.
-_P25519 = 2**255 - 19
 _SMALL_ORDER_Y = frozenset({
     0, 1, _P25519 - 1, _P25519, _P25519 + 1,
     0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,

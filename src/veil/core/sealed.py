@@ -17,13 +17,21 @@ Only R can open layer 1, and only the holder of ``IK_S`` could have made layer 2
 successful open authenticates the sender's identity key, which must then equal the one
 in the certificate and (checked by the caller with :meth:`Unsealed.check_session`) the
 one the inner session belongs to. Times are milliseconds since the Unix epoch, passed in.
+
+Both layers' associated data begin with the envelope's version byte, so a version can
+never be re-labelled. A certificate's version is bound by its signed domain label.
+Known limits of this v1 design, as of Signal's sealed sender v1 (docs/crypto.md): the
+static layer gives the sender's identity no forward secrecy (a later theft of the
+recipient's identity key reveals who sent recorded envelopes), and whoever steals a
+recipient's identity key can make envelopes that open as coming from anyone (key
+compromise impersonation), since ``DH(IK_S, IK_R)`` is all that authenticates the sender.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from veil.core import padding
 from veil.core import primitives as p
@@ -37,7 +45,8 @@ from veil.core.errors import (
 )
 from veil.core.keys import IdentityKeyPair, IdentityPublicKey
 
-VERSION = 1
+VERSION = 1                      # of the certificates (their domain labels say v1)
+ENVELOPE_VERSION = 2
 ACCOUNT_ID_LEN = 16
 ACCESS_KEY_LEN = 16
 MAX_CONTENT = 1 << 20
@@ -46,7 +55,11 @@ _SENDER_CERT_DOMAIN = b"veil sender certificate v1"
 _EPHEMERAL_INFO = b"VeilSealedSenderEphemeral"
 _STATIC_INFO = b"VeilSealedSenderStatic"
 _ACCESS_INFO = b"veil access key v1"
+_STATEMENT_DOMAIN = b"veil server key statement v1"
+_STATEMENT_VERSION = 1
+_FINGERPRINT_LABEL = b"veil trust root v1"
 _STATIC_CT_LEN = IdentityPublicKey.SIZE + p.AEAD_TAG_LEN
+_VERSION_BYTE = bytes((ENVELOPE_VERSION,))
 
 
 def derive_access_key(profile_key: bytes) -> bytes:
@@ -88,6 +101,50 @@ class TrustRoot:
     def certify(self, server_public: bytes, key_id: int, expires_at: int) -> ServerCertificate:
         body = ServerCertificate.body(key_id, server_public, expires_at)
         return ServerCertificate(key_id, server_public, expires_at, self._key.sign(body))
+
+    def issue_statement(self, min_key_id: int, issued_at: int) -> KeyStatement:
+        """Revoke every server key whose id is below ``min_key_id``."""
+        body = KeyStatement.body(min_key_id, issued_at)
+        return KeyStatement(min_key_id, issued_at, self._key.sign(body))
+
+
+def trust_root_fingerprint(root_public: bytes) -> str:
+    """What an operator hands to users to pin the root: 32 hex digits, the first 16 bytes
+    of SHA-256(label || key) (a second preimage costs 2**128)."""
+    return p.sha256(_FINGERPRINT_LABEL + root_public)[:16].hex()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatement:
+    """Root-signed: "server keys with an id below ``min_key_id`` are no longer valid".
+
+    Clients keep the highest ``min_key_id`` they verified and refuse certificates of
+    older server keys, so re-keying a compromised server revokes the stolen key."""
+
+    min_key_id: int
+    issued_at: int
+    signature: bytes
+
+    @staticmethod
+    def body(min_key_id: int, issued_at: int) -> bytes:
+        return Writer().raw(_STATEMENT_DOMAIN).u32(min_key_id).u64(issued_at).finish()
+
+    def to_bytes(self) -> bytes:
+        return (Writer().u8(_STATEMENT_VERSION).u32(self.min_key_id).u64(self.issued_at)
+                .raw(self.signature).finish())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, trust_root: bytes) -> KeyStatement:
+        """Decode and verify under the pinned root."""
+        r = Reader(data, "server key statement")
+        if r.u8() != _STATEMENT_VERSION:
+            raise UnsupportedVersion("server key statement: unknown version")
+        statement = cls(r.u32(), r.u64(), r.raw(64))
+        r.done()
+        p.ed25519_verify(p.ed25519_public(trust_root), statement.signature,
+                         cls.body(statement.min_key_id, statement.issued_at),
+                         "server key statement")
+        return statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +282,8 @@ class Unsealed:
 
 
 def _ephemeral_keys(shared: bytes, e_pub: bytes, recipient: bytes) -> tuple[bytes, bytes]:
-    out = p.hkdf(shared, e_pub + recipient, _EPHEMERAL_INFO, 64)
+    """(chain key, message key of the first layer)."""
+    out = p.hkdf(shared, e_pub + recipient, _EPHEMERAL_INFO, 32 + p.MESSAGE_KEY_LEN)
     return out[:32], out[32:]
 
 
@@ -236,14 +294,15 @@ def seal(sender: IdentityKeyPair, certificate: SenderCertificate,
         raise UntrustedIdentity("sender certificate is for another identity key")
     if len(content) > MAX_CONTENT:
         raise MalformedMessage("sealed content is too large")
-    ephemeral = x25519.X25519PrivateKey.generate()
+    ephemeral = p.x25519_generate()
     e_pub = ephemeral.public_key().public_bytes_raw()
     chain, k1 = _ephemeral_keys(p.dh(ephemeral, recipient.dh_key), e_pub, recipient.dh)
-    static_ct = p.seal_single_use(k1, sender.public.to_bytes(), e_pub)
-    k2 = p.hkdf(sender.dh(recipient.dh_key), chain + static_ct, _STATIC_INFO, 32)
+    static_ct = p.seal_message(k1, sender.public.to_bytes(), _VERSION_BYTE + e_pub)
+    k2 = p.hkdf(sender.dh(recipient.dh_key), chain + static_ct, _STATIC_INFO,
+                p.MESSAGE_KEY_LEN)
     inner = (Writer().u8(content_type).raw(certificate.to_bytes()).var(content).finish())
-    body = p.seal_single_use(k2, padding.pad(inner), e_pub + static_ct)
-    return bytes((VERSION,)) + e_pub + static_ct + body
+    body = p.seal_message(k2, padding.pad(inner), _VERSION_BYTE + e_pub + static_ct)
+    return _VERSION_BYTE + e_pub + static_ct + body
 
 
 def open_envelope(recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes,
@@ -251,7 +310,7 @@ def open_envelope(recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes
     """Decrypt and authenticate a sealed envelope; raises a ``CoreError`` on any fault."""
     if not isinstance(envelope, bytes) or len(envelope) < 1 + 32 + _STATIC_CT_LEN + 16:
         raise MalformedMessage("sealed envelope is truncated")
-    if envelope[0] != VERSION:
+    if envelope[0] != ENVELOPE_VERSION:
         raise UnsupportedVersion("sealed envelope: unknown version")
     e_pub = envelope[1:33]
     static_ct = envelope[33:33 + _STATIC_CT_LEN]
@@ -260,9 +319,11 @@ def open_envelope(recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes
                                 recipient.public.dh)
     # Not verified here: the certificate (whose signature covers these same bytes and
     # whose identity is verified when parsed) must equal it, checked below.
-    sender = IdentityPublicKey.parse(p.open_single_use(k1, static_ct, e_pub), verify=False)
-    k2 = p.hkdf(recipient.dh(sender.dh_key), chain + static_ct, _STATIC_INFO, 32)
-    inner = padding.unpad(p.open_single_use(k2, body, e_pub + static_ct))
+    sender = IdentityPublicKey.parse(p.open_message(k1, static_ct, _VERSION_BYTE + e_pub),
+                                     verify=False)
+    k2 = p.hkdf(recipient.dh(sender.dh_key), chain + static_ct, _STATIC_INFO,
+                p.MESSAGE_KEY_LEN)
+    inner = padding.unpad(p.open_message(k2, body, _VERSION_BYTE + e_pub + static_ct))
     r = Reader(inner, "sealed content")
     content_type = r.u8()
     certificate = SenderCertificate.read(r)

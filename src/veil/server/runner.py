@@ -153,7 +153,13 @@ async def serve(config: ServerConfig, announce: Callable[[str], None] = print) -
     gc.freeze()
     url = f"http://{config.host}:{running.port}"
     announce(f"veil server listening on {url} (data in {config.data_dir})")
-    announce(f"connect a client with: veil init --server {url}")
+    ca = running.context.ca
+    announce(f"trust root fingerprint {ca.fingerprint} (server key {ca.key_id})")
+    announce(f"connect a client with: veil init --server {url} --trust-root {ca.fingerprint}")
+    if ca.generated_root:
+        announce("made a throw-away trust root and kept no copy of its private key: this "
+                 "server key can never be rotated or revoked (for a lasting deployment see "
+                 "'veil server keys --help')")
     announce(f"API docs: {url}/docs")
     log.info("listening on port %d, registration %s", running.port, config.registration)
     stop = asyncio.Event()

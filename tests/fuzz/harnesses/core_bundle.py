@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from veil.core import keys
+from veil.core import keys, prekeys
 from veil.core.errors import InvalidSignature, MalformedMessage
 
 ALLOWED = (MalformedMessage, InvalidSignature)
 _IDENTITY = keys.IdentityKeyPair.generate()
-_PRE = keys.PreKeys.generate(_IDENTITY, one_time=1)
+_PRE = prekeys.PreKeys.generate(_IDENTITY, one_time=1, now_ms=0)
 SEEDS = [_PRE.bundle().to_bytes(), _IDENTITY.public.to_bytes(),
          _PRE.upload().signed_prekey, _PRE.upload().one_time_prekeys[0][1]]
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from veil.core import keys, session
+from veil.core import keys, prekeys, session
 from veil.core.errors import CoreError
 
 ALLOWED = (CoreError,)   # Malformed, InvalidSignature, UnknownPreKey, Duplicate, Decryption…
 _ALICE, _BOB = keys.IdentityKeyPair.generate(), keys.IdentityKeyPair.generate()
-_PRE = keys.PreKeys.generate(_BOB, one_time=2)
+_PRE = prekeys.PreKeys.generate(_BOB, one_time=2, now_ms=0)
 SEEDS = [session.initiate(_ALICE, _PRE.bundle(), b"hi")[1]]
 
 

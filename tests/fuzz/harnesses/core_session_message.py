@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from veil.core import keys, session
+from veil.core import keys, prekeys, session
 from veil.core.errors import (
     DecryptionFailed,
     DuplicateMessage,
@@ -14,7 +14,7 @@ from veil.core.errors import (
 ALLOWED = (MalformedMessage, DecryptionFailed, DuplicateMessage, TooManySkippedMessages,
            InvalidSignature)
 _ALICE, _BOB = keys.IdentityKeyPair.generate(), keys.IdentityKeyPair.generate()
-_PRE = keys.PreKeys.generate(_BOB, one_time=1)
+_PRE = prekeys.PreKeys.generate(_BOB, one_time=1, now_ms=0)
 _A, _FIRST = session.initiate(_ALICE, _PRE.bundle(), b"hello", header_encryption=False)
 _B, _ = session.respond(_BOB, _PRE, _FIRST)
 _A2, _FIRST_HE = session.initiate(_ALICE, _PRE.bundle(), b"hello", header_encryption=True)

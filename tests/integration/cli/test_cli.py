@@ -121,3 +121,32 @@ def test_chat_sends_typed_lines_and_shows_history(server: ServerProcess, tmp_pat
     assert "earlier message" in proc.stdout                    # history shown on entry
     got = [m["text"] for m in lines(veil(bob, "recv", "--json"))]
     assert got == ["first line", "second line"]                # the blank line is not sent
+
+
+def test_the_trust_root_is_pinned_at_init_and_shown(server: ServerProcess,
+                                                    tmp_path: Path) -> None:
+    started = (server.data_dir.parent / f"{server.data_dir.name}.out").read_text()
+    fingerprint = started.split("trust root fingerprint ")[1].split()[0]
+    assert f"--trust-root {fingerprint}" in started         # how to connect, printed
+    one_line_error(veil(tmp_path / "mitm", "init", "--server", server.url, "--trust-root",
+                        "0" * 32, check=False), "not the pinned")
+    assert not (tmp_path / "mitm" / "veil.db").exists()
+    one_line_error(veil(tmp_path / "typo", "init", "--server", server.url, "--trust-root",
+                        "xyz", check=False), "32 hex digits")
+    made = lines(veil(tmp_path / "ok", "init", "--server", server.url, "--trust-root",
+                      fingerprint, "--json"))[0]
+    assert made["trust_root"] == fingerprint and made["trust_root_pinned"] is True
+    assert lines(veil(tmp_path / "ok", "id", "--json"))[0]["trust_root"] == fingerprint
+    assert f"root     {fingerprint}" in veil(tmp_path / "ok", "id").stdout
+
+
+def test_server_keys_errors_are_one_line(tmp_path: Path) -> None:
+    one_line_error(veil(tmp_path, "server", "keys", "certify", "--root",
+                        str(tmp_path / "missing.key"), "--data", str(tmp_path / "d"),
+                        check=False), "cannot read the trust root")
+    root = tmp_path / "root.key"
+    veil(tmp_path, "server", "keys", "init-root", "--out", str(root))
+    one_line_error(veil(tmp_path, "server", "keys", "init-root", "--out", str(root),
+                        check=False), "refusing to overwrite")
+    one_line_error(veil(tmp_path, "server", "keys", "move-root", "--data", str(tmp_path),
+                        "--out", str(tmp_path / "x.key"), check=False), "no trust root")

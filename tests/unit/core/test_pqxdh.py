@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from veil.core import keys, pqxdh, session
+from veil.core import keys, pqxdh, prekeys, session
 from veil.core.errors import (
     DecryptionFailed,
     DuplicateMessage,
@@ -22,13 +22,12 @@ def _flip(data: bytes, index: int) -> bytes:
 
 def test_both_sides_derive_the_same_key(alice: keys.IdentityKeyPair,
                                         bob: keys.IdentityKeyPair) -> None:
-    pre = keys.PreKeys.generate(bob, one_time=1)
+    pre = prekeys.PreKeys.generate(bob, one_time=1, now_ms=0)
     mine = pqxdh.initiate(alice, pre.bundle())
     theirs = pqxdh.respond(bob, pre, mine.header)
     assert mine.shared_key == theirs.shared_key
-    assert mine.associated_data == theirs.associated_data
-    assert alice.public.signing in mine.associated_data
-    assert bob.public.signing in mine.associated_data
+    ad = pqxdh.associated_data(alice.public, bob.public, bytes(32))
+    assert alice.public.signing in ad and bob.public.signing in ad
 
 
 def test_session_key_depends_on_the_kem_secret() -> None:
@@ -40,7 +39,7 @@ def test_session_key_depends_on_the_kem_secret() -> None:
 
 def test_altered_kem_ciphertext_makes_respond_fail(alice: keys.IdentityKeyPair,
                                                    bob: keys.IdentityKeyPair) -> None:
-    pre = keys.PreKeys.generate(bob, one_time=1)
+    pre = prekeys.PreKeys.generate(bob, one_time=1, now_ms=0)
     _, first = session.initiate(alice, pre.bundle(), b"hi")
     parsed = session.PreKeyMessage.parse(first)
     ct = parsed.header.kem_ciphertext
@@ -54,7 +53,7 @@ def test_altered_kem_ciphertext_makes_respond_fail(alice: keys.IdentityKeyPair,
 
 
 def test_bundle_with_bad_kem_signature_is_refused(bob: keys.IdentityKeyPair) -> None:
-    up = keys.PreKeys.generate(bob, one_time=1).upload()
+    up = prekeys.PreKeys.generate(bob, one_time=1, now_ms=0).upload()
     kem = up.one_time_kem_prekeys[0][1]
     with pytest.raises(InvalidSignature):
         keys.PreKeyBundle.from_parts(up.identity, up.signed_prekey, up.last_resort_kem,
@@ -63,7 +62,7 @@ def test_bundle_with_bad_kem_signature_is_refused(bob: keys.IdentityKeyPair) -> 
 
 def test_one_time_keys_consumed_and_replay_refused(alice: keys.IdentityKeyPair,
                                                    bob: keys.IdentityKeyPair) -> None:
-    pre = keys.PreKeys.generate(bob, one_time=2)
+    pre = prekeys.PreKeys.generate(bob, one_time=2, now_ms=0)
     bundle = pre.bundle()
     _, first = session.initiate(alice, bundle, b"one")
     session.respond(bob, pre, first)
@@ -78,7 +77,7 @@ def test_one_time_keys_consumed_and_replay_refused(alice: keys.IdentityKeyPair,
 
 def test_last_resort_fallback_and_its_replay(alice: keys.IdentityKeyPair,
                                              bob: keys.IdentityKeyPair) -> None:
-    pre = keys.PreKeys.generate(bob, one_time=0)
+    pre = prekeys.PreKeys.generate(bob, one_time=0, now_ms=0)
     bundle = pre.bundle()
     assert bundle.one_time_prekey is None and bundle.one_time_kem_prekey is None
     a, first = session.initiate(alice, bundle, b"fallback")
@@ -94,7 +93,7 @@ def test_last_resort_fallback_and_its_replay(alice: keys.IdentityKeyPair,
 
 def test_expected_identity_is_enforced(alice: keys.IdentityKeyPair,
                                        bob: keys.IdentityKeyPair) -> None:
-    pre = keys.PreKeys.generate(bob, one_time=1)
+    pre = prekeys.PreKeys.generate(bob, one_time=1, now_ms=0)
     _, first = session.initiate(alice, pre.bundle(), b"x")
     mallory = keys.IdentityKeyPair.generate()
     with pytest.raises(UntrustedIdentity):
@@ -103,14 +102,14 @@ def test_expected_identity_is_enforced(alice: keys.IdentityKeyPair,
 
 
 def test_no_session_with_self(bob: keys.IdentityKeyPair) -> None:
-    pre = keys.PreKeys.generate(bob, one_time=0)
+    pre = prekeys.PreKeys.generate(bob, one_time=0, now_ms=0)
     with pytest.raises(UntrustedIdentity):
         session.initiate(bob, pre.bundle(), b"me")
 
 
 def test_forged_identity_binding_is_refused(alice: keys.IdentityKeyPair,
                                             bob: keys.IdentityKeyPair) -> None:
-    pre = keys.PreKeys.generate(bob, one_time=1)
+    pre = prekeys.PreKeys.generate(bob, one_time=1, now_ms=0)
     _, first = session.initiate(alice, pre.bundle(), b"x")
     binding = alice.public.binding
     forged = first.replace(binding, binding[:-1] + bytes([binding[-1] ^ 1]))
@@ -126,7 +125,7 @@ def test_forged_identity_binding_is_refused(alice: keys.IdentityKeyPair,
 def test_replay_memory_cannot_be_flushed(alice: keys.IdentityKeyPair,
                                          bob: keys.IdentityKeyPair) -> None:
     """Key-less initial messages are remembered as long as their signed prekey lives."""
-    pre = keys.PreKeys.generate(bob, one_time=0)
+    pre = prekeys.PreKeys.generate(bob, one_time=0, now_ms=0)
     _, first = session.initiate(alice, pre.bundle(), b"transfer $100")
     session.respond(bob, pre, first)
     spk_id = next(iter(pre.signed_prekeys))
@@ -135,7 +134,8 @@ def test_replay_memory_cannot_be_flushed(alice: keys.IdentityKeyPair,
         pre.consume(i.to_bytes(32, "big"), spk_id, None, last, kem_last_resort=True)
     with pytest.raises(DuplicateMessage):
         session.respond(bob, pre, first)
-    pre.rotate_signed_prekey(bob)
-    pre.rotate_signed_prekey(bob)          # the prekey it named is gone: still refused
+    pre.maintain(bob, now_ms=prekeys.ROTATE_AFTER_MS)
+    pre.maintain(bob, now_ms=prekeys.ROTATE_AFTER_MS + prekeys.GRACE_MS)
+    # the prekey it named is gone: still refused
     with pytest.raises(UnknownPreKey):
         session.respond(bob, pre, first)

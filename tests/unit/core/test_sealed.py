@@ -136,10 +136,12 @@ def test_certificate_of_another_identity_is_refused_on_open(
     eph = x25519.X25519PrivateKey.generate()
     e_pub = eph.public_key().public_bytes_raw()
     chain, k1 = sealed._ephemeral_keys(p.dh(eph, bob.public.dh_key), e_pub, bob.public.dh)
-    static_ct = p.seal_single_use(k1, mallory.public.to_bytes(), e_pub)
-    k2 = p.hkdf(mallory.dh(bob.public.dh_key), chain + static_ct, sealed._STATIC_INFO, 32)
+    version = bytes((sealed.ENVELOPE_VERSION,))
+    static_ct = p.seal_message(k1, mallory.public.to_bytes(), version + e_pub)
+    k2 = p.hkdf(mallory.dh(bob.public.dh_key), chain + static_ct, sealed._STATIC_INFO,
+                p.MESSAGE_KEY_LEN)
     inner = Writer().u8(1).raw(alice_cert.to_bytes()).var(b"I am Alice").finish()
-    body = p.seal_single_use(k2, padding.pad(inner), e_pub + static_ct)
-    envelope = bytes((sealed.VERSION,)) + e_pub + static_ct + body
+    body = p.seal_message(k2, padding.pad(inner), version + e_pub + static_ct)
+    envelope = version + e_pub + static_ct + body
     with pytest.raises(UntrustedIdentity):
         sealed.open_envelope(bob, envelope, root.public, NOW)

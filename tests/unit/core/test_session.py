@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.core.conftest import make_pair
-from veil.core import keys, ratchet, session
+from veil.core import keys, prekeys, ratchet, session
 from veil.core.errors import (
     DecryptionFailed,
     DuplicateMessage,
@@ -158,7 +158,7 @@ def test_prekey_message_of_another_session_is_refused(alice: keys.IdentityKeyPai
 
 def test_initiator_repeats_prekey_header_until_reply(alice: keys.IdentityKeyPair,
                                                      bob: keys.IdentityKeyPair) -> None:
-    pre = keys.PreKeys.generate(bob, one_time=1)
+    pre = prekeys.PreKeys.generate(bob, one_time=1, now_ms=0)
     a, first = session.initiate(alice, pre.bundle(), b"1")
     second = a.encrypt(b"2")
     assert session.is_prekey_message(second)

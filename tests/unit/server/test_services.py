@@ -20,7 +20,13 @@ from veil.core.keys import (
 )
 from veil.core.sealed import SenderCertificate
 from veil.server.bus import InProcessBus
-from veil.server.certificates import ROOT_FILE, SERVER_FILE, CertificateAuthority
+from veil.server.certificates import (
+    ROOT_FILE,
+    ROOT_PUBLIC_FILE,
+    SERVER_FILE,
+    STATEMENT_FILE,
+    CertificateAuthority,
+)
 from veil.server.config import ServerConfig
 from veil.server.errors import (
     DuplicatePreKey,
@@ -283,9 +289,12 @@ async def test_invite_is_checked_before_the_signatures(
 
 def test_certificate_authority_keys(tmp_path: Path):
     ca = CertificateAuthority(tmp_path, NOW)
-    for name in (ROOT_FILE, SERVER_FILE):
+    assert ca.generated_root
+    for name in (ROOT_PUBLIC_FILE, SERVER_FILE, STATEMENT_FILE):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+    assert not (tmp_path / ROOT_FILE).exists()      # the root's private key is not kept
     again = CertificateAuthority(tmp_path, NOW)
+    assert not again.generated_root
     assert again.trust_root == ca.trust_root
     assert again.server_certificate == ca.server_certificate
     identity = IdentityKeyPair.generate().public

@@ -289,12 +289,15 @@ async def sender_certificate(request: web.Request) -> web.Response:
         "certificate": b64encode(cert.encoded),
         "server_certificate": b64encode(c.ca.server_certificate),
         "expires": cert.expires_ms,
+        "key_statement": b64encode(c.ca.key_statement),
     })
 
 
 async def trust_root(request: web.Request) -> web.Response:
     no_query(request)
-    return json_response({"public_key": b64encode(ctx(request).ca.trust_root)})
+    ca = ctx(request).ca
+    return json_response({"public_key": b64encode(ca.trust_root),
+                          "key_statement": b64encode(ca.key_statement)})
 
 
 async def health(request: web.Request) -> web.Response:

@@ -1,0 +1,27 @@
+"""bench/client_prekeys.py still runs (quick mode) and reports what issue 8 item 9 asks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[3] / "bench"
+
+
+def test_client_prekeys_quick() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "client_prekeys.py"), "--quick",
+                          "--envelopes", "3"], capture_output=True, text=True, timeout=180,
+                         check=True).stdout.strip().splitlines()
+    assert len(out) == 1
+    result = json.loads(out[0])
+    small, large = result["small"], result["large"]
+    assert (small["stock"], large["stock"]) == (100, 1000)
+    # What every envelope touches stays the same size; the old blob grew with the stock.
+    assert small["per_record_prekeys_record_bytes"] == large["per_record_prekeys_record_bytes"]
+    assert large["single_blob_record_bytes"] > 9 * small["single_blob_record_bytes"]
+    for kind in ("ratchet", "initial"):
+        for layout in ("per_record_ms", "single_blob_ms"):
+            assert small[kind][layout] > 0 and large[kind][layout] > 0
+            assert result["ratio_large_over_small"][kind][layout] > 0
