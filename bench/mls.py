@@ -16,17 +16,30 @@ Workloads, per group size n (cipher suite 1):
   key, as after members have committed over time. The tree is prepared by applying a
   TreeKEM path for every even leaf (tree-only, no messages), then two real members
   (committer and receiver) commit and process with the library's public API.
+* ``state_bytes`` (n >= 1000, or ``--state-sizes``): the receiver of that steady-state
+  group saves its state: bytes of the slow part and of the hot part (``Group.save``)
+  after one real application message, then with ``senders`` members having sent (their
+  ratchets derived as decrypting one message each would), next to the size of the
+  version-1 single blob the same state had (``v1_bytes``: what every message rewrote
+  before the split; written here with the old layout). Times: ``save_hot_ms`` (what one
+  message costs to persist now), ``save_ms`` (both parts, per epoch), ``v1_ms``,
+  ``restore_ms``.
 
 Each line: {"workload", "n", "commit_ms", "process_ms", ...} with medians over the
-repetitions. ``reference`` lines quote published figures for other implementations
-(not measured here) and measure one HPKE seal, the unit cost of TreeKEM, in this run.
+repetitions. Every timed call starts after a full garbage collection: otherwise a pass
+owed to the garbage of earlier phases (10 ms at n = 1000, ~100 ms at 10,000) lands in
+whichever call happens to cross the threshold. ``reference`` lines quote published
+figures for other implementations (not measured here) and measure one HPKE seal, the unit
+cost of TreeKEM, in this run.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -37,13 +50,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from veil.core.mls import keyschedule as ks
 from veil.core.mls import treemath as tm
+from veil.core.mls.codec import Writer
 from veil.core.mls.crypto import get_suite
 from veil.core.mls.group import Group
+from veil.core.mls.keyschedule import EpochSecrets
 from veil.core.mls.leaf import Credential
 from veil.core.mls.messages import GroupContext
-from veil.core.mls.secret_tree import SecretTree
-from veil.core.mls.state import GroupState
-from veil.core.mls.tree import RatchetTree
+from veil.core.mls.persist import write_member
+from veil.core.mls.secret_tree import APPLICATION, SecretTree
+from veil.core.mls.state import LEGACY_VERSION, GroupState
+from veil.core.mls.tree import RatchetTree, write_ratchet_tree_nodes
 from veil.core.mls.treekem import apply_new_path
 from veil.core.mls.welcome import KeyPackageBundle
 
@@ -52,6 +68,9 @@ NOW = 1_800_000_000
 
 
 def _ms(f: Callable[[], object]) -> tuple[float, object]:
+    # A full collection first, so that a pause owed to the garbage of earlier phases is
+    # not charged to this call (collections the call itself triggers still are).
+    gc.collect()
     t = time.perf_counter()
     out = f()
     return (time.perf_counter() - t) * 1000, out
@@ -94,7 +113,7 @@ def bench_create(n: int) -> list[dict[str, object]]:
         floor_ms = (n - 1) * _seal_us() / 1000
         c_ms, upd = _ms(lambda: m.commit(update=True, now=NOW))
         m.merge_pending_commit()
-        p_ms, _ = _ms(lambda: creator.process(upd.commit, now=NOW))  # type: ignore[attr-defined]
+        p_ms, _ = _ms(lambda: creator.process_and_merge(upd.commit, now=NOW))  # type: ignore[attr-defined]
         assert m.epoch_authenticator == creator.epoch_authenticator
         lines.append({"workload": "cold_update", "n": n, "commit_ms": round(c_ms, 2),
                       "process_ms": round(p_ms, 2), "hpke_seals": n - 1,
@@ -117,6 +136,7 @@ def bench_create_batched(n: int, batch: int = 1000) -> list[dict[str, object]]:
     process_times: list[float] = []
     for start in range(0, len(kps), batch):
         chunk = kps[start:start + batch]
+        gc.collect()
         t = time.perf_counter()
         out = creator.commit(add=chunk, now=NOW, include_tree_in_welcome=False)
         commit_times.append((time.perf_counter() - t) * 1000)
@@ -126,8 +146,9 @@ def bench_create_batched(n: int, batch: int = 1000) -> list[dict[str, object]]:
             tree = GroupState.decode(creator.serialize()).tree.encode()
             member = Group.join(out.welcome, bundles[1], ratchet_tree=tree, now=NOW)
         else:
+            gc.collect()
             t = time.perf_counter()
-            member.process(out.commit, now=NOW)
+            member.process_and_merge(out.commit, now=NOW)
             process_times.append((time.perf_counter() - t) * 1000)
         assert member.epoch_authenticator == creator.epoch_authenticator
     return [{"workload": "create_batched", "n": n, "batch": batch,
@@ -193,7 +214,7 @@ def bench_steady(n: int, reps: int) -> list[dict[str, object]]:
                              if i not in (committer.my_leaf, receiver.my_leaf))
                 c_ms, out = _ms(lambda v=victim: committer.commit(remove=[v], now=NOW))
             committer.merge_pending_commit()
-            p_ms, _ = _ms(lambda o=out: receiver.process(o.commit, now=NOW))  # type: ignore[attr-defined]
+            p_ms, _ = _ms(lambda o=out: receiver.process_and_merge(o.commit, now=NOW))  # type: ignore[attr-defined]
             assert receiver.epoch_authenticator == committer.epoch_authenticator
             results[workload][0].append(c_ms)
             results[workload][1].append(p_ms)
@@ -202,6 +223,58 @@ def bench_steady(n: int, reps: int) -> list[dict[str, object]]:
          "process_ms": round(statistics.median(p), 2), "reps": reps}
         for w, (c, p) in results.items()
     ]
+
+
+def _v1_blob(s: GroupState) -> bytes:
+    """The version-1 single blob of ``s``, in the layout the library wrote up to 2ed2fe2."""
+    w = Writer()
+    w.u8(LEGACY_VERSION)
+    w.u16(s.suite.suite_id)
+    s.context.write(w)
+    write_ratchet_tree_nodes(w, s.tree.nodes)
+    w.opaque(s.interim_transcript_hash)
+    w.opaque(s.confirmation_tag)
+    for name in EpochSecrets.__slots__:
+        w.opaque(getattr(s.secrets, name))
+    s.secret_tree.write(w)
+    write_member(w, s)
+    return w.bytes()
+
+
+def bench_state_bytes(n: int) -> list[dict[str, object]]:
+    """Saved-state sizes and save times of one member of an n-member group."""
+    committer, receiver = warm_pair(n)
+    receiver.save()
+    receiver.process(committer.encrypt(b"m" * 100), now=NOW)
+    assert receiver.dirty == {"hot"}
+    s = receiver._live()
+    hot_ms, hot = _ms(receiver.save_hot)
+    save_ms, saved = _ms(receiver.save)
+    v1_ms, v1 = _ms(lambda: _v1_blob(s))
+    # The old layout is what the version-1 reader reads, and it holds the same state.
+    legacy = Group.restore_legacy(v1, private_handshakes=False, unique_credentials=True)
+    assert legacy.save() == saved
+    restore_ms, back = _ms(lambda: Group.restore(saved))  # type: ignore[arg-type]
+    assert back.save() == saved  # type: ignore[attr-defined]
+    lines: list[dict[str, object]] = [{
+        "workload": "state_bytes", "n": n, "senders": 1,
+        "slow_bytes": len(saved.slow), "hot_bytes": len(hot),  # type: ignore[attr-defined,arg-type]
+        "v1_bytes": len(v1), "save_hot_ms": round(hot_ms, 3), "save_ms": round(save_ms, 2),
+        "v1_ms": round(v1_ms, 2), "restore_ms": round(restore_ms, 2)}]
+    others = [i for i in range(n) if i not in (s.my_leaf, committer.my_leaf)]
+    chosen = random.Random(n).sample(others, min(1000, len(others)))
+    done = 1
+    for senders in (10, 100, 1000):
+        if senders > len(chosen) + 1:
+            break
+        for leaf in chosen[done - 1:senders - 1]:
+            s.secret_tree.consume(leaf, APPLICATION, 0)
+        done = senders
+        hot_ms, hot = _ms(receiver.save_hot)
+        lines.append({"workload": "state_bytes", "n": n, "senders": senders,
+                      "slow_bytes": len(saved.slow), "hot_bytes": len(hot),  # type: ignore[attr-defined,arg-type]
+                      "v1_bytes": len(_v1_blob(s)), "save_hot_ms": round(hot_ms, 3)})
+    return lines
 
 
 def _seal_us(reps: int = 200) -> float:
@@ -233,6 +306,8 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help="comma-separated group sizes")
     parser.add_argument("--batch", type=int, default=1000,
                         help="most Adds per commit in the create_batched row (default 1000)")
+    parser.add_argument("--state-sizes", default=None,
+                        help="comma-separated group sizes for state_bytes (default: n >= 1000)")
     args = parser.parse_args()
     sizes = [10, 100] if args.quick else [10, 100, 1000, 10000]
     if args.sizes:
@@ -247,6 +322,11 @@ def main() -> None:
                 print(json.dumps(line), flush=True)
         reps = 1 if args.quick else (5 if n <= 1000 else 3)
         for line in bench_steady(n, reps):
+            print(json.dumps(line), flush=True)
+    state_sizes = ([int(s) for s in args.state_sizes.split(",")] if args.state_sizes
+                   else [n for n in sizes if n >= 1000])
+    for n in state_sizes:
+        for line in bench_state_bytes(n):
             print(json.dumps(line), flush=True)
 
 

@@ -18,7 +18,7 @@ def _seeds() -> list[bytes]:
     g = make_group(3)
     out = g[1].commit(update=True, now=NOW)
     g[1].merge_pending_commit()
-    g[0].process(out.commit, now=NOW)
+    g[0].process_and_merge(out.commit, now=NOW)
     return [GroupState.decode(g[0].serialize()).tree.encode()]
 
 

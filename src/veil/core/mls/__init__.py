@@ -10,7 +10,10 @@ from veil.core.mls.group import (
     CommitApplied,
     CommitResult,
     Group,
+    GroupConfig,
     ProposalReceived,
+    SavedGroup,
+    StagedCommit,
 )
 from veil.core.mls.leaf import Credential
 from veil.core.mls.welcome import KeyPackageBundle
@@ -21,8 +24,11 @@ __all__ = [
     "CommitResult",
     "Credential",
     "Group",
+    "GroupConfig",
     "KeyPackageBundle",
     "MlsDecodeError",
     "MlsError",
     "ProposalReceived",
+    "SavedGroup",
+    "StagedCommit",
 ]

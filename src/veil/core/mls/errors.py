@@ -154,3 +154,22 @@ class InvalidState(MlsError):
     """A serialised group state that does not restore, or an API misuse."""
 
     code = "mls_invalid_state"
+
+
+class UnsupportedStateVersion(InvalidState):
+    """A saved group state in a format this version does not read, or not this way."""
+
+    code = "mls_unsupported_state_version"
+
+
+class StateMismatch(InvalidState):
+    """Saved parts that do not belong together: a hot part of another group, member or
+    epoch than its slow part, or one part given for the other."""
+
+    code = "mls_state_mismatch"
+
+
+class ConfigMismatch(InvalidState):
+    """A Group option passed on restore that contradicts the one the saved state holds."""
+
+    code = "mls_config_mismatch"

@@ -2,8 +2,9 @@
 
 Signing and membership tags for PublicMessage; sender-data and content encryption with
 the secret tree for PrivateMessage. Unprotecting a PrivateMessage peeks at the ratchet
-key and consumes it only once the AEAD has authenticated, so a forged ciphertext cannot
-burn a key.
+key without changing the secret tree and consumes it only once the AEAD has
+authenticated (and the caller verified the signature), so a forged ciphertext cannot
+burn a key or change the saved hot state.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from veil.core.mls.messages import (
     read_content,
     write_content,
 )
-from veil.core.mls.secret_tree import APPLICATION, HANDSHAKE, Ratchet, SecretTree
+from veil.core.mls.secret_tree import APPLICATION, HANDSHAKE, SecretTree
 
 
 def sign_content(
@@ -128,7 +129,7 @@ def protect_private(
     ctype = content.content_type
     kind = APPLICATION if ctype == CONTENT_APPLICATION else HANDSHAKE
     leaf = content.sender.index
-    generation, key, nonce = secret_tree.ratchet(leaf, kind).next()
+    generation, key, nonce = secret_tree.next(leaf, kind)
     guard = os.urandom(4)
     body = Writer()
     write_content(body, content.content)
@@ -153,16 +154,18 @@ def protect_private(
 class DecryptedPrivate:
     """A decrypted PrivateMessage whose ratchet key is not yet consumed.
 
-    Call :meth:`consume` once the signature has verified too.
+    Call :meth:`consume` once the signature has verified too (and, for a staged Commit,
+    not at all: the epoch it ends is left behind when the commit is merged).
     """
 
     content: AuthenticatedContent
     leaf_index: int
     generation: int
-    ratchet: Ratchet
+    secret_tree: SecretTree
+    kind: int
 
     def consume(self) -> None:
-        self.ratchet.consume(self.generation)
+        self.secret_tree.consume(self.leaf_index, self.kind, self.generation)
 
 
 def _read_private_content(data: bytes, ctype: int) -> tuple[object, FramedContentAuthData]:
@@ -195,8 +198,7 @@ def unprotect_private(
 
     leaf, generation, guard = decode_all(sd_plain, read_sd)
     kind = APPLICATION if msg.content_type == CONTENT_APPLICATION else HANDSHAKE
-    ratchet = secret_tree.ratchet(leaf, kind)
-    key, nonce = ratchet.peek(generation)
+    key, nonce = secret_tree.peek(leaf, kind, generation)
     aad = _content_aad(msg.group_id, msg.epoch, msg.content_type, msg.authenticated_data)
     plain = suite.open(key, _xor_guard(nonce, guard), aad, msg.ciphertext)
     body, auth = _read_private_content(plain, msg.content_type)
@@ -205,5 +207,5 @@ def unprotect_private(
         body,  # type: ignore[arg-type]
     )
     return DecryptedPrivate(
-        AuthenticatedContent(WF_PRIVATE, content, auth), leaf, generation, ratchet
+        AuthenticatedContent(WF_PRIVATE, content, auth), leaf, generation, secret_tree, kind
     )

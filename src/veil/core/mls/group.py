@@ -3,28 +3,32 @@
     bundle = Group.key_package(1, Credential.basic(b"bob"), now=t)   # Bob publishes
     alice = Group.create(1, Credential.basic(b"alice"), now=t)
     out = alice.commit(add=[bundle.key_package.encoded()], now=t)
-    alice.merge_pending_commit()
+    alice.merge_pending_commit()               # sent commits are staged ...
     bob = Group.join(out.welcome, bundle, now=t)
     ct = alice.encrypt(b"hi");  bob.process(ct, now=t)  # -> ApplicationMessage
-    state = bob.serialize();  bob = Group.restore(state)
+    staged = bob.process(commit, now=t)        # ... and so are received ones (§12.4.2)
+    bob.merge_staged(staged)                   # or bob.discard_staged(staged)
+    saved = bob.save(); bob = Group.restore(saved)   # SavedGroup(slow, hot)
+    if bob.dirty == {"hot"}: store(bob.save_hot())   # after a message: the hot part only
 
 Every method either returns a result or raises a subclass of
 :class:`veil.core.mls.errors.MlsError`; the state changes only on success. Every
 operation that judges KeyPackage lifetimes (RFC 9420 §7.3) takes the time as a required
 ``now`` (whole seconds since the Unix epoch): there is no default, and no value that
-means "do not check".
+means "do not check". The saved formats are described in ``persist``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from veil.core.mls import keyschedule as ks
 from veil.core.mls.codec import decode_all
 from veil.core.mls.crypto import get_suite
 from veil.core.mls.errors import (
+    CredentialRejected,
     InvalidCommit,
     InvalidState,
     MlsDecodeError,
@@ -72,6 +76,17 @@ from veil.core.mls.messages import (
     Sender,
     Welcome,
 )
+from veil.core.mls.persist import (
+    GroupConfig,
+    SavedGroup,
+    binding,
+    decode_legacy,
+    decode_parts,
+    decode_single,
+    encode_hot,
+    encode_single,
+    encode_slow,
+)
 from veil.core.mls.proposals import (
     PSK_EXTERNAL,
     Add,
@@ -82,6 +97,15 @@ from veil.core.mls.proposals import (
     Proposal,
     Remove,
     Update,
+)
+from veil.core.mls.results import (
+    ApplicationMessage,
+    CommitApplied,
+    CommitResult,
+    Processed,
+    ProposalReceived,
+    Received,
+    StagedCommit,
 )
 from veil.core.mls.secret_tree import SecretTree
 from veil.core.mls.state import CachedProposal, GroupState
@@ -95,39 +119,8 @@ from veil.core.mls.validation import (
 )
 from veil.core.mls.welcome import KeyPackageBundle, join_from_welcome, make_key_package
 
-
-@dataclass(frozen=True, slots=True)
-class ApplicationMessage:
-    sender: int
-    data: bytes
-    authenticated_data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ProposalReceived:
-    sender: int
-    ref: bytes
-    proposal: Proposal
-
-
-@dataclass(frozen=True, slots=True)
-class CommitApplied:
-    committer: int
-    epoch: int
-    added: list[int] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)
-    removed_me: bool = False
-
-
-Received = ApplicationMessage | ProposalReceived | CommitApplied
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    """What a committer sends: the Commit to the group, the Welcome to new members."""
-
-    commit: bytes
-    welcome: bytes | None
+SLOW = "slow"
+HOT = "hot"
 
 
 class Group:
@@ -147,14 +140,22 @@ class Group:
         # The last epoch's state, in memory only, so that application messages sent just
         # before a commit still decrypt after it; never serialised, one epoch at most.
         self._previous: GroupState | None = None
-        self._keep_previous = keep_previous_epoch
         self._pending: CommitOutcome | None = None
         self._check = credential_check
+        self._psks: dict[bytes, bytes] = dict(external_psks or {})
+        # Saved with the slow part, so that a restore cannot switch the group's behaviour.
+        self._config = GroupConfig(private_handshakes, unique_credentials, keep_previous_epoch)
+        self._keep_previous = keep_previous_epoch
         # One leaf per credential (RFC 9420 §12.2 "a client already in the group");
         # False for applications whose clients share a credential across leaves.
         self._unique = unique_credentials
-        self._psks: dict[bytes, bytes] = dict(external_psks or {})
         self._handshake_wf = WF_PRIVATE if private_handshakes else WF_PUBLIC
+        # What changed since the last save: the slow part by flag (few places change
+        # it), the hot part by the secret tree's change counter (every message).
+        self._slow_dirty = True
+        self._hot_dirty = True
+        self._hot_mark = -1
+        self._saved_binding: bytes | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -187,8 +188,6 @@ class Group:
         bundle = make_key_package(suite_id, credential, now=require_time(now),
                                   signature_priv=signature_priv)
         if not credential_check(credential, bundle.key_package.leaf_node.signature_key, None):
-            from veil.core.mls.errors import CredentialRejected
-
             raise CredentialRejected("credential refused by the application")
         leaf = bundle.key_package.leaf_node
         tree = RatchetTree(suite, [leaf])
@@ -281,19 +280,112 @@ class Group:
                    private_handshakes=private_handshakes,
                    unique_credentials=unique_credentials), commit
 
+    # -- saving and restoring (formats: ``persist``) -----------------------------------
+
+    @property
+    def config(self) -> GroupConfig:
+        return self._config
+
+    @property
+    def dirty(self) -> frozenset[str]:
+        """The parts changed since the last save: a subset of {"slow", "hot"}.
+
+        One application message, sent or received, makes only the hot part dirty; a
+        proposal the slow part (and the hot part too when handshakes are private); an
+        epoch change both. Empty once the member was removed (delete its state).
+        """
+        s = self._state
+        if s is None:
+            return frozenset()
+        hot = self._hot_dirty or s.secret_tree.changes != self._hot_mark
+        return frozenset((SLOW,) * self._slow_dirty + (HOT,) * hot)
+
+    def _saved(self, *, slow: bool, hot: bool) -> None:
+        s = self._live()
+        if slow:
+            self._slow_dirty = False
+            self._saved_binding = binding(s)
+        if hot:
+            self._hot_dirty = False
+            self._hot_mark = s.secret_tree.changes
+
+    def save(self) -> SavedGroup:
+        """Both parts (secrets included: store each encrypted); clears :attr:`dirty`.
+
+        After an epoch change both parts are new and belong together: write them in
+        one transaction, or a restore finds the old hot part refused (``StateMismatch``).
+        """
+        s = self._live()
+        saved = SavedGroup(encode_slow(s, self._config), encode_hot(s))
+        self._saved(slow=True, hot=True)
+        return saved
+
+    def save_slow(self) -> bytes:
+        """The slow part alone: O(group size); needed when ``"slow"`` is dirty."""
+        data = encode_slow(self._live(), self._config)
+        self._saved(slow=True, hot=False)
+        return data
+
+    def save_hot(self) -> bytes:
+        """The hot part alone: O(senders with state in this epoch).
+
+        Refused (``InvalidState``) until the slow part of this epoch was saved, since
+        it would pair with no saved slow part.
+        """
+        s = self._live()
+        if self._saved_binding != binding(s):
+            raise InvalidState("the slow part of this epoch is not saved: call save() first")
+        data = encode_hot(s)
+        self._saved(slow=False, hot=True)
+        return data
+
     def serialize(self) -> bytes:
-        """The whole member state (secrets included: store it encrypted)."""
-        return self._live().encode()
+        """Both parts in one blob, for callers that keep one record; clears :attr:`dirty`."""
+        s = self._live()
+        data = encode_single(s, self._config)
+        self._saved(slow=True, hot=True)
+        return data
 
     @classmethod
     def restore(
-        cls, data: bytes, *, credential_check: CredentialCheck = basic_credential_check,
-        external_psks: Mapping[bytes, bytes] | None = None, private_handshakes: bool = False,
-        unique_credentials: bool = True,
+        cls, saved: SavedGroup | bytes, *,
+        credential_check: CredentialCheck = basic_credential_check,
+        external_psks: Mapping[bytes, bytes] | None = None,
+        private_handshakes: bool | None = None, unique_credentials: bool | None = None,
+        keep_previous_epoch: bool | None = None,
     ) -> Group:
-        return cls(GroupState.decode(data), credential_check=credential_check,
+        """A member from :meth:`save` (a SavedGroup) or :meth:`serialize` (bytes).
+
+        The configuration comes from the saved state; an option passed here must agree
+        with it (``ConfigMismatch``), so forgetting one cannot switch the group's
+        behaviour. Version-1 blobs: :meth:`restore_legacy`.
+        """
+        if isinstance(saved, SavedGroup):
+            state, config = decode_parts(saved.slow, saved.hot)
+        else:
+            state, config = decode_single(saved)
+        config.with_explicit(private_handshakes=private_handshakes,
+                             unique_credentials=unique_credentials,
+                             keep_previous_epoch=keep_previous_epoch)
+        group = cls(state, credential_check=credential_check, external_psks=external_psks,
+                    private_handshakes=config.private_handshakes,
+                    unique_credentials=config.unique_credentials,
+                    keep_previous_epoch=config.keep_previous_epoch)
+        group._saved(slow=True, hot=True)
+        return group
+
+    @classmethod
+    def restore_legacy(
+        cls, data: bytes, *, private_handshakes: bool, unique_credentials: bool,
+        credential_check: CredentialCheck = basic_credential_check,
+        external_psks: Mapping[bytes, bytes] | None = None, keep_previous_epoch: bool = True,
+    ) -> Group:
+        """A member from a version-1 blob, which holds no configuration: it is required
+        here. The result is dirty: :meth:`save` it in the current form."""
+        return cls(decode_legacy(data), credential_check=credential_check,
                    external_psks=external_psks, private_handshakes=private_handshakes,
-                   unique_credentials=unique_credentials)
+                   unique_credentials=unique_credentials,
+                   keep_previous_epoch=keep_previous_epoch)
 
     # -- reading --------------------------------------------------------------------
 
@@ -348,6 +440,7 @@ class Group:
         if not isinstance(content.content, bytes | Commit):
             ref = proposal_ref(s.suite, ac)
             s.cache_proposal(CachedProposal(ref, content.content, ac))
+            self._slow_dirty = True
         if wire_format == WF_PUBLIC:
             return MLSMessage(protect_public(s.suite, content, auth, s.secrets.membership_key,
                                              s.context)).encoded()
@@ -392,6 +485,7 @@ class Group:
                        lifetime=None, parent_hash=b"").signed(
             s.suite, s.sig_priv, s.group_id, s.my_leaf)
         s.pending_leaf_keys[kp.public] = kp.private
+        self._slow_dirty = True
         return self.propose(Update(leaf))
 
     def commit(
@@ -471,10 +565,13 @@ class Group:
     def process(self, message: bytes, *, now: int) -> Received:
         """Process one MLSMessage from the group; the state changes only on success.
 
-        ``now`` judges the lifetimes of KeyPackages added by a commit. Pass the time the
-        delivery service accepted the message when the application has it, so that all
-        members judge a commit at the same instant even if one processes it days later;
-        the local clock otherwise.
+        An application message or a proposal takes effect here. A Commit is validated in
+        full and returned as a :class:`StagedCommit`, which changes nothing until
+        :meth:`merge_staged` (:meth:`process_and_merge` does both). ``now`` judges the
+        lifetimes of KeyPackages added by a commit. Pass the time the delivery service
+        accepted the message when the application has it, so that all members judge a
+        commit at the same instant even if one processes it days later; the local clock
+        otherwise.
         """
         require_time(now)
         s = self._live()
@@ -495,7 +592,7 @@ class Group:
         decrypted = None
         if isinstance(body, PublicMessage):
             if body.content.sender.sender_type == SENDER_NEW_MEMBER_COMMIT:
-                return self._external_commit(s, body, now)
+                return self._stage_external(s, body, now)
             if body.content.sender.sender_type != SENDER_MEMBER:
                 raise UnknownSender("only member senders and external commits are supported")
             if isinstance(body.content.content, bytes):
@@ -512,14 +609,49 @@ class Group:
             raise UnknownSender("sender leaf is blank or outside the tree")
         verify_content_signature(s.suite, leaf.signature_key, ac, s.context)
         result = self._dispatch(s, ac, now)
-        if decrypted is not None:
+        # A staged commit consumes nothing: discarding it must leave the state as it was,
+        # and merging it leaves this epoch's handshake keys behind anyway.
+        if decrypted is not None and not isinstance(result, StagedCommit):
             decrypted.consume()
         return result
+
+    def process_and_merge(self, message: bytes, *, now: int) -> Processed:
+        """:meth:`process`, merging a Commit at once: for callers that apply every commit
+        the delivery service hands them, in its order."""
+        got = self.process(message, now=now)
+        if isinstance(got, StagedCommit):
+            return self.merge_staged(got)
+        return got
+
+    def merge_staged(self, staged: StagedCommit) -> CommitApplied:
+        """Enter the epoch a staged received Commit leads to.
+
+        Only a commit staged in the current epoch of this group merges; once one merged
+        (or our own pending commit did), every other staged commit is stale and refused.
+        A pending commit of our own is dropped: the delivery service chose this one.
+        """
+        if staged._status != "staged":
+            raise InvalidState(f"this commit was {staged._status} already")
+        if self._state is None or staged._base is not self._state:
+            raise InvalidState("staged commit is stale: the group left the epoch it was for")
+        nxt = staged._next
+        staged._status, staged._base, staged._next = "merged", None, None
+        self._pending = None
+        self._advance_to(nxt)
+        return CommitApplied(staged.committer, staged.epoch, list(staged.added),
+                             list(staged.removed), removed_me=staged.removed_me)
+
+    def discard_staged(self, staged: StagedCommit) -> None:
+        """Drop a staged commit (the delivery service rejected it); nothing changes."""
+        if staged._status == "merged":
+            raise InvalidState("this commit was merged already")
+        staged._status, staged._base, staged._next = "discarded", None, None
 
     def _advance_to(self, state: GroupState | None) -> None:
         old = self._state
         self._state = state
         self._previous = old if (state is not None and self._keep_previous) else None
+        self._slow_dirty = self._hot_dirty = True
 
     def _late_application(self, prev: GroupState, body: PrivateMessage) -> ApplicationMessage:
         """An application message of the epoch that just ended (RFC 9420 §15.2)."""
@@ -534,20 +666,18 @@ class Group:
         return ApplicationMessage(content.sender.index, content.content,
                                   content.authenticated_data)
 
-    def _external_commit(self, s: GroupState, msg: PublicMessage, now: int) -> CommitApplied:
+    def _stage_external(self, s: GroupState, msg: PublicMessage, now: int) -> StagedCommit:
         from veil.core.mls.external import process_external_commit
 
         ac = AuthenticatedContent(WF_PUBLIC, msg.content, msg.auth)
         outcome = process_external_commit(s, ac, external_psks=self._psks,
                                           credential_check=self._check, now=now,
                                           unique_credentials=self._unique)
-        self._pending = None
-        self._advance_to(outcome.state)
         removed = list(outcome.applied.removed) if outcome.applied else []
         if outcome.state is None:
-            return CommitApplied(-1, s.epoch + 1, [], removed, removed_me=True)
+            return StagedCommit(s, None, -1, [], removed)
         joiner = outcome.committer
-        return CommitApplied(joiner, outcome.state.epoch, [joiner], removed)
+        return StagedCommit(s, outcome.state, joiner, [joiner], removed)
 
     def _dispatch(self, s: GroupState, ac: AuthenticatedContent, now: int) -> Received:
         body = ac.content.content
@@ -563,13 +693,10 @@ class Group:
             applied = outcome.applied
             added = [i for i, _ in applied.added] if applied else []
             removed = list(applied.removed) if applied else []
-            self._pending = None
-            self._advance_to(outcome.state)
-            if outcome.state is None:
-                return CommitApplied(sender, s.epoch + 1, added, removed, removed_me=True)
-            return CommitApplied(sender, outcome.state.epoch, added, removed)
+            return StagedCommit(s, outcome.state, sender, added, removed)
         ref = proposal_ref(s.suite, ac)
         s.cache_proposal(CachedProposal(ref, body, ac))
+        self._slow_dirty = True
         return ProposalReceived(sender, ref, body)
 
 
@@ -591,8 +718,12 @@ __all__ = [
     "CommitResult",
     "Credential",
     "Group",
+    "GroupConfig",
     "KeyPackageBundle",
     "LeafNode",
+    "Processed",
     "ProposalReceived",
     "Received",
+    "SavedGroup",
+    "StagedCommit",
 ]

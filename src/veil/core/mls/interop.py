@@ -4,7 +4,8 @@
 
 For every case of a passive-client vector file (format: mlswg/mls-implementations
 ``test-vectors.md``, "Passive Client Scenarios"): join by the Welcome, compare the
-epoch authenticator, then process each epoch's proposals and commit and compare again.
+epoch authenticator, then process each epoch's proposals, stage and merge its commit
+(RFC 9420 §12.4.2) and compare again.
 Prints ``N passed, M failed`` (plus ``, K skipped`` for unsupported cipher suites) and
 exits non-zero on any failure.
 
@@ -26,7 +27,7 @@ from typing import Any
 from veil.core.mls.codec import decode_all
 from veil.core.mls.crypto import get_suite, is_supported
 from veil.core.mls.errors import MlsError
-from veil.core.mls.group import Group
+from veil.core.mls.group import Group, ProposalReceived, StagedCommit
 from veil.core.mls.leaf import Credential, Lifetime
 from veil.core.mls.messages import MLSMessage
 from veil.core.mls.welcome import KeyPackageBundle
@@ -90,8 +91,12 @@ def run_passive_case(case: dict[str, Any], now: int | None = None) -> None:
         raise CaseFailed("initial epoch authenticator differs")
     for number, epoch in enumerate(case.get("epochs", []), start=1):
         for proposal in epoch.get("proposals", []):
-            group.process(h(proposal), now=now)
-        group.process(h(epoch["commit"]), now=now)
+            if not isinstance(group.process(h(proposal), now=now), ProposalReceived):
+                raise CaseFailed(f"a proposal of epoch step {number} is not a proposal")
+        staged = group.process(h(epoch["commit"]), now=now)
+        if not isinstance(staged, StagedCommit):
+            raise CaseFailed(f"the commit of epoch step {number} is not a commit")
+        group.merge_staged(staged)
         if not hmac.compare_digest(group.epoch_authenticator, h(epoch["epoch_authenticator"])):
             raise CaseFailed(f"epoch authenticator differs after epoch step {number}")
 

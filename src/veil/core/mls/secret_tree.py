@@ -4,6 +4,13 @@ Node secrets are derived lazily and deleted once both children exist; consumed k
 are deleted. Out-of-order delivery is tolerated within bounds: a receiver keeps at
 most ``MAX_SKIPPED`` unused keys per ratchet and refuses to jump more than
 ``MAX_FORWARD`` generations ahead (RFC 9420 §9.4).
+
+The secret tree is the *hot* part of a member's saved state (``persist``): one message
+changes it and nothing else. :meth:`SecretTree.peek` therefore changes nothing (a forged
+or merely staged message leaves the saved form byte for byte as it was), and every
+change goes through :meth:`SecretTree.next`, :meth:`SecretTree.consume` or
+:meth:`SecretTree.ratchet`, which count it in :attr:`SecretTree.changes` so a caller
+learns cheaply that the hot part needs saving.
 """
 
 from __future__ import annotations
@@ -104,13 +111,23 @@ class SecretTree:
         self.n_leaves = n_leaves
         self._nodes: dict[int, bytes] = {tm.root(n_leaves): encryption_secret}
         self._ratchets: dict[tuple[int, int], Ratchet] = {}
+        # Bumped on every change to what write() encodes; never serialised.
+        self.changes = 0
 
-    def _leaf_secret(self, leaf: int) -> bytes:
+    def _path(self, leaf: int) -> tuple[list[int], int]:
+        """The leaf's node and direct path, and the index in it of the nearest secret held."""
+        if leaf < 0 or leaf >= self.n_leaves:
+            raise UnknownSender("sender leaf index outside the tree")
         x = 2 * leaf
         path = [x, *tm.direct_path(x, self.n_leaves)]
         start = next((i for i, p in enumerate(path) if p in self._nodes), None)
         if start is None:
             raise KeyReused("secret tree leaf already consumed")
+        return path, start
+
+    def _leaf_secret(self, leaf: int) -> bytes:
+        path, start = self._path(leaf)
+        x = path[0]
         for i in range(start, 0, -1):
             p = path[i]
             secret = self._nodes.pop(p)
@@ -119,7 +136,19 @@ class SecretTree:
             self._nodes[tm.right(p)] = s.expand_with_label(secret, b"tree", b"right", s.nh)
         return self._nodes.pop(x)
 
+    def _detached(self, leaf: int, kind: int) -> Ratchet:
+        """The ratchet ``ratchet()`` would create, derived without deleting anything."""
+        path, start = self._path(leaf)
+        s = self.suite
+        secret = self._nodes[path[start]]
+        for i in range(start, 0, -1):
+            side = b"left" if path[i - 1] == tm.left(path[i]) else b"right"
+            secret = s.expand_with_label(secret, b"tree", side, s.nh)
+        label = b"handshake" if kind == HANDSHAKE else b"application"
+        return Ratchet(s, s.expand_with_label(secret, label, b"", s.nh))
+
     def ratchet(self, leaf: int, kind: int) -> Ratchet:
+        """The sender's ratchet, created (and its leaf secret deleted) on first use."""
         if leaf < 0 or leaf >= self.n_leaves:
             raise UnknownSender("sender leaf index outside the tree")
         got = self._ratchets.get((leaf, kind))
@@ -131,7 +160,32 @@ class SecretTree:
         app = Ratchet(s, s.expand_with_label(secret, b"application", b"", s.nh))
         self._ratchets[(leaf, HANDSHAKE)] = hs
         self._ratchets[(leaf, APPLICATION)] = app
+        self.changes += 1
         return hs if kind == HANDSHAKE else app
+
+    def next(self, leaf: int, kind: int) -> tuple[int, bytes, bytes]:
+        """Our own next (generation, key, nonce) as sender ``leaf``."""
+        got = self.ratchet(leaf, kind).next()
+        self.changes += 1
+        return got
+
+    def peek(self, leaf: int, kind: int, generation: int) -> tuple[bytes, bytes]:
+        """Key and nonce of a received message; nothing changes until :meth:`consume`."""
+        got = self._ratchets.get((leaf, kind))
+        if got is None:
+            got = self._detached(leaf, kind)
+        return got.peek(generation)
+
+    def consume(self, leaf: int, kind: int, generation: int) -> None:
+        """Delete the key of a message that authenticated (RFC 9420 §9.2 deletion)."""
+        self.ratchet(leaf, kind).consume(generation)
+        self.changes += 1
+
+    def fits(self, n_leaves: int) -> bool:
+        """Whether a decoded secret tree has the shape of a ratchet tree of ``n_leaves``."""
+        return (self.n_leaves == n_leaves and all(x < 2 * n_leaves - 1 for x in self._nodes)
+                and all(leaf < n_leaves and kind in (HANDSHAKE, APPLICATION)
+                        for leaf, kind in self._ratchets))
 
     def write(self, w: Writer) -> None:
         w.u32(self.n_leaves)

@@ -157,6 +157,13 @@ class RatchetTree:
         w.opaque(b"".join(self._node_bytes(x) for x in range(last)))
         return w.bytes()
 
+    def encode_nodes(self) -> bytes:
+        """Every node, blanks included (full width), as ``optional<Node> nodes<V>``: the
+        saved-state form, built from the per-node encoding cache."""
+        w = Writer()
+        w.opaque(b"".join(self._node_bytes(x) for x in range(len(self.nodes))))
+        return w.bytes()
+
     def copy(self) -> RatchetTree:
         t = RatchetTree(self.suite, [])
         t.nodes = list(self.nodes)

@@ -45,7 +45,7 @@ def make_group(n: int, suite: int = 1, private_handshakes: bool = False,
 
 def deliver(commit: bytes, groups: list[Group]) -> None:
     for g in groups:
-        g.process(commit, now=NOW)
+        g.process_and_merge(commit, now=NOW)
 
 
 def same_epoch(groups: list[Group]) -> bool:

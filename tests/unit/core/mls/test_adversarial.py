@@ -92,8 +92,8 @@ def _tree(group: Group) -> bytes:
 def test_clock_is_a_required_argument_everywhere_lifetimes_are_judged() -> None:
     # RFC 9420 §7.3: a client MUST check the lifetime of leaves it sends and SHOULD of
     # those it receives. A missing clock must not silently mean "skip the check".
-    for fn in (Group.commit, Group.process, Group.join, Group.join_external,
-               Group.propose_add, Group.create, Group.key_package):
+    for fn in (Group.commit, Group.process, Group.process_and_merge, Group.join,
+               Group.join_external, Group.propose_add, Group.create, Group.key_package):
         param = inspect.signature(fn).parameters["now"]
         assert param.kind is inspect.Parameter.KEYWORD_ONLY
         assert param.default is inspect.Parameter.empty, fn.__qualname__
@@ -371,7 +371,7 @@ def test_member_resync_with_its_own_key_is_accepted_by_everyone() -> None:
         ratchet_tree=_tree(alice), resync_leaf=bob.my_leaf,
         signature_priv=state(bob).sig_priv)
     deliver(commit, [alice, carol])
-    result = bob.process(commit, now=NOW)
+    result = bob.process_and_merge(commit, now=NOW)
     assert isinstance(result, CommitApplied) and result.removed_me
     assert same_epoch([alice, carol, again])
     assert [c.identity for _, c in again.members()] == [b"m0", b"m1", b"m2"]
@@ -393,7 +393,7 @@ def test_cached_reinit_does_not_stop_an_honest_commit() -> None:
     assert _committed_types(out.commit, bob) == ["Remove"]
     alice.merge_pending_commit()
     deliver(out.commit, [bob])
-    assert carol.process(out.commit, now=NOW).removed_me  # type: ignore[union-attr]
+    assert carol.process_and_merge(out.commit, now=NOW).removed_me  # type: ignore[union-attr]
     assert same_epoch([alice, bob])
 
 
@@ -407,7 +407,7 @@ def test_update_answering_a_remove_does_not_stop_an_honest_commit() -> None:
     assert committed(out.commit, carol) == [Remove(bob.my_leaf)]
     alice.merge_pending_commit()
     deliver(out.commit, [carol])
-    assert bob.process(out.commit, now=NOW).removed_me  # type: ignore[union-attr]
+    assert bob.process_and_merge(out.commit, now=NOW).removed_me  # type: ignore[union-attr]
     assert same_epoch([alice, carol])
 
 
@@ -447,7 +447,7 @@ def test_honest_committer_keeps_the_valid_proposals_and_drops_the_rest() -> None
     assert newest in kept
     alice.merge_pending_commit()
     deliver(out.commit, [bob, carol])
-    assert dave.process(out.commit, now=NOW).removed_me  # type: ignore[union-attr]
+    assert dave.process_and_merge(out.commit, now=NOW).removed_me  # type: ignore[union-attr]
     assert out.welcome is not None
     joined = Group.join(out.welcome, zoe, now=NOW, external_psks={b"psk": b"secret"})
     assert same_epoch([alice, bob, carol, joined])

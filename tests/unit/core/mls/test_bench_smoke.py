@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[4]
 
 def test_bench_quick_mode() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "mls.py"), "--sizes", "4,10", "--batch", "3"],
+        [sys.executable, str(ROOT / "bench" / "mls.py"), "--sizes", "4,10", "--batch", "3",
+         "--state-sizes", "10"],
         capture_output=True, text=True, timeout=240, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -24,3 +25,6 @@ def test_bench_quick_mode() -> None:
             assert (w, n) in workloads
     batched = [d for d in lines if d["workload"] == "create_batched" and d["n"] == 10]
     assert batched[0]["commits"] == 3 and batched[0]["batch"] == 3
+    sizes = [d for d in lines if d["workload"] == "state_bytes"]
+    assert [d["senders"] for d in sizes] == [1]
+    assert sizes[0]["hot_bytes"] < sizes[0]["slow_bytes"] < sizes[0]["v1_bytes"]

@@ -30,7 +30,7 @@ def test_external_join_and_resync(suite_id: int) -> None:
     g = make_group(3, suite_id)
     joiner, commit = Group.join_external(g[0].group_info(), Credential.basic(b"ext"), now=NOW)
     for m in g:
-        applied = m.process(commit, now=NOW)
+        applied = m.process_and_merge(commit, now=NOW)
         assert applied.added == [joiner.my_leaf]  # type: ignore[union-attr]
     assert same_epoch([*g, joiner])
     got = g[1].process(joiner.encrypt(b"hi"), now=NOW)
@@ -43,8 +43,8 @@ def test_external_join_and_resync(suite_id: int) -> None:
                                         ratchet_tree=_tree(g[0]),
                                         signature_priv=g[2]._live().sig_priv)
     for m in (g[0], g[1], joiner):
-        m.process(commit, now=NOW)
-    assert g[2].process(commit, now=NOW).removed_me  # type: ignore[union-attr]
+        m.process_and_merge(commit, now=NOW)
+    assert g[2].process_and_merge(commit, now=NOW).removed_me  # type: ignore[union-attr]
     assert same_epoch([g[0], g[1], joiner, again])
 
 

@@ -93,7 +93,7 @@ def test_commit_leaf_tbs_binds_group_and_index() -> None:
     alice, bob = make_group(2)
     out = bob.commit(update=True, now=NOW)
     bob.merge_pending_commit()
-    alice.process(out.commit, now=NOW)
+    alice.process_and_merge(out.commit, now=NOW)
     leaf = alice._live().tree.leaf(bob.my_leaf)
     assert leaf is not None
     assert leaf.encoded() == _re_encoded_leaf(leaf)

@@ -49,7 +49,7 @@ def test_lifecycle_per_suite(suite: int) -> None:
     out = g[1].commit(remove=[3], now=NOW)
     g[1].merge_pending_commit()
     deliver(out.commit, [g[0], g[2]])
-    res = g[3].process(out.commit, now=NOW)
+    res = g[3].process_and_merge(out.commit, now=NOW)
     assert isinstance(res, CommitApplied) and res.removed_me
     assert not g[3].active
     assert same_epoch(g[:3])
@@ -88,7 +88,7 @@ def test_proposed_add_and_remove_by_reference() -> None:
     out = g[1].commit(now=NOW)
     g[1].merge_pending_commit()
     deliver(out.commit, [g[2]])
-    assert g[0].process(out.commit, now=NOW).removed_me  # type: ignore[union-attr]
+    assert g[0].process_and_merge(out.commit, now=NOW).removed_me  # type: ignore[union-attr]
     assert out.welcome is not None
     late = Group.join(out.welcome, b, now=NOW)
     assert same_epoch([g[1], g[2], late])
@@ -163,7 +163,7 @@ def test_tampered_commit_is_rejected_without_changing_state() -> None:
         g[1].process(bytes(bad), now=NOW)
     assert g[1].serialize() == before
     g[0].merge_pending_commit()
-    g[1].process(out.commit, now=NOW)
+    g[1].process_and_merge(out.commit, now=NOW)
     assert same_epoch(g[:2])
 
 
@@ -192,8 +192,8 @@ def test_removed_member_cannot_act() -> None:
     g = make_group(3)
     out = g[0].commit(remove=[2], now=NOW)
     g[0].merge_pending_commit()
-    g[1].process(out.commit, now=NOW)
-    assert g[2].process(out.commit, now=NOW).removed_me  # type: ignore[union-attr]
+    g[1].process_and_merge(out.commit, now=NOW)
+    assert g[2].process_and_merge(out.commit, now=NOW).removed_me  # type: ignore[union-attr]
     with pytest.raises(NotAMember):
         g[2].encrypt(b"x")
     with pytest.raises(NotAMember):
@@ -265,7 +265,7 @@ def test_external_psk_in_commit_and_welcome() -> None:
     b = bundle("joiner")
     out = g[0].commit(add=[b.key_package.encoded()], psk_ids=[pid], now=NOW)
     g[0].merge_pending_commit()
-    g[1].process(out.commit, now=NOW)
+    g[1].process_and_merge(out.commit, now=NOW)
     assert out.welcome is not None
     with pytest.raises(MissingPsk):
         Group.join(out.welcome, b, now=NOW)
@@ -287,5 +287,5 @@ def test_group_context_extensions_and_required_capabilities() -> None:
     RequiredCapabilities(proposal_types=(3,)).write(w)
     out = g[0].commit(extensions=[Extension(EXT_REQUIRED_CAPABILITIES, w.bytes())], now=NOW)
     g[0].merge_pending_commit()
-    g[1].process(out.commit, now=NOW)
+    g[1].process_and_merge(out.commit, now=NOW)
     assert same_epoch(g)

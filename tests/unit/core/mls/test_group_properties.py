@@ -40,7 +40,7 @@ def test_random_membership_changes_keep_members_in_sync(data: st.DataObject) -> 
             out = c.commit(add=[b.key_package.encoded() for b in new], now=NOW)
             c.merge_pending_commit()
             for m in others:
-                m.process(out.commit, now=NOW)
+                m.process_and_merge(out.commit, now=NOW)
             assert out.welcome is not None
             members += [Group.join(out.welcome, b, now=NOW, private_handshakes=private)
                         for b in new]
@@ -50,7 +50,7 @@ def test_random_membership_changes_keep_members_in_sync(data: st.DataObject) -> 
                 private_handshakes=private)
             counter += 1
             for m in members:
-                m.process(commit, now=NOW)
+                m.process_and_merge(commit, now=NOW)
             members.append(joiner)
         elif op == "remove":
             victim = data.draw(st.sampled_from(others))
@@ -58,7 +58,7 @@ def test_random_membership_changes_keep_members_in_sync(data: st.DataObject) -> 
             out = c.commit(remove=[victim.my_leaf], now=NOW)
             c.merge_pending_commit()
             for m in others:
-                result = m.process(out.commit, now=NOW)
+                result = m.process_and_merge(out.commit, now=NOW)
                 assert result.removed_me == (m is victim)  # type: ignore[union-attr]
             members = [m for m in members if m is not victim]
             removed.append((victim, snapshot))
@@ -66,7 +66,7 @@ def test_random_membership_changes_keep_members_in_sync(data: st.DataObject) -> 
             out = c.commit(update=True, now=NOW)
             c.merge_pending_commit()
             for m in others:
-                m.process(out.commit, now=NOW)
+                m.process_and_merge(out.commit, now=NOW)
         elif op == "proposed_update":
             proposer = data.draw(st.sampled_from(others))
             p = proposer.propose_update()
@@ -76,7 +76,7 @@ def test_random_membership_changes_keep_members_in_sync(data: st.DataObject) -> 
             out = c.commit(now=NOW)
             c.merge_pending_commit()
             for m in others:
-                m.process(out.commit, now=NOW)
+                m.process_and_merge(out.commit, now=NOW)
         else:
             senders = data.draw(st.lists(st.integers(0, len(members) - 1), min_size=1,
                                          max_size=5), label="senders")
