@@ -93,7 +93,8 @@ def _render(result: dict[str, Any]) -> None:
         sealed = " (sealed sender)" if step["sealed"] else ""
         table.add_row(step["from"] + sealed, read, rows)
     console.print(table)
-    columns = next((r["columns"] for s in result["steps"] for r in s["server_stored"]), [])
+    columns: list[str] = next(
+        (r["columns"] for s in result["steps"] for r in s["server_stored"]), [])
     console.print(f"Columns of the server's envelope table: {', '.join(columns)} "
                   "— none names a sender.")
     console.print(f"Safety number (both sides): [bold]{result['safety_number']}[/]  "

@@ -92,7 +92,8 @@ def keys_group() -> None:
 def init_root(out: str) -> None:
     """Create a trust root; print the fingerprint clients pin (veil init --trust-root)."""
     from veil.core.sealed import TrustRoot
-    from veil.server.certificates import fingerprint, write_secret
+    from veil.core.sealed import trust_root_fingerprint as fingerprint
+    from veil.server.certificates import write_secret
     from veil.server.errors import ConfigError
 
     root = TrustRoot.generate()
@@ -119,7 +120,8 @@ def init_root(out: str) -> None:
 def certify_command(ctx: click.Context, root_file: str, data: str | None, days: int,
                     key_id: int | None, revoke_older: bool) -> None:
     """Make a fresh server signing key, certified by the root, in the data directory."""
-    from veil.server.certificates import certify, fingerprint
+    from veil.core.sealed import trust_root_fingerprint as fingerprint
+    from veil.server.certificates import certify
 
     data_dir = _data_dir(ctx, data)
     root = _load_root(root_file)
@@ -139,7 +141,8 @@ def certify_command(ctx: click.Context, root_file: str, data: str | None, days: 
 @click.pass_context
 def move_root_command(ctx: click.Context, data: str | None, out: str) -> None:
     """Take the trust root out of a data directory written by an earlier version."""
-    from veil.server.certificates import fingerprint, move_root
+    from veil.core.sealed import trust_root_fingerprint as fingerprint
+    from veil.server.certificates import move_root
     from veil.server.errors import ConfigError
 
     data_dir = _data_dir(ctx, data)

@@ -16,7 +16,7 @@ from veil.server import certificates
 
 def test_fingerprints_and_statements_round_trip() -> None:
     root = sealed.TrustRoot.generate()
-    assert trust.fingerprint(root.public) == certificates.fingerprint(root.public)
+    assert trust.fingerprint(root.public) == sealed.trust_root_fingerprint(root.public)
     assert len(trust.fingerprint(root.public)) == 32
     statement = root.issue_statement(5, T0).to_bytes()
     decoded = sealed.KeyStatement.from_bytes(statement, root.public)
