@@ -184,7 +184,7 @@ class RatchetState:
         if len(header) != HEADER_LEN:
             raise MalformedMessage("ratchet header has the wrong length")
         dh_pub, pn, n = _unpack(header)
-        entry = self.skipped.get((dh_pub, n))
+        entry = self.skipped.get((dh_pub, n)) if self.skipped else None
         if entry is not None:
             plaintext = finish(p.open_message(entry[0], ciphertext, body_ad))
             del self.skipped[(dh_pub, n)]

@@ -126,7 +126,7 @@ class Session:
             if not p.constant_time_equal(parsed.digest, self._initial_digest):
                 raise MalformedMessage("prekey message belongs to another session")
             data = parsed.message
-        return self._decrypt_message(bytes(data), now_ms)
+        return self._decrypt_message(data if type(data) is bytes else bytes(data), now_ms)
 
     def _decrypt_message(self, data: bytes, now_ms: int | None) -> bytes:
         header_len = ENCRYPTED_HEADER_LEN if self._ratchet.use_he else HEADER_LEN
