@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -48,6 +49,17 @@ SUBMISSION_DESTINATION = bytes(ADDRESS_SIZE)
 MAX_DELAY_MS = 60_000
 LOOP_TOKEN_SIZE = 16
 
+# Every counter stats() reports, present (at 0) before anything has been counted, so a
+# reader never has to guess whether a missing key means zero: a short run may well end
+# before the Poisson process has drawn a single loop or drop. Error counters named after
+# an error code (dropped_<code>, failed_<code>) appear when they first count.
+COUNTERS = (
+    "messages_queued", "sent_real", "sent_loop", "sent_drop", "sent_marker",
+    "loops_returned", "loops_lost", "markers_returned", "markers_lost",
+    "replies_received", "replies_expired", "dropped_link_full", "dropped_bad_frame",
+    "dropped_unknown_reply", "dropped_bad_loop", "dropped_replies_full",
+)
+
 
 class MixClient:
     """Send messages through the mixnet to one provider at a constant Poisson rate."""
@@ -56,7 +68,8 @@ class MixClient:
                  rate: float = 10.0, mean_delay: float = 0.1, loop_fraction: float = 0.5,
                  connect: Connector = tcp_connect, max_queue: int = 10_000,
                  max_outstanding: int = 4096, surb_timeout: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         if rate <= 0 or mean_delay < 0 or not 0 <= loop_fraction <= 1:
             raise MixnetError("rate must be positive, delay and loop fraction in range")
         if directory.layers + 2 > MAX_HOPS:
@@ -74,6 +87,8 @@ class MixClient:
         self.mean_delay = mean_delay
         self.loop_fraction = loop_fraction
         self._clock = clock
+        # Ages SURBs and times loops; injectable so that tests can age them exactly.
+        self._monotonic = monotonic
         self._rng = random.SystemRandom()
         self._fragments: deque[Fragment] = deque()
         self._max_queue = max_queue
@@ -87,6 +102,11 @@ class MixClient:
             OrderedDict())
         self._max_outstanding = max_outstanding
         self._surb_timeout = surb_timeout
+        # The longest per-hop delay drawn so far, and the SURB ids of drain() markers
+        # still out: what drain() needs to know that everything sent before has left.
+        self.max_delay_ms = 0
+        self._markers: set[bytes] = set()
+        self._markers_back = asyncio.Event()
         self.loop_rtts: deque[float] = deque(maxlen=10_000)
         self.replies: asyncio.Queue[bytes] = asyncio.Queue(1024)
 
@@ -122,7 +142,7 @@ class MixClient:
         return surb.encode()
 
     def _remember(self, secret: SurbSecret, token: bytes | None) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         self._outstanding[secret.surb_id] = (secret, token, now)
         # Oldest first: a loop that has not come back by the timeout counts as lost,
         # the signal Loopix uses to notice (n-1) and dropping attacks.
@@ -131,8 +151,13 @@ class MixClient:
             if (len(self._outstanding) <= self._max_outstanding
                     and now - sent < self._surb_timeout):
                 break
-            self._outstanding.popitem(last=False)
-            self.counters["loops_lost" if old_token is not None else "replies_expired"] += 1
+            old_id, _ = self._outstanding.popitem(last=False)
+            if old_id in self._markers:
+                self.counters["markers_lost"] += 1
+                self._marker_done(old_id)
+            else:
+                self.counters["loops_lost" if old_token is not None
+                              else "replies_expired"] += 1
 
     def _on_frame(self, frame: bytes) -> None:
         """A frame from the home mix: a SURB reply (a returning loop, or a reply)."""
@@ -158,11 +183,19 @@ class MixClient:
                 self.counters["dropped_replies_full"] += 1
                 return
             self.counters["replies_received"] += 1
+        elif message == token and surb_id in self._markers:
+            self.counters["markers_returned"] += 1
+            self._marker_done(surb_id)
         elif message == token:
             self.counters["loops_returned"] += 1
-            self.loop_rtts.append(time.monotonic() - sent)
+            self.loop_rtts.append(self._monotonic() - sent)
         else:
             self.counters["dropped_bad_loop"] += 1
+
+    def _marker_done(self, surb_id: bytes) -> None:
+        self._markers.discard(surb_id)
+        if not self._markers:
+            self._markers_back.set()
 
     async def flush(self, timeout: float) -> None:
         """Wait until every queued fragment has left (or ``timeout`` passes)."""
@@ -180,8 +213,67 @@ class MixClient:
                 await self._task
             self._task = None
 
+    async def drain(self, timeout: float, *, min_delay_ms: int = 0) -> bool:
+        """Stop sending, then wait until every packet sent so far has left every mix.
+
+        A mix holds each packet for the delay in its header and then forwards it, and
+        each link between two nodes is one TCP connection, first in, first out. So a
+        packet that enters a node after another one, on the same link, and is held
+        longer there, leaves after it, and reaches the next node after it on the same
+        link again. This sends such a marker along every path through the network
+        (each mix of each layer, then our provider, then home): a loop whose delay at
+        every hop is 1 ms longer than any this client has drawn. Once every marker is
+        back, every packet this client sent before (on links that stayed up) has been
+        released by every node on its path: forwarded, handed to the provider's exit
+        (reassembly, the sink's queue) or, for a drop, discarded there; and each loop
+        has been handed to the home mix's mailbox link ahead of the markers. That is an
+        event to wait for instead of a guess at how long the mixes need, which no sleep
+        can bound on a loaded machine. (It needs delays below the mixes' cap, 60 s by
+        default, where a longer delay would no longer mean a later release.)
+
+        ``min_delay_ms`` raises the markers' delay for packets another sender put into
+        the same mixes (pass that sender's ``max_delay_ms``); they are covered if the
+        first mix had already read them when drain() was called.
+
+        Markers are not cover traffic: a burst outside the Poisson process, one per
+        path (the product of the layer widths), with conspicuous delays. Use this to
+        shut down cleanly or in tests. Returns whether every marker came back within
+        ``timeout``; a mix that sheds or drops one (a full queue) makes it False.
+        """
+        await self.stop_sending()
+        delay = max(self.max_delay_ms, min_delay_ms) + 1
+        epoch = self.directory.epoch_at(self._clock())
+        layers = [self.directory.mixes(layer) for layer in range(1, self.directory.layers + 1)]
+        self._markers_back.clear()
+        complete = True
+        for mixes in itertools.product(*layers):
+            path = [*mixes, self._provider, self._home]
+            # Held at the home mix too, so that loops along the same path reach the
+            # mailbox link ahead of it (a tie at a zero delay has no order).
+            surb, secret = create_surb([n.hop(epoch) for n in path], [delay] * len(path),
+                                       self._mailbox)
+            token = os.urandom(LOOP_TOKEN_SIZE)
+            _, packet = surb.reply_packet(token)
+            if not self._outbound.link(*split_address(path[0].address)).send(packet):
+                self.counters["dropped_link_full"] += 1
+                complete = False
+                continue
+            self._markers.add(secret.surb_id)
+            self._remember(secret, token)
+            self.counters["sent_marker"] += 1
+        if self._markers:
+            try:
+                await asyncio.wait_for(self._markers_back.wait(), timeout)
+            except TimeoutError:
+                return False
+        return complete
+
     async def close(self) -> None:
         await self.stop_sending()
+        # Every packet counted as sent is written before the links go: cancelling a link
+        # that still holds some would lose them, and stats() would count packets that no
+        # mix ever saw. Bounded, and not waiting on a link that is down.
+        await self._outbound.flush(1.0, while_connected=True)
         await self._outbound.close()
 
     # -- the Poisson process -------------------------------------------------------
@@ -222,7 +314,9 @@ class MixClient:
     def _delay_ms(self) -> int:
         if self.mean_delay == 0:
             return 0
-        return min(MAX_DELAY_MS, round(self._rng.expovariate(1 / self.mean_delay) * 1000))
+        delay = min(MAX_DELAY_MS, round(self._rng.expovariate(1 / self.mean_delay) * 1000))
+        self.max_delay_ms = max(self.max_delay_ms, delay)
+        return delay
 
     def packet_for(self, fragment: Fragment) -> tuple[NodeDescriptor, bytes]:
         epoch = self.directory.epoch_at(self._clock())
@@ -246,8 +340,10 @@ class MixClient:
         return path[0], packet
 
     def stats(self) -> dict[str, int]:
-        out = dict(self.counters)
+        out = dict.fromkeys(COUNTERS, 0)
+        out.update(self.counters)
         out["queued"] = len(self._fragments)
+        out["max_delay_ms"] = self.max_delay_ms
         out["outstanding_surbs"] = len(self._outstanding)
         out["link_sent"] = self._outbound.sent
         out["link_dropped"] = self._outbound.dropped

@@ -60,6 +60,16 @@ MAX_MAILBOX_BUFFER = 64 * 2048
 # readexactly returns without yielding while data is buffered; a link that always has
 # data must still let the loop run (timers release held packets) every few packets.
 YIELD_EVERY = 16
+# Every counter stats() reports, present (at 0) before anything has been counted, so a
+# reader (the CLI's "stopped" line, a test, a monitor) never mistakes a missing key for
+# an unknown one. Drops named after another error code appear when they first count.
+COUNTERS = (
+    "received", "shed", "relayed", "exited", "mailbox_delivered", "mailboxes_registered",
+    "refused_connections", "refused_mailbox_taken", "closed_idle",
+    "dropped_sphinx_malformed", "dropped_sphinx_mac_failure", "dropped_sphinx_replay",
+    "dropped_sphinx_replay_store_full", "dropped_unknown_next_hop", "dropped_link_full",
+    "dropped_mailbox_full", "dropped_not_an_exit", "dropped_bad_control",
+)
 
 
 class KeyRing:
@@ -295,8 +305,12 @@ class MixNode:
         await self._outbound.close()
 
     def stats(self) -> dict[str, int]:
-        out = dict(self.counters)
+        out = dict.fromkeys(COUNTERS, 0)
+        out.update(self.counters)
         out["pending"] = self.pending
+        # Links being served now: lets a caller wait for a peer to have connected, or for
+        # a link to have been closed, instead of sleeping and hoping.
+        out["connections"] = len(self._connections)
         out["max_pending_seen"] = self.max_pending_seen
         out["replay_tags"] = self.keys.replay_tags
         out["mailboxes"] = len(self._mailboxes)

@@ -33,6 +33,13 @@ from veil.mixnet.transport import Connector, tcp_connect
 
 log = logging.getLogger(__name__)
 
+# The provider's own counters, reported (at 0) from the start like the node's.
+COUNTERS = (
+    "cover_drop", "fragments", "delivered", "replies_dropped", "replies_sent",
+    "dropped_mixnet_fragment_error", "dropped_mixnet_queue_full", "dropped_sink_queue_full",
+    "dropped_sink_failed",
+)
+
 
 class Provider:
     """A mix node whose exit hands complete messages to a sink."""
@@ -132,6 +139,8 @@ class Provider:
 
     def stats(self) -> dict[str, int]:
         out = self.node.stats()
+        for name in COUNTERS:
+            out.setdefault(name, 0)
         out["sink_queue"] = self._queue.qsize()
         out["partial_messages"] = len(self.reassembler)
         out["partial_evicted"] = self.reassembler.evicted

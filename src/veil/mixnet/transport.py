@@ -114,6 +114,12 @@ class Outbound:
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
         self.dropped = 0
+        # Accepted by send() and not yet written (queued, or taken off the queue by the
+        # writer): what flush() waits for. The queue alone is not enough, because a
+        # packet the writer has taken but not yet written would be lost by a close that
+        # followed an "empty" queue, though it was counted as sent by the caller.
+        self._unsent = 0
+        self.connected = False
 
     def start(self) -> None:
         """Connect now rather than at the first packet (a link that also receives)."""
@@ -128,6 +134,7 @@ class Outbound:
         except asyncio.QueueFull:
             self.dropped += 1
             return False
+        self._unsent += 1
         return True
 
     @property
@@ -147,6 +154,8 @@ class Outbound:
             # closed socket, where it would be lost (and the hello, a mailbox, with it).
             loop = asyncio.get_running_loop()
             listener = loop.create_task(self._listen(reader))
+            self.connected = True
+            packet: bytes | None = None
             try:
                 if self._hello is not None:
                     writer.write(self._hello)
@@ -171,10 +180,15 @@ class Outbound:
                     elif self._queue.empty():
                         await writer.drain()
                     self.sent += 1
+                    self._unsent -= 1
+                    packet = None
             except (OSError, ConnectionError) as exc:
                 self.dropped += 1
+                if packet is not None:  # the one in hand is lost with the link
+                    self._unsent -= 1
                 log.debug("link to %s:%d lost: %s", self.host, self.port, exc)
             finally:
+                self.connected = False
                 listener.cancel()
                 writer.close()
                 with contextlib.suppress(OSError, ConnectionError):
@@ -187,11 +201,15 @@ class Outbound:
             if self._on_frame is not None:
                 self._on_frame(frame)
 
-    async def flush(self, timeout: float) -> None:
-        """Wait until the queue is empty (or ``timeout`` passes)."""
+    async def flush(self, timeout: float, *, while_connected: bool = False) -> None:
+        """Wait until every packet accepted by :meth:`send` has been written to the
+        connection (or ``timeout`` passes); with ``while_connected``, stop waiting as soon
+        as the link is not connected (a close must not wait for an unreachable peer)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
-        while not self._queue.empty() and loop.time() < end:
+        while self._unsent > 0 and loop.time() < end:
+            if while_connected and not self.connected:
+                return
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
@@ -229,9 +247,12 @@ class OutboundPool:
     def sent(self) -> int:
         return sum(link.sent for link in self._links.values())
 
-    async def flush(self, timeout: float) -> None:
+    async def flush(self, timeout: float, *, while_connected: bool = False) -> None:
+        """Wait until every link has written what it accepted (``timeout`` in all)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
         for link in list(self._links.values()):
-            await link.flush(timeout)
+            await link.flush(max(0.0, end - loop.time()), while_connected=while_connected)
 
     async def close(self) -> None:
         for link in list(self._links.values()):

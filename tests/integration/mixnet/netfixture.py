@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,15 +9,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from tests.unit.mixnet import nethelpers
 from veil.mixnet.directory import ROLE_MIX, ROLE_PROVIDER, Directory, NodeKey
 
 EPOCH_SECONDS = 3600
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+# Kept bound until long after the node processes bind them: see nethelpers.free_port.
+free_port = nethelpers.free_port
 
 
 @dataclass

@@ -4,6 +4,14 @@ A client in this process, whose connections leave from 127.0.0.23, sends a few h
 messages (some spanning several packets) at a Poisson rate with cover traffic. The
 provider POSTs each reassembled message to a real HTTP sink on 127.0.0.1. Every message
 must arrive exactly once, and nothing the sink saw may carry the client's address.
+
+The nodes report their counters only when they stop, so the test must know that the
+network is quiescent before it stops them, and it waits for events, never for a time
+(a loaded machine stretches every time): the sink has answered every message and the
+provider has closed the request; the proxy's links have been closed by the first mixes,
+so those have read the one-shot sender's packets; the client's markers
+(:meth:`MixClient.drain`), which follow every packet along every path, are back, so
+every node has released every packet; and every loop is home.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.mixnet.nethelpers import until
 from tests.unit.mixnet.socks_server import Socks5Server
 from veil.mixnet.client import MixClient
 from veil.mixnet.transport import bound_connector
@@ -31,10 +40,16 @@ LARGE = 10  # messages of several fragments
 
 
 class Sink:
-    """A minimal HTTP server that records every POST body and the peer it came from."""
+    """A minimal HTTP server that records every POST body and the peer it came from.
+
+    ``got`` is set once ``expected`` requests are complete: answered, and closed by the
+    provider, which counts a message delivered once it has read the answer and closed,
+    so that the provider's count is final before the markers pass it.
+    """
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, int, bytes, bytes]] = []
+        self.completed = 0
         self.got = asyncio.Event()
         self.expected = 0
 
@@ -47,8 +62,10 @@ class Sink:
         self.requests.append((peer[0], peer[1], head, body))
         writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
         await writer.drain()
+        await reader.read()  # until the provider, having read the answer, closes
         writer.close()
-        if len(self.requests) >= self.expected:
+        self.completed += 1
+        if self.completed >= self.expected:
             self.got.set()
 
 
@@ -100,11 +117,15 @@ async def test_messages_cross_three_layers_once_without_the_client_address(tmp_p
         for message in messages:
             client.send(message)
         await asyncio.wait_for(sink.got.wait(), 90)
+        # Cover flows once the real queue is empty: let the Poisson process run until it
+        # has drawn at least one loop and one drop, however slowly it is scheduled.
+        assert await until(lambda: client.counters["sent_loop"] > 0
+                           and client.counters["sent_drop"] > 0, 60), client.stats()
         await client.stop_sending()
-        # Anything extra (a duplicate) would land now, and the last loops come home.
-        await asyncio.sleep(0.6)
-        # One more message from `veil mix send` in its own process, through SOCKS5.
-        socks = Socks5Server()
+        # One more message from `veil mix send` in its own process, through SOCKS5. The
+        # proxy passes on half closes, so that a link it no longer serves has been
+        # closed by the mix too: the mix has read everything the sender sent on it.
+        socks = Socks5Server(half_close=True)
         proxy = await asyncio.start_server(socks.handle, "127.0.0.1", 0)
         proxy_port = proxy.sockets[0].getsockname()[1]
         (tmp_path / "message").write_bytes(b"via socks5")
@@ -118,9 +139,19 @@ async def test_messages_cross_three_layers_once_without_the_client_address(tmp_p
         sender_stats = json.loads(out.decode().splitlines()[-1])["stats"]
         assert sender_stats["sent_real"] == 1
         await asyncio.wait_for(sink.got.wait(), 30)
-        await asyncio.sleep(0.3)  # the sender's last cover packets
+        assert await socks.wait_idle(60), "the first mixes never closed the sender's links"
         assert socks.targets and {host for host, _ in socks.targets} == {"127.0.0.1"}
         proxy.close()
+        # Instead of sleeping for the mixes' delays: markers that follow every packet,
+        # ours and the sender's, along every path, held longer than any of them, and
+        # back here only once every node has released (or, for a drop, discarded)
+        # everything sent before. Anything extra (a duplicate) has exited by then, and
+        # the loops, held less long at the home mix than the markers, are home.
+        assert await client.drain(60, min_delay_ms=sender_stats["max_delay_ms"]), (
+            client.stats())
+        assert await until(lambda: client.counters["loops_returned"]
+                           + client.counters["loops_lost"] >= client.counters["sent_loop"],
+                           60), client.stats()
     finally:
         await client.close()
         stats = [await _stop(proc) for proc in procs]
@@ -139,17 +170,22 @@ async def test_messages_cross_three_layers_once_without_the_client_address(tmp_p
     assert sent["sent_real"] == MESSAGES - LARGE + LARGE * 3
     assert sent["sent_drop"] > 0 and sent["sent_loop"] > 0
     for node_stats in stats:
-        assert not [k for k in node_stats if k.startswith("dropped")], node_stats
-    # Every packet crossed each layer once: each layer relayed what the clients sent.
-    assert sender_stats.get("sent_loop", 0) == 0
-    total = (sent["sent_real"] + sent["sent_loop"] + sent["sent_drop"]
-             + sender_stats["sent_real"] + sender_stats.get("sent_drop", 0))
+        # Every counter is reported, at 0 when nothing was counted: no drop of any kind.
+        assert not [k for k, v in node_stats.items() if k.startswith("dropped") and v], (
+            node_stats)
+    # Every packet crossed each layer once: each layer relayed what the clients sent
+    # (the markers are loops the client sent too, and are counted apart).
+    assert sender_stats["sent_loop"] == 0
+    markers = sent["sent_marker"]
+    assert markers == sent["markers_returned"] == 8  # 2 x 2 x 2 paths
+    total = (sent["sent_real"] + sent["sent_loop"] + sent["sent_drop"] + markers
+             + sender_stats["sent_real"] + sender_stats["sent_drop"])
     for layer in range(3):
-        assert sum(s.get("relayed", 0) for s in stats[2 * layer: 2 * layer + 2]) == total
+        assert sum(s["relayed"] for s in stats[2 * layer: 2 * layer + 2]) == total
     # Real and drop packets exit at the provider; loops pass it and come home.
-    drops = sent["sent_drop"] + sender_stats.get("sent_drop", 0)
+    drops = sent["sent_drop"] + sender_stats["sent_drop"]
     assert provider["exited"] == sent["sent_real"] + sender_stats["sent_real"] + drops
     assert provider["cover_drop"] == drops
-    assert provider.get("relayed", 0) == sent["sent_loop"]
-    assert sum(s.get("mailbox_delivered", 0) for s in stats[:2]) == sent["sent_loop"]
+    assert provider["relayed"] == sent["sent_loop"] + markers
+    assert sum(s["mailbox_delivered"] for s in stats[:2]) == sent["sent_loop"] + markers
     assert sent["loops_returned"] == sent["sent_loop"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections import deque
+from collections.abc import Callable
 
 from veil.mixnet.directory import ROLE_MIX, ROLE_PROVIDER, Directory, NodeKey
 from veil.mixnet.transport import read_packets
@@ -12,10 +14,25 @@ from veil.mixnet.transport import read_packets
 EPOCH_SECONDS = 3600
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Ports handed out by free_port() stay bound (not listening) for a while. A port that
+# was only probed and let go can be taken, before the node binds it, by any process's
+# outgoing connection or bind to port 0 (the same range), and the node then fails with
+# EADDRINUSE; a loaded machine widens that window. Linux gives neither an ephemeral
+# port that a socket holds by bind(), while a server's bind with SO_REUSEADDR (asyncio's
+# default, here and in the ``veil mix`` processes) may share it with this one.
+_RESERVED: deque[socket.socket] = deque()
+_KEEP = 512
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` nobody else will be given until a server here binds it."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, 0))
+    _RESERVED.append(s)
+    while len(_RESERVED) > _KEEP:
+        _RESERVED.popleft().close()
+    return int(s.getsockname()[1])
 
 
 def directory_for(roles: list[tuple[str, int]], ports: list[int] | None = None,
@@ -30,6 +47,20 @@ def directory_for(roles: list[tuple[str, int]], ports: list[int] | None = None,
                   for k, (role, layer), port in zip(keys, roles, ports, strict=True))
     layers = max(layer for _, layer in roles)
     return Directory(layers, epoch_seconds, int(time.time()), nodes), keys
+
+
+async def until(condition: Callable[[], object], timeout: float = 30.0) -> bool:
+    """Wait until ``condition()`` holds (polled), at most ``timeout`` seconds; whether it did.
+
+    Tests wait for the state they need rather than sleep for a guessed time: on a loaded
+    machine any fixed sleep can be too short. The timeout only bounds a failing test."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        if loop.time() >= end:
+            return False
+        await asyncio.sleep(0.005)
+    return True
 
 
 MIX1_AND_NEXT = [(ROLE_MIX, 1), (ROLE_MIX, 2)]

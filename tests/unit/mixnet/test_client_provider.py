@@ -12,17 +12,18 @@ import pytest
 
 from veil.core.sphinx import Deliver, SphinxError
 from veil.mixnet.client import MixClient
+from veil.mixnet.directory import ROLE_MIX, ROLE_PROVIDER
 from veil.mixnet.errors import MixnetError, QueueFull, TransportError
 from veil.mixnet.fragment import FRAGMENT_DATA_SIZE, split
 from veil.mixnet.node import MixNode
 from veil.mixnet.provider import Provider
 from veil.mixnet.sink import HttpSink, QueueSink
 
-from .nethelpers import THREE_LAYERS, directory_for
+from .nethelpers import THREE_LAYERS, directory_for, until
 
 
-async def _network(sink):
-    directory, keys = directory_for(THREE_LAYERS)
+async def _network(sink, roles=THREE_LAYERS):
+    directory, keys = directory_for(roles)
     servers = [MixNode(k, directory) for k in keys[:-1]]
     provider = Provider(keys[-1], directory, sink, retry_delay=0.01)
     servers.append(provider)
@@ -46,10 +47,16 @@ async def test_messages_arrive_once_and_cover_traffic_flows() -> None:
     for message in messages:
         client.send(message)
     await client.start()
-    got = [await asyncio.wait_for(sink.queue.get(), 20) for _ in messages]
-    await asyncio.sleep(0.3)  # cover keeps flowing once the real queue is empty
-    await client.stop_sending()
-    await asyncio.sleep(0.2)
+    got = [await asyncio.wait_for(sink.queue.get(), 30) for _ in messages]
+    # Cover keeps flowing once the real queue is empty: run the Poisson process until it
+    # has drawn at least one loop and one drop, however slowly it is scheduled.
+    assert await until(lambda: client.counters["sent_loop"] > 0
+                       and client.counters["sent_drop"] > 0), client.stats()
+    # Then stop, and wait (not sleep) until everything sent has left the mixes: the
+    # drain markers follow every packet on every path; the loops are home by then.
+    assert await client.drain(30), client.stats()
+    assert await until(lambda: client.counters["loops_returned"]
+                       + client.counters["loops_lost"] >= client.counters["sent_loop"])
     await _close(client, servers)
     assert Counter(got) == Counter(messages)
     assert sink.queue.empty()
@@ -58,10 +65,48 @@ async def test_messages_arrive_once_and_cover_traffic_flows() -> None:
     assert sent["sent_real"] == len(messages) - 4 + 1 + 1 + 1 + 4
     assert sent["sent_loop"] > 0 and sent["sent_drop"] > 0
     assert stats["cover_drop"] == sent["sent_drop"]
-    # Loops only pass through the provider and come back to the client.
-    assert stats["relayed"] == sent["sent_loop"]
+    # Loops only pass through the provider and come back to the client (and so do the
+    # markers, loops sent by drain() and counted apart).
+    assert sent["markers_returned"] == sent["sent_marker"] == 1
+    assert stats["relayed"] == sent["sent_loop"] + sent["sent_marker"]
     assert sent["loops_returned"] == sent["sent_loop"]
     assert len(client.loop_rtts) == sent["sent_loop"]
+
+
+async def test_drain_returns_once_every_packet_has_left_the_mixes() -> None:
+    # Two mixes per layer (eight paths) and delays long enough that, without waiting for
+    # the markers, many packets would still be held somewhere.
+    roles = [(ROLE_MIX, layer) for layer in (1, 2, 3) for _ in range(2)]
+    sink = QueueSink()
+    directory, servers, provider = await _network(sink, [*roles, (ROLE_PROVIDER, 0)])
+    client = MixClient(directory, rate=500.0, mean_delay=0.02, loop_fraction=0.5)
+    await client.start()
+    assert await until(lambda: client.counters["sent_loop"] >= 20
+                       and client.counters["sent_drop"] >= 20)
+    assert await client.drain(30), client.stats()
+    # No wait of any kind between the markers' return and these checks.
+    sent, exit_stats = client.stats(), provider.stats()
+    assert sent["sent_marker"] == sent["markers_returned"] == 8
+    assert all(s.stats()["pending"] == 0 for s in servers)
+    assert exit_stats["cover_drop"] == sent["sent_drop"]
+    assert exit_stats["relayed"] == sent["sent_loop"] + sent["sent_marker"]
+    total = sent["sent_loop"] + sent["sent_drop"] + sent["sent_marker"]
+    for layer in (0, 1, 2):
+        assert sum(s.stats()["relayed"] for s in servers[2 * layer: 2 * layer + 2]) == total
+    assert sent["loops_returned"] == sent["sent_loop"]
+    await _close(client, servers)
+
+
+async def test_every_counter_is_reported_before_it_first_counts() -> None:
+    directory, keys = directory_for(THREE_LAYERS)
+    fresh = MixClient(directory).stats()
+    for name in ("sent_real", "sent_loop", "sent_drop", "loops_returned", "loops_lost",
+                 "sent_marker", "markers_returned", "max_delay_ms"):
+        assert fresh[name] == 0, name
+    node = MixNode(keys[0], directory).stats()
+    assert node["relayed"] == node["received"] == node["dropped_sphinx_replay"] == 0
+    exit_stats = Provider(keys[-1], directory, QueueSink()).stats()
+    assert exit_stats["cover_drop"] == exit_stats["delivered"] == exit_stats["exited"] == 0
 
 
 async def test_client_send_queue_is_bounded() -> None:
@@ -102,10 +147,7 @@ async def test_provider_retries_a_failing_sink() -> None:
     client = MixClient(directory, rate=200.0, mean_delay=0.0)
     client.send(b"persist")
     await client.start()
-    for _ in range(200):
-        if sink.got:
-            break
-        await asyncio.sleep(0.02)
+    assert await until(lambda: sink.got)
     await _close(client, servers)
     assert sink.got == [b"persist"]
     assert provider.stats()["delivered"] == 1
@@ -152,30 +194,34 @@ async def test_the_provider_answers_through_a_reply_block() -> None:
     await client.start()
     surb = client.reply_block()
     client.send(b"please ack" + surb)
-    message = await asyncio.wait_for(sink.queue.get(), 20)
+    message = await asyncio.wait_for(sink.queue.get(), 30)
     assert message.startswith(b"please ack")
     provider.send_reply(message[len(b"please ack"):], b"ack: received")
-    reply = await asyncio.wait_for(client.replies.get(), 20)
+    reply = await asyncio.wait_for(client.replies.get(), 30)
     assert reply == b"ack: received"
-    # Single use: the same block again is a replay at its first hop, and never arrives.
+    # Single use: the same block again is a replay at its first hop, and never arrives
+    # (once its first hop has dropped it, it cannot).
     provider.send_reply(message[len(b"please ack"):], b"second")
-    await asyncio.sleep(0.2)
+    assert await until(lambda: sum(s.stats()["dropped_sphinx_replay"] for s in servers) >= 1)
     assert client.replies.empty()
-    assert sum(s.stats().get("dropped_sphinx_replay", 0) for s in servers) == 1
+    assert sum(s.stats()["dropped_sphinx_replay"] for s in servers) == 1
     await _close(client, servers)
     with pytest.raises(SphinxError):
         provider.send_reply(b"not a surb", b"x")
 
 
 async def test_loops_that_never_return_are_counted_lost() -> None:
-    # No network at all: every loop is lost; the outstanding set stays bounded.
+    # No network at all: every loop is lost; the outstanding set stays bounded. The SURBs
+    # age on a clock the test moves, not on however long eight ticks take under load.
     directory, _ = directory_for(THREE_LAYERS)
-    client = MixClient(directory, loop_fraction=1.0, max_outstanding=5, surb_timeout=0.05)
+    now = [1000.0]
+    client = MixClient(directory, loop_fraction=1.0, max_outstanding=5, surb_timeout=0.05,
+                       monotonic=lambda: now[0])
     for _ in range(8):
         client.tick()
     assert client.stats()["outstanding_surbs"] == 5
     assert client.counters["loops_lost"] == 3
-    await asyncio.sleep(0.06)
+    now[0] += 0.06
     client.tick()
     assert client.counters["loops_lost"] == 8
     assert client.stats()["outstanding_surbs"] == 1
