@@ -144,12 +144,16 @@ async def bench_node_tcp(n: int) -> None:
 async def bench_latency(messages: int, mean_delay: float) -> None:
     keys = [NodeKey.generate() for _ in range(7)]
     roles = [(ROLE_MIX, layer) for layer in (1, 2, 3) for _ in range(2)] + [(ROLE_PROVIDER, 0)]
-    from socket import socket
-    ports = []
+    from socket import SO_REUSEADDR, SOL_SOCKET, socket
+    ports, reserved = [], []
     for _ in keys:
-        with socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+        # Kept bound (SO_REUSEADDR, not listening) until the node binds it, so no other
+        # process is handed the port in between (a probe-and-release raced under load).
+        s = socket()
+        s.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        reserved.append(s)
+        ports.append(s.getsockname()[1])
     directory = _directory(keys, roles, ports)
     sink = TimingSink()
     servers: list[MixNode | Provider] = [MixNode(k, directory) for k in keys[:-1]]
@@ -157,6 +161,8 @@ async def bench_latency(messages: int, mean_delay: float) -> None:
     servers.append(provider)
     for server, port in zip(servers, ports, strict=True):
         await server.start("127.0.0.1", port)
+    for s in reserved:
+        s.close()
     client = MixClient(directory, rate=1.0, mean_delay=mean_delay)
     for i in range(messages):
         client.send(struct.pack(">Id", i, time.perf_counter()) + os.urandom(8))

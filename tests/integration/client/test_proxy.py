@@ -29,7 +29,7 @@ async def test_client_through_socks5(server: ServerProcess, clients: list[Client
         await alice.send(bob.account, "through the proxy")
         assert [m.text for m in await bob.receive_pending()] == ["through the proxy"]
         live = alice.messages()                    # the WebSocket goes through it too
-        await asyncio.sleep(0.3)
+        # Sent before the socket is up: the server queues it and delivers it on connect.
         await bob.send(alice.account, "back to you")
         assert (await asyncio.wait_for(live.__anext__(), 10)).text == "back to you"
         await live.aclose()

@@ -85,6 +85,15 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
+        # The probed port is free when chosen but not reserved: another process may take
+        # it before the server binds. Then the server exits at once; try another port.
+        for _ in range(5):
+            if self._start_once(timeout):
+                return self
+            self.port = free_port()
+        raise RuntimeError("server could not bind a free port five times")
+
+    def _start_once(self, timeout: float) -> bool:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "veil.server", "--data", str(self.data_dir),
                 "--port", str(self.port)]
@@ -92,16 +101,23 @@ class ServerProcess:
             cfg = self.data_dir.parent / f"{self.data_dir.name}.toml"
             cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in self.settings.items()))
             args += ["--config", str(cfg)]
-        log = (self.data_dir.parent / f"{self.data_dir.name}.out").open("ab")
+        log_path = self.data_dir.parent / f"{self.data_dir.name}.out"
+        start_offset = log_path.stat().st_size if log_path.exists() else 0
+        log = log_path.open("ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
+                with log_path.open("rb") as fh:
+                    fh.seek(start_offset)
+                    said = fh.read().decode(errors="replace")
+                if "in use" in said or "EADDRINUSE" in said or "Errno 98" in said:
+                    return False
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {said[-500:]}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
                     if r.status == 200:
-                        return self
+                        return True
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("server did not start")
