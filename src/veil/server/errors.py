@@ -45,6 +45,20 @@ class StorageError(ServerError):
     status = 503
 
 
+class DatabaseTooNew(StorageError):
+    """The database was written by newer code that this code cannot safely use.
+
+    Raised at start, before anything is written to the database.
+    """
+
+    code = "database_too_new"
+
+    def __init__(self, message: str, schema_version: int, compat_version: int) -> None:
+        super().__init__(message)
+        self.schema_version = schema_version
+        self.compat_version = compat_version
+
+
 class BadRequest(ServerError):
     """The request cannot be understood (not JSON, bad path parameter)."""
 
@@ -165,6 +179,12 @@ class MismatchedDevices(Conflict):
     """A submission does not cover exactly the recipient's current devices."""
 
     code = "mismatched_devices"
+
+
+class LastDevice(Conflict):
+    """The account's only device cannot be removed on its own: delete the account."""
+
+    code = "last_device"
 
 
 class LimitExceeded(ServerError):

@@ -8,7 +8,9 @@ Contract every backend keeps:
 - every method is atomic (one transaction); a method that returns has committed durably;
 - one-time prekeys are handed out at most once even under concurrent claims;
 - envelope ids increase monotonically per server and are never reused;
-- envelopes have no sender column: a stored envelope is (id, recipient device, time, bytes).
+- envelopes have no sender column: a stored envelope is (id, recipient device, time, bytes);
+- after ``delete_account`` (``delete_device``) no row names the account (the device);
+- a database written by newer, incompatible code is refused on open and left untouched.
 """
 
 from __future__ import annotations
@@ -111,13 +113,18 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def open(self) -> None:
-        """Connect and apply pending numbered migrations."""
+        """Connect, then create or upgrade the schema (``storage/migrations.py``).
+
+        Raises DatabaseTooNew, before writing anything, for a database written by code
+        newer than this code can safely use.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def schema_version(self) -> int: ...
+    async def schema_version(self) -> int:
+        """The database's schema version (above this code's for newer compatible code)."""
 
     # Accounts and devices.
     @abc.abstractmethod
@@ -153,6 +160,27 @@ class Storage(abc.ABC):
     async def add_device(self, account_id: bytes, device: NewDevice, now_ms: int,
                          max_devices: int, max_prekeys_stored: int) -> None:
         """Add a further device (device linking builds on this). Raises LimitExceeded."""
+
+    # Erasure: every row that names the account or device goes, in one transaction
+    # (the tables say which columns name them: ``storage/schema.py``).
+    @abc.abstractmethod
+    async def delete_device(self, account_id: bytes, device_id: int) -> bool:
+        """Erase one device: its keys, credentials and queued envelopes.
+
+        Returns False when there is no such device (so deleting twice is fine). Raises
+        LastDevice for the account's only device: an account without devices could
+        never sign in again, so that is ``delete_account``'s job.
+        """
+
+    @abc.abstractmethod
+    async def delete_account(self, account_id: bytes) -> bool:
+        """Erase the account: its devices (with everything ``delete_device`` erases),
+        username, access key and sealed settings.
+
+        Returns False when there was no such account (so deleting twice is fine).
+        Invites are minted by the operator and consumed at registration: none names an
+        account, so there is nothing of them to erase.
+        """
 
     # Key directory.
     @abc.abstractmethod

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -23,10 +24,12 @@ from veil.server.errors import (
     DeviceNotFound,
     DuplicatePreKey,
     InvalidInvite,
+    LastDevice,
     LimitExceeded,
     StorageError,
     UsernameTaken,
 )
+from veil.server.storage import migrations
 from veil.server.storage.base import (
     KIND_EC,
     KIND_KEM,
@@ -41,7 +44,8 @@ from veil.server.storage.base import (
     Storage,
     StoredEnvelope,
 )
-from veil.server.storage.postgres_migrations import MIGRATIONS
+from veil.server.storage.migrations import DatabaseState
+from veil.server.storage.schema import Scope, erase_statements
 
 log = logging.getLogger("veil.server.storage")
 
@@ -82,26 +86,23 @@ class PostgresStorage(Storage):
 
     async def open(self) -> None:
         settings = {"search_path": self._schema} if self._schema else None
+        opened = False
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._max, server_settings=settings
             )
+            # One transaction under a lock: several nodes starting at once upgrade
+            # once, and a refused database is only read (the rollback undoes nothing).
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
-                    "KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
-                )
-                applied = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-                for version, name, sql in MIGRATIONS:
-                    if version not in applied:
-                        await conn.execute(sql)
-                        await conn.execute(
-                            "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
-                            version, name, int(time.time() * 1000),
-                        )
+                state = await _migrate(conn, _describe(self._dsn, self._schema))
+            migrations.report(state)
+            opened = True
         except (OSError, asyncpg.PostgresError) as exc:
             raise StorageError(f"cannot open the PostgreSQL database: {exc}") from exc
+        finally:
+            if not opened:
+                await self.close()
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -192,6 +193,26 @@ class PostgresStorage(Storage):
         )
         if status.endswith(" 0"):
             raise AccountNotFound("no such account")
+
+    async def delete_device(self, account_id: bytes, device_id: int) -> bool:
+        async with self._p().acquire() as conn, conn.transaction():
+            devices = await _lock_account(conn, account_id)
+            if devices is None or device_id not in devices:
+                return False
+            if len(devices) == 1:
+                raise LastDevice("an account's last device cannot be removed; delete the "
+                                 "account instead")
+            for statement in _ERASE["device"]:
+                await conn.execute(statement, account_id, device_id)
+            return True
+
+    async def delete_account(self, account_id: bytes) -> bool:
+        async with self._p().acquire() as conn, conn.transaction():
+            existed = await _lock_account(conn, account_id) is not None
+            # Even without the account row: whatever still names it goes too.
+            for statement in _ERASE["account"]:
+                await conn.execute(statement, account_id)
+            return existed
 
     async def get_device(self, account_id: bytes, device_id: int) -> DeviceRecord | None:
         row = await self._p().fetchrow(
@@ -297,6 +318,60 @@ class PostgresStorage(Storage):
             "SELECT 1 FROM invites WHERE token_hash = $1 AND expires_at > $2",
             token_hash, now_ms,
         ) is not None
+
+
+async def _state(conn: Any) -> DatabaseState:
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return DatabaseState(0, 0)
+    version = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+    compat = None
+    if await conn.fetchval("SELECT to_regclass('schema_compat_version')") is not None:
+        compat = await conn.fetchval(
+            "SELECT compat_version FROM schema_compat_version WHERE id = 1")
+    return DatabaseState(int(version), int(compat or 0), True)
+
+
+async def _migrate(conn: Any, where: str) -> DatabaseState:
+    """Create an empty database or upgrade an older one (in the caller's transaction)."""
+    state = await _state(conn)
+    for sql, args in migrations.plan(state, "postgres", int(time.time() * 1000), where,
+                                     "another database"):
+        await conn.execute(sql, *args)
+    return state
+
+
+def _describe(dsn: str, schema: str | None) -> str:
+    """The database for messages: host, port, name and schema, never the password."""
+    try:
+        url = urlsplit(dsn)
+        where = f"postgresql://{url.hostname or 'localhost'}"
+        where += f":{url.port}" if url.port else ""
+        where += url.path
+        schema = schema or parse_qs(url.query).get("search_path", [""])[0]
+    except ValueError:
+        where = "PostgreSQL"
+    return f"{where} (schema {schema})" if schema else where
+
+
+_ERASE: dict[Scope, list[str]] = {
+    "account": erase_statements("account", "postgres"),
+    "device": erase_statements("device", "postgres"),
+}
+
+
+async def _lock_account(conn: Any, account_id: bytes) -> list[int] | None:
+    """The account's device ids, or None; holds the account and its devices for update.
+
+    Submissions hold the account row FOR SHARE, so none commits an envelope for a
+    device after it is gone. Prekey uploads lock their device row only: taking every
+    device row before deleting anything means an erasure waits for an upload instead
+    of deadlocking with it (on a key id both touch).
+    """
+    if await conn.fetchval("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE",
+                           account_id) is None:
+        return None
+    return [r[0] for r in await conn.fetch(
+        "SELECT device_id FROM devices WHERE account_id = $1 FOR UPDATE", account_id)]
 
 
 def _opt(value: Any) -> bytes | None:

@@ -33,10 +33,12 @@ from veil.server.errors import (
     DeviceNotFound,
     DuplicatePreKey,
     InvalidInvite,
+    LastDevice,
     LimitExceeded,
     StorageError,
     UsernameTaken,
 )
+from veil.server.storage import migrations
 from veil.server.storage.base import (
     KIND_EC,
     KIND_KEM,
@@ -51,7 +53,8 @@ from veil.server.storage.base import (
     Storage,
     StoredEnvelope,
 )
-from veil.server.storage.sqlite_migrations import MIGRATIONS
+from veil.server.storage.migrations import DatabaseState
+from veil.server.storage.schema import Scope, erase_statements
 from veil.server.storage.sqlite_worker import DatabaseThread
 
 T = TypeVar("T")
@@ -64,9 +67,11 @@ class SQLiteStorage(Storage):
     def __init__(
         self, path: Path, *, synchronous: str = "full", group_commit_window_ms: float = 0.0
     ) -> None:
+        where = str(path.parent)
         self._db = DatabaseThread(
             path, synchronous=synchronous, window_s=group_commit_window_ms / 1000.0,
-            setup=_migrate, on_failure=self._forget,
+            setup=lambda conn: _migrate(conn, where), on_failure=self._forget,
+            check=lambda conn: _check(conn, where),
         )
         # Owned by the database thread. Safe because this process is the only writer of
         # accounts, devices and envelopes; cleared whenever a commit fails.
@@ -203,6 +208,35 @@ class SQLiteStorage(Storage):
             self._routes.pop(account_id, None)
 
         await self._call(fn)
+
+    async def delete_device(self, account_id: bytes, device_id: int) -> bool:
+        def fn(conn: sqlite3.Connection) -> bool:
+            devices = _device_ids(conn, account_id)
+            if device_id not in devices:
+                return False
+            if len(devices) == 1:
+                raise LastDevice("an account's last device cannot be removed; delete the "
+                                 "account instead")
+            _erase(conn, "device", (account_id, device_id))
+            self._routes.pop(account_id, None)
+            self._queue_lengths.pop((account_id, device_id), None)
+            return True
+
+        return await self._call(fn)
+
+    async def delete_account(self, account_id: bytes) -> bool:
+        def fn(conn: sqlite3.Connection) -> bool:
+            existed = conn.execute(
+                "SELECT 1 FROM accounts WHERE id = ?", (account_id,)).fetchone() is not None
+            devices = _device_ids(conn, account_id)
+            # Even without the account row: whatever still names it goes too.
+            _erase(conn, "account", (account_id,))
+            self._routes.pop(account_id, None)
+            for dev in devices:
+                self._queue_lengths.pop((account_id, dev), None)
+            return existed
+
+        return await self._call(fn)
 
     async def get_device(self, account_id: bytes, device_id: int) -> DeviceRecord | None:
         def fn(conn: sqlite3.Connection) -> DeviceRecord | None:
@@ -413,29 +447,62 @@ class SQLiteStorage(Storage):
         return await self._call(fn)
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-    )
-    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-    for version, name, sql in MIGRATIONS:
-        if version in applied:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in sql.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                (version, name, int(time.time() * 1000)),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        log.info("applied migration %d (%s)", version, name)
+def _state(conn: sqlite3.Connection) -> DatabaseState:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "schema_migrations" not in tables:
+        return DatabaseState(0, 0)
+    (version,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") \
+        .fetchone()
+    compat = None
+    if "schema_compat_version" in tables:
+        compat = conn.execute(
+            "SELECT compat_version FROM schema_compat_version WHERE id = 1").fetchone()
+    return DatabaseState(int(version), 0 if compat is None else int(compat[0]), True)
+
+
+def _check(conn: sqlite3.Connection, where: str) -> None:
+    """Read-only: raises DatabaseTooNew for a database this code must not use."""
+    migrations.check(_state(conn), where, _ELSEWHERE)
+
+
+def _migrate(conn: sqlite3.Connection, where: str) -> None:
+    """Create an empty database, or upgrade an older one, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        state = _state(conn)
+        for sql, args in migrations.plan(state, "sqlite", int(time.time() * 1000), where,
+                                         _ELSEWHERE):
+            conn.execute(sql, args)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    migrations.report(state)
+
+
+_ELSEWHERE = "another data directory"
+_ERASE: dict[Scope, list[str]] = {
+    "account": erase_statements("account", "sqlite"),
+    "device": erase_statements("device", "sqlite"),
+}
+
+
+def _erase(conn: sqlite3.Connection, scope: Scope, args: tuple[Any, ...]) -> None:
+    # secure_delete zeroes the deleted cells and freed pages, so an erased account's
+    # bytes do not stay readable in the file's free space (its older WAL frames are
+    # overwritten once the log restarts after a checkpoint).
+    (before,) = conn.execute("PRAGMA secure_delete").fetchone()
+    conn.execute("PRAGMA secure_delete = ON")
+    try:
+        for statement in _ERASE[scope]:
+            conn.execute(statement, args)
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {int(before)}")
+
+
+def _device_ids(conn: sqlite3.Connection, account_id: bytes) -> list[int]:
+    return [r[0] for r in conn.execute(
+        "SELECT device_id FROM devices WHERE account_id = ?", (account_id,))]
 
 
 def _opt(value: Any) -> bytes | None:

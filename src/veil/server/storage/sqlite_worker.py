@@ -49,8 +49,10 @@ class DatabaseThread:
     def __init__(
         self, path: Path, *, synchronous: str, window_s: float,
         setup: Callable[[sqlite3.Connection], None], on_failure: Callable[[], None],
+        check: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         self._path = path
+        self._check = check
         self._synchronous = synchronous.upper()
         self._window_s = window_s
         self._setup = setup
@@ -76,6 +78,8 @@ class DatabaseThread:
         await asyncio.to_thread(self._ready.wait)
         if self._open_error is not None:
             self._thread = None
+            if isinstance(self._open_error, ServerError):  # already says what is wrong
+                raise self._open_error
             raise StorageError(f"cannot open database: {self._open_error}")
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="veil-sqlite-checkpoint", daemon=True
@@ -119,13 +123,28 @@ class DatabaseThread:
             self._jobs.put(jobs)
 
     def _connect(self) -> sqlite3.Connection:
+        if self._check is not None and self._path.exists():
+            # On a read-only connection of its own, so a database this code must not use
+            # stays byte for byte as it was: a read-write one would rewrite the header of
+            # a database not in WAL mode yet (journal_mode), and on closing checkpoint a
+            # WAL that a crashed writer left into the file.
+            ro = sqlite3.connect(f"{self._path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                ro.execute("PRAGMA busy_timeout=10000")
+                self._check(ro)
+            finally:
+                ro.close()
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
-        self._setup(conn)
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _run(self) -> None:

@@ -1,0 +1,144 @@
+"""Schema versions of both back ends: what this code writes, what it can still read.
+
+The model is Synapse's ``SCHEMA_VERSION`` / ``SCHEMA_COMPAT_VERSION``:
+
+- :data:`SCHEMA_VERSION` is the schema this code creates and upgrades to;
+- :data:`SCHEMA_COMPAT_VERSION` is the oldest code (named by the ``SCHEMA_VERSION`` it
+  was built with) that can still use a database this code has written. Raise it when a
+  change would break older code (a column it does not fill, a meaning it does not know).
+
+A database records its version (``MAX(version)`` of ``schema_migrations``, one row per
+step) and its compat version (``schema_compat_version``, only ever raised). On start a
+back end reads both before it writes anything (:func:`check`): a database whose compat
+version is above this code's ``SCHEMA_VERSION`` is refused (:class:`DatabaseTooNew`)
+and left as it was; one from newer but compatible code is used as it is; an older one
+is upgraded step by step, in one transaction. An empty database gets the declared
+schema (``storage/schema.py``) at once, with a row for every version.
+
+Never edit a released step: add the next version, with SQL for both dialects, and
+update the declaration to the result (tests/unit/server/test_schema.py checks that an
+upgraded database and a fresh one agree, on both back ends).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from veil.server.errors import DatabaseTooNew
+from veil.server.storage.schema import SCHEMA_MIGRATIONS, TABLES, Dialect, create_statements
+
+log = logging.getLogger("veil.server.storage")
+
+SCHEMA_VERSION = 2
+SCHEMA_COMPAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    version: int
+    name: str
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+
+# What each version is, for the schema_migrations rows (fresh databases get them all).
+NAMES: dict[int, str] = {
+    1: "accounts, devices, prekeys, envelopes, invites",
+    2: "schema_compat_version: the oldest code that may use the database",
+}
+
+# Steps from version 1, the first released schema (databases before it are empty).
+UPGRADES: tuple[Upgrade, ...] = (
+    Upgrade(
+        2, NAMES[2],
+        sqlite=(
+            "CREATE TABLE schema_compat_version (id INTEGER PRIMARY KEY, "
+            "compat_version INTEGER NOT NULL)",
+        ),
+        postgres=(
+            "CREATE TABLE schema_compat_version (id INTEGER NOT NULL, "
+            "compat_version INTEGER NOT NULL, PRIMARY KEY (id))",
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseState:
+    """What a database says about itself; ``version`` 0 is an empty database.
+
+    ``bookkeeping``: whether ``schema_migrations`` exists (earlier SQLite code created
+    it in a transaction of its own, so a crash could leave it empty and alone).
+    """
+
+    version: int
+    compat_version: int
+    bookkeeping: bool = False
+
+
+Statement = tuple[str, tuple[object, ...]]
+
+
+def check(state: DatabaseState, where: str, elsewhere: str) -> list[Upgrade]:
+    """The steps to apply to a database in ``state``; raises DatabaseTooNew.
+
+    ``where`` names the database in the message and ``elsewhere`` the way out ("another
+    data directory", "another database").
+    """
+    if state.compat_version > SCHEMA_VERSION:
+        raise DatabaseTooNew(
+            f"the database in {where} was written by a newer Veil (schema "
+            f"{state.version}, needs at least {state.compat_version}); upgrade Veil or "
+            f"use {elsewhere}",
+            state.version, state.compat_version,
+        )
+    return [step for step in UPGRADES if step.version > state.version]
+
+
+_RECORD = {
+    "sqlite": "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+    "postgres": "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
+}
+_COMPAT = {
+    "sqlite": "INSERT INTO schema_compat_version VALUES (1, ?) ON CONFLICT (id) "
+              "DO UPDATE SET compat_version = excluded.compat_version",
+    "postgres": "INSERT INTO schema_compat_version VALUES (1, $1) ON CONFLICT (id) "
+                "DO UPDATE SET compat_version = excluded.compat_version",
+}
+
+
+def plan(
+    state: DatabaseState, dialect: Dialect, now_ms: int, where: str, elsewhere: str
+) -> list[Statement]:
+    """Every statement (with its arguments) that brings the database to this code's
+    schema, to run in one transaction; raises DatabaseTooNew."""
+    steps = check(state, where, elsewhere)
+    record = _RECORD[dialect]
+    out: list[Statement] = []
+    if state.version == 0:
+        tables = tuple(t for t in TABLES
+                       if not (state.bookkeeping and t is SCHEMA_MIGRATIONS))
+        out += [(sql, ()) for sql in create_statements(dialect, tables)]
+        out += [(record, (v, name, now_ms)) for v, name in sorted(NAMES.items())]
+    else:
+        for step in steps:
+            out += [(sql, ()) for sql in (step.sqlite if dialect == "sqlite" else step.postgres)]
+            out.append((record, (step.version, step.name, now_ms)))
+    # Only ever raised: newer code may have set it higher than this code would.
+    compat = max(state.compat_version, SCHEMA_COMPAT_VERSION)
+    if compat != state.compat_version:
+        out.append((_COMPAT[dialect], (compat,)))
+    return out
+
+
+def report(state: DatabaseState) -> None:
+    """Log what opening a database in ``state`` did (after the commit)."""
+    if state.version == 0:
+        log.info("created the database at schema %d", SCHEMA_VERSION)
+    elif state.version < SCHEMA_VERSION:
+        log.info("upgraded the database from schema %d to %d", state.version, SCHEMA_VERSION)
+    elif state.version > SCHEMA_VERSION:
+        log.warning("the database is at schema %d, newer than this code's %d; it says code "
+                    "of schema %d can use it", state.version, SCHEMA_VERSION,
+                    state.compat_version)

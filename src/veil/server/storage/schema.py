@@ -1,0 +1,219 @@
+"""The server's tables, declared once and rendered as SQLite and PostgreSQL DDL.
+
+Both back ends create a fresh database from :data:`TABLES` (``create_statements``);
+databases written by earlier code reach the same shape through the upgrade steps of
+``storage/migrations.py``. ``tests/unit/server/test_schema.py`` introspects both real
+databases, fresh and upgraded, and compares them with this declaration.
+
+Each table also says which of its columns name the owning account and device
+(``account``, ``device``): ``delete_account`` and ``delete_device`` erase by them
+(``erase_statements``), so a new table that holds an account's data is erased as soon
+as it declares its owner. A table without an owner holds no account's data.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Literal
+
+Dialect = Literal["sqlite", "postgres"]
+Scope = Literal["account", "device"]
+
+
+class Type(enum.Enum):
+    """Logical column types and how each dialect spells them."""
+
+    BYTES = ("BLOB", "BYTEA")
+    TEXT = ("TEXT", "TEXT")
+    BOOL = ("INTEGER", "BOOLEAN")  # SQLite stores 0 or 1
+    INT16 = ("INTEGER", "SMALLINT")
+    INT32 = ("INTEGER", "INTEGER")
+    INT64 = ("INTEGER", "BIGINT")
+    # Increasing ids that are never reused, even after deletion: SQLite's AUTOINCREMENT
+    # (plain rowids may reuse the highest one) and a PostgreSQL sequence.
+    SERIAL = ("INTEGER", "BIGSERIAL")
+
+    def spelled(self, dialect: Dialect) -> str:
+        return self.value[0] if dialect == "sqlite" else self.value[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: Type
+    nullable: bool = False
+    default: bool | int | None = None
+    unique: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignKey:
+    """Always ``ON DELETE CASCADE``: a child row never outlives what it belongs to."""
+
+    columns: tuple[str, ...]
+    table: str
+    referenced: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    name: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    indexes: tuple[Index, ...] = ()
+    account: str | None = None  # the column naming the owning account
+    device: str | None = None  # with ``account``, the column naming the owning device
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    @property
+    def rowid(self) -> bool:
+        """Whether SQLite keeps it as a rowid table: a single integer primary key is the
+        rowid itself; any other key is stored best ``WITHOUT ROWID`` (one B-tree)."""
+        return len(self.primary_key) == 1 and self.column(self.primary_key[0]).type in (
+            Type.INT16, Type.INT32, Type.INT64, Type.SERIAL)
+
+
+# Bookkeeping: which upgrade steps ran, and the oldest code that may use the database.
+SCHEMA_MIGRATIONS = Table("schema_migrations", (
+    Column("version", Type.INT32),
+    Column("name", Type.TEXT),
+    Column("applied_at", Type.INT64),
+), primary_key=("version",))
+
+SCHEMA_COMPAT_VERSION = Table("schema_compat_version", (
+    Column("id", Type.INT32),  # always 1: the table has one row
+    Column("compat_version", Type.INT32),
+), primary_key=("id",))
+
+ACCOUNTS = Table("accounts", (
+    Column("id", Type.BYTES),
+    Column("username", Type.TEXT, nullable=True, unique=True),
+    Column("access_key", Type.BYTES, nullable=True),
+    Column("unrestricted_sealed", Type.BOOL, default=False),
+    Column("created_at", Type.INT64),
+), primary_key=("id",), account="id")
+
+DEVICES = Table("devices", (
+    Column("account_id", Type.BYTES),
+    Column("device_id", Type.INT32),
+    Column("registration_id", Type.INT32),
+    Column("token_hash", Type.BYTES),
+    Column("identity_key", Type.BYTES),
+    Column("signed_prekey", Type.BYTES, nullable=True),
+    Column("last_resort_kem_prekey", Type.BYTES, nullable=True),
+    Column("created_at", Type.INT64),
+), primary_key=("account_id", "device_id"),
+    foreign_keys=(ForeignKey(("account_id",), "accounts", ("id",)),),
+    account="account_id", device="device_id")
+
+ONE_TIME_PREKEYS = Table("one_time_prekeys", (
+    Column("account_id", Type.BYTES),
+    Column("device_id", Type.INT32),
+    Column("kind", Type.INT16),
+    Column("key_id", Type.INT64),
+    Column("key", Type.BYTES),
+), primary_key=("account_id", "device_id", "kind", "key_id"),
+    foreign_keys=(ForeignKey(("account_id", "device_id"), "devices",
+                             ("account_id", "device_id")),),
+    account="account_id", device="device_id")
+
+# No foreign key to devices on purpose: every submission would pay for its check.
+# The envelope has no sender column (sealed sender: routed by recipient only).
+ENVELOPES = Table("envelopes", (
+    Column("id", Type.SERIAL),
+    Column("account_id", Type.BYTES),
+    Column("device_id", Type.INT32),
+    Column("ts", Type.INT64),
+    Column("body", Type.BYTES),
+), primary_key=("id",),
+    indexes=(Index("envelopes_by_device", ("account_id", "device_id", "id")),),
+    account="account_id", device="device_id")
+
+# Minted by the operator, consumed at registration: an invite never names an account.
+INVITES = Table("invites", (
+    Column("token_hash", Type.BYTES),
+    Column("expires_at", Type.INT64),
+), primary_key=("token_hash",))
+
+# In dependency order: a table comes after every table it references.
+TABLES: tuple[Table, ...] = (
+    SCHEMA_MIGRATIONS, SCHEMA_COMPAT_VERSION, ACCOUNTS, DEVICES, ONE_TIME_PREKEYS,
+    ENVELOPES, INVITES,
+)
+
+
+def _column_sql(table: Table, column: Column, dialect: Dialect) -> str:
+    parts = [column.name, column.type.spelled(dialect)]
+    rowid_alias = dialect == "sqlite" and table.rowid and table.primary_key == (column.name,)
+    if rowid_alias:
+        # SQLite's rowid alias is written as a column constraint; it is never NULL (a
+        # NULL insert picks the next id), and saying NOT NULL would change nothing.
+        parts.append("PRIMARY KEY")
+        if column.type is Type.SERIAL:
+            parts.append("AUTOINCREMENT")
+    elif not column.nullable:
+        parts.append("NOT NULL")
+    if column.default is not None:
+        if isinstance(column.default, bool) and dialect == "postgres":
+            parts.append("DEFAULT " + ("TRUE" if column.default else "FALSE"))
+        else:
+            parts.append(f"DEFAULT {int(column.default)}")
+    if column.unique:
+        parts.append("UNIQUE")
+    return " ".join(parts)
+
+
+def create_table(table: Table, dialect: Dialect) -> str:
+    lines = [_column_sql(table, c, dialect) for c in table.columns]
+    if not (dialect == "sqlite" and table.rowid):
+        lines.append(f"PRIMARY KEY ({', '.join(table.primary_key)})")
+    for fk in table.foreign_keys:
+        lines.append(f"FOREIGN KEY ({', '.join(fk.columns)}) REFERENCES "
+                     f"{fk.table}({', '.join(fk.referenced)}) ON DELETE CASCADE")
+    suffix = " WITHOUT ROWID" if dialect == "sqlite" and not table.rowid else ""
+    body = ",\n    ".join(lines)
+    return f"CREATE TABLE {table.name} (\n    {body}\n){suffix}"
+
+
+def create_statements(dialect: Dialect, tables: tuple[Table, ...] = TABLES) -> list[str]:
+    """Every statement that creates ``tables`` (all of them by default) and indexes."""
+    statements = []
+    for table in tables:
+        statements.append(create_table(table, dialect))
+        statements.extend(
+            f"CREATE INDEX {index.name} ON {table.name}({', '.join(index.columns)})"
+            for index in table.indexes
+        )
+    return statements
+
+
+def erase_statements(scope: Scope, dialect: Dialect) -> list[str]:
+    """``DELETE`` statements removing every row of one account, or of one of its devices.
+
+    Parameters: the account id, then (scope ``device``) the device id. Children come
+    before the tables they reference, so the result does not rely on ``ON DELETE
+    CASCADE`` being enforced (SQLite enforces it only with ``PRAGMA foreign_keys``).
+    """
+    first, second = ("?", "?") if dialect == "sqlite" else ("$1", "$2")
+    statements = []
+    for table in reversed(TABLES):
+        if table.account is None:
+            continue
+        where = f"{table.account} = {first}"
+        if scope == "device":
+            if table.device is None:
+                continue
+            where += f" AND {table.device} = {second}"
+        # Names come from the declaration above, never from input.
+        statements.append(f"DELETE FROM {table.name} WHERE {where}")  # noqa: S608
+    return statements
