@@ -53,5 +53,5 @@ async def attach_mixnet(client: Client, directory_file: str | None, authority: s
                     connect=connect)
     await mix.start()
     relay = MixnetRelay(mix)
-    client.relay = relay
+    client.set_relay(relay)
     return relay

@@ -2,5 +2,7 @@
 
 from veil.client.client import Client, Conversation, IncomingMessage, Relay, SentMessage
 from veil.client.errors import ClientError
+from veil.client.events import ConnectionState, Event, KeysLow, MessageReceived
 
-__all__ = ["Client", "ClientError", "Conversation", "IncomingMessage", "Relay", "SentMessage"]
+__all__ = ["Client", "ClientError", "ConnectionState", "Conversation", "Event",
+           "IncomingMessage", "KeysLow", "MessageReceived", "Relay", "SentMessage"]

@@ -1,24 +1,24 @@
-"""HTTP and WebSocket access to a Veil server (the routes in docs/server.md).
+"""The Veil server's API (the routes in docs/server.md) over a :class:`Transport`.
 
-Maps every transport failure to :class:`ServerUnreachable` and every error answer to
-:class:`ServerRejected` carrying the server's stable error code, so callers above never
-see aiohttp exceptions.
+Every error answer becomes :class:`ServerRejected` carrying the server's stable error
+code, and a malformed answer a ``bad_response`` one (:func:`server_data`), so callers
+above never see transport exceptions or tracebacks from parsing. The transport is
+injectable (``Api(url, transport=...)``): unit tests drive real client logic against an
+in-memory server (tests/unit/client/memory_server.py).
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import contextlib
+import re
+from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
-from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
+from veil.client.errors import ServerRejected
+from veil.client.transport import AiohttpTransport, Transport, WebSocket
 
-from veil.client.errors import ServerRejected, ServerUnreachable
-
-_PROXY_ERRORS = (ProxyConnectionError, ProxyError, ProxyTimeoutError)
-
-TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
+_ACCOUNT_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 def b64(data: bytes) -> str:
@@ -29,32 +29,37 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
 
 
+@contextlib.contextmanager
+def server_data(what: str) -> Iterator[None]:
+    """A malformed answer from the server is a typed error, never a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise ServerRejected(502, "bad_response",
+                             f"the server's {what} is malformed ({type(exc).__name__})") from None
+
+
+def account_hex(value: object) -> str:
+    if not isinstance(value, str) or not _ACCOUNT_HEX.fullmatch(value):
+        raise ValueError("not an account id")
+    return value
+
+
 class Api:
     """One server, one device's credentials (set after registration)."""
 
-    def __init__(self, base_url: str, proxy: str | None = None) -> None:
+    def __init__(self, base_url: str, proxy: str | None = None,
+                 transport: Transport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._proxy = proxy
-        self._session: aiohttp.ClientSession | None = None
+        self._transport: Transport = transport or AiohttpTransport(proxy)
         self._auth: str | None = None
 
     def set_credentials(self, account_hex: str, device_id: int, token: bytes) -> None:
         raw = f"{account_hex}.{device_id}:{b64(token)}".encode()
         self._auth = "Basic " + base64.b64encode(raw).decode()
 
-    async def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = None
-            if self._proxy:
-                from veil.client.socks import socks_connector
-                connector = socks_connector(self._proxy)
-            self._session = aiohttp.ClientSession(timeout=TIMEOUT, connector=connector)
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._transport.close()
 
     def _headers(self, auth: bool, access_key: bytes | None) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -66,42 +71,23 @@ class Api:
 
     async def request(self, method: str, path: str, body: Any = None, *, auth: bool = True,
                       access_key: bytes | None = None) -> Any:
-        session = await self._http()
-        url = self.base_url + path
-        try:
-            async with session.request(method, url, json=body,
-                                       headers=self._headers(auth, access_key)) as resp:
-                text = await resp.text()
-                if resp.status >= 400:
-                    raise _rejected(resp.status, text)
-                return json.loads(text) if text else None
-        except _PROXY_ERRORS as exc:
-            raise ServerUnreachable(f"the proxy failed to reach {self.base_url} "
-                                    f"({type(exc).__name__})") from None
-        except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
-            raise ServerUnreachable(f"cannot reach the server at {self.base_url} "
-                                    f"({type(exc).__name__})") from None
-        except json.JSONDecodeError:
-            raise ServerRejected(502, "bad_response", "the server's answer is not JSON") from None
+        status, answer = await self._transport.request(
+            method, self.base_url + path, body, self._headers(auth, access_key))
+        if status >= 400:
+            raise _rejected(status, answer)
+        return answer
 
-    async def websocket(self) -> aiohttp.ClientWebSocketResponse:
-        session = await self._http()
-        try:
-            return await session.ws_connect(self.base_url + "/v1/websocket",
-                                            headers=self._headers(True, None), heartbeat=30,
-                                            max_msg_size=4 << 20)
-        except aiohttp.WSServerHandshakeError as exc:
-            raise ServerRejected(exc.status, "websocket_refused", exc.message) from None
-        except (*_PROXY_ERRORS, TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
-            raise ServerUnreachable(f"cannot reach the server at {self.base_url} "
-                                    f"({type(exc).__name__})") from None
+    async def websocket(self) -> WebSocket:
+        return await self._transport.websocket(self.base_url + "/v1/websocket",
+                                               self._headers(True, None))
 
 
-def _rejected(status: int, text: str) -> ServerRejected:
+def _rejected(status: int, answer: Any) -> ServerRejected:
     try:
-        error = json.loads(text)["error"]
+        error = answer["error"]
         details = error.get("details")
         return ServerRejected(status, str(error["code"]), str(error["message"]),
                               details if isinstance(details, dict) else None)
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
+        text = answer if isinstance(answer, str) else ""
         return ServerRejected(status, "http_error", text[:200] or "no detail")

@@ -12,6 +12,10 @@ the safety number came from the contact record, not from the sessions. So here:
   new session is set up from a bundle whose identity is checked against the contact;
 - :func:`session_identity` is the identity the safety number is computed from: the
   one the contact's sessions use (they must agree), else the contact's.
+
+Usernames are indexed (kind ``username``: name → account, written with the contact),
+so ``@name`` is found without reading every contact. Homes from before the index get
+it built once, on the first lookup.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from veil.core import keys, session
 log = logging.getLogger("veil.client")
 T = TypeVar("T")
 _KIND = "contact"
+_BY_NAME = "username"
+_INDEXED = ("self", "username_index")
 
 
 def get(store: Store, account: str) -> Contact | None:
@@ -41,7 +47,27 @@ def every(store: Store) -> list[Contact]:
 
 
 def save(store: Store, contact: Contact) -> None:
-    store.put(_KIND, contact.account, contact.encode())
+    with store.transaction():
+        store.put(_KIND, contact.account, contact.encode())
+        if contact.username is not None and \
+                store.get(_BY_NAME, contact.username) != contact.account.encode():
+            store.put(_BY_NAME, contact.username, contact.account.encode())
+
+
+def by_username(store: Store, name: str) -> Contact | None:
+    """The contact known as ``name`` (lower case), through the index."""
+    if store.get(*_INDEXED) is None:
+        with store.transaction():            # once per home: index what is there
+            for each in every(store):
+                if each.username is not None:
+                    store.put(_BY_NAME, each.username, each.account.encode())
+            store.put(*_INDEXED, b"1")
+    raw = store.get(_BY_NAME, name)
+    if raw is None:
+        return None
+    contact = get(store, raw.decode())
+    # The index may be stale (the name moved to another account): the contact decides.
+    return contact if contact is not None and contact.username == name else None
 
 
 def update(store: Store, account: str, change: Callable[[Contact], T]) -> tuple[Contact, T]:

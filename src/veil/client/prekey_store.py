@@ -189,13 +189,18 @@ def uploaded(store: Store, body: dict[str, Any]) -> None:
 
 # --- rotation and top-up ----------------------------------------------------------------
 
+def one_time_body(ec: list[tuple[int, bytes]],
+                  kem: list[tuple[int, bytes]]) -> dict[str, Any]:
+    """The one-time key fields of ``PUT /v1/keys`` (and registration)."""
+    return {
+        "one_time_prekeys": [{"key_id": k, "key": b64(v)} for k, v in ec],
+        "one_time_kem_prekeys": [{"key_id": k, "key": b64(v)} for k, v in kem],
+    }
+
+
 def upload_body(up: keys.PreKeyUpload, full: bool) -> dict[str, Any]:
     """``PUT /v1/keys`` (and registration) fields for an upload."""
-    body: dict[str, Any] = {
-        "one_time_prekeys": [{"key_id": k, "key": b64(v)} for k, v in up.one_time_prekeys],
-        "one_time_kem_prekeys": [{"key_id": k, "key": b64(v)}
-                                 for k, v in up.one_time_kem_prekeys],
-    }
+    body = one_time_body(up.one_time_prekeys, up.one_time_kem_prekeys)
     if full:
         body["signed_prekey"] = b64(up.signed_prekey)
         body["last_resort_kem_prekey"] = b64(up.last_resort_kem)
@@ -211,15 +216,22 @@ def _server_number(value: object) -> int:
 class PrekeyMaintenance:
     """Rotation of the signed prekey and last-resort key on their timer
     (``PreKeys.maintain``), top-up of one-time keys when the server runs low, and the
-    uploads both call for. The store transaction holds no network call."""
+    uploads both call for.
+
+    No lock is held across the network: the store transactions (synchronous) are the
+    only serialisation, so decryption goes on while an upload waits for the server.
+    One run at a time: a run asked for while one is under way is covered by it and
+    returns at once (two would both see the server low and top up twice)."""
 
     def __init__(self, store: Store, api: Api, identity: keys.IdentityKeyPair,
-                 clock: Callable[[], int], lock: asyncio.Lock) -> None:
+                 clock: Callable[[], int],
+                 on_low: Callable[[int, int], None] | None = None) -> None:
         self._store = store
         self._api = api
         self._identity = identity
         self._clock = clock
-        self._lock = lock                    # the client's: no decryption meanwhile
+        self._on_low = on_low                # told (ec, kem) when the server runs low
+        self._running = False
         self.next_rotation_ms = 0            # unknown until the first run
         self.recheck_s = ROTATION_RECHECK_S
 
@@ -249,35 +261,44 @@ class PrekeyMaintenance:
     async def run(self) -> None:
         """Rotate what is due (committed with its pending upload before anything goes to
         the server), top up one-time keys if the server is low, upload."""
-        async with self._lock:
-            with self._store.transaction():
-                prekeys = load(self._store)
-                rotation = prekeys.maintain(self._identity, now_ms=self._clock())
-                if rotation:
-                    save(self._store, prekeys)
-                    remember_rotation(self._store, rotation)
-                self.next_rotation_ms = prekeys.next_rotation_ms()
+        if self._running:
+            return
+        self._running = True
+        try:
+            await self._run()
+        finally:
+            self._running = False
+
+    async def _run(self) -> None:
+        with self._store.transaction():
+            prekeys = load(self._store)
+            rotation = prekeys.maintain(self._identity, now_ms=self._clock())
+            if rotation:
+                save(self._store, prekeys)
+                remember_rotation(self._store, rotation)
+            self.next_rotation_ms = prekeys.next_rotation_ms()
         if rotation:
             log.info("rotated the signed prekey or last-resort key")
         status = await self._api.request("GET", "/v1/keys/status")
         if not isinstance(status, dict):
             raise ServerRejected(502, "bad_response", "the server's key status is malformed")
-        low = min(_server_number(status.get("one_time_prekeys")),
-                  _server_number(status.get("one_time_kem_prekeys")))
+        ec_left = _server_number(status.get("one_time_prekeys"))
+        kem_left = _server_number(status.get("one_time_kem_prekeys"))
         ec: list[keys.OneTimePreKeyPublic] = []
         kem: list[keys.KemPreKeyPublic] = []
-        async with self._lock:
-            with self._store.transaction():
-                if low < REPLENISH_BELOW:
-                    prekeys = load(self._store)
-                    ec, kem = prekeys.add_one_time(self._identity, ONE_TIME_BATCH)
-                    save(self._store, prekeys)       # its next key id moved on
-                pending = pending_upload(self._store)
+        low = min(ec_left, kem_left) < REPLENISH_BELOW
+        if low and self._on_low is not None:
+            self._on_low(ec_left, kem_left)
+        with self._store.transaction():
+            if low:
+                prekeys = load(self._store)
+                ec, kem = prekeys.add_one_time(self._identity, ONE_TIME_BATCH)
+                save(self._store, prekeys)       # its next key id moved on
+            pending = pending_upload(self._store)
         if pending is None and not ec:
             return
-        upload = keys.PreKeyUpload(b"", b"", b"", [(r.key_id, r.to_bytes()) for r in ec],
-                                   [(r.key_id, r.to_bytes()) for r in kem])
-        await self._api.request("PUT", "/v1/keys",
-                                {**upload_body(upload, full=False), **(pending or {})})
+        body = one_time_body([(r.key_id, r.to_bytes()) for r in ec],
+                             [(r.key_id, r.to_bytes()) for r in kem])
+        await self._api.request("PUT", "/v1/keys", {**body, **(pending or {})})
         if pending is not None:
             uploaded(self._store, pending)

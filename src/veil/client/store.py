@@ -456,6 +456,18 @@ class Store:
             self._writable().remove(kind, self._element(kind, hname, row[0]))
             return True
 
+    def delete_oldest(self, kind: str, n: int) -> int:
+        """Remove the ``n`` records of ``kind`` written first; returns how many went."""
+        with self.transaction():
+            rows = self._db.execute("SELECT name, version FROM records WHERE kind = ? "
+                                    "ORDER BY seq LIMIT ?", (kind, n)).fetchall()
+            state = self._writable()
+            for hname, version in rows:
+                self._db.execute("DELETE FROM records WHERE kind = ? AND name = ?",
+                                 (kind, hname))
+                state.remove(kind, self._element(kind, hname, version))
+            return len(rows)
+
     def delete_kind(self, kind: str) -> None:
         """Remove every record of ``kind`` at once."""
         with self.transaction():

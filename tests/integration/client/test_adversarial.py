@@ -21,7 +21,7 @@ async def _send_raw(sender: Client, to: Client, plaintext: bytes) -> None:
     """A malicious peer: a validly encrypted and sealed message with arbitrary content."""
     contact = await sender.resolve(to.account)
     cert = await sender._certificate()
-    envelopes, _ = await sender._encrypt_for(contact, plaintext, cert)
+    envelopes, _ = await sender._outbox._encrypt_for(contact, plaintext, cert)
     await sender._api.request("PUT", f"/v1/messages/{to.account}", {"messages": [
         {"device_id": d, "envelope": b64(e)} for d, e in envelopes.items()]})
 

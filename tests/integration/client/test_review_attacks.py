@@ -67,7 +67,7 @@ async def _submit(sender: Client, to: str, envelope: bytes) -> int:
 async def _initial_with(sender: Client, to: str, bundle: keys.PreKeyBundle,
                         certificate: sealed.SenderCertificate, text: str) -> int:
     """An initial message from ``bundle`` (possibly an old one), sealed and submitted."""
-    content = Content.text_message(text, _now(), sender.me.profile_key).encode()
+    content = Content.text_message(text, _now(), sender._me.profile_key).encode()
     _, message = session.initiate(sender._identity, bundle, content)
     return await _submit(sender, to, sealed.seal(sender._identity, certificate,
                                                  bundle.identity, message))
@@ -240,7 +240,7 @@ async def test_a_backdated_envelope_cannot_revive_an_expired_certificate(
 
     def envelope(bundle: keys.PreKeyBundle, text: str, expires: int) -> str:
         cert = key.issue(bytes.fromhex(alice.account), 1, alice.identity, expires)
-        content = Content.text_message(text, now, alice.me.profile_key).encode()
+        content = Content.text_message(text, now, alice._me.profile_key).encode()
         _, message = session.initiate(alice._identity, bundle, content)
         return b64(sealed.seal(alice._identity, cert, bob.identity, message))
 
@@ -414,7 +414,7 @@ async def test_an_envelope_at_the_counter_limit_is_dropped_and_the_queue_moves_o
         sessions.save(bob._store, mallory.account, 1, held)
     theirs = sessions.load(mallory._store, bob.account, 1)[0]
     theirs._ratchet.ns = ratchet.MAX_COUNTER
-    content = Content.text_message("boom", _now(), mallory.me.profile_key).encode()
+    content = Content.text_message("boom", _now(), mallory._me.profile_key).encode()
     try:
         message = theirs.encrypt(content)
     except CoreError:              # today's core will not send there: written by hand

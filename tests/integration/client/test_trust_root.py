@@ -97,8 +97,8 @@ def test_the_server_refuses_a_root_private_key_in_its_data_directory(tmp_path: P
 async def _send_with(sender: Client, to: Client, cert: sealed.SenderCertificate,
                      text: str) -> None:
     contact = await sender.resolve(to.account)
-    content = Content.text_message(text, int(time.time() * 1000), sender.me.profile_key)
-    envelopes, _ = await sender._encrypt_for(contact, content.encode(), cert)
+    content = Content.text_message(text, int(time.time() * 1000), sender._me.profile_key)
+    envelopes, _ = await sender._outbox._encrypt_for(contact, content.encode(), cert)
     await sender._api.request("PUT", f"/v1/messages/{to.account}", {"messages": [
         {"device_id": d, "envelope": b64(e)} for d, e in envelopes.items()]})
 

@@ -1,0 +1,152 @@
+"""Who is who: resolving ``@username`` or an account id to a contact, learning a
+contact's identity and devices from prekey bundles, safety numbers and verification.
+
+Every change to a contact is a read-modify-write in one store transaction
+(``contacts.update``); network calls (username lookups, bundle claims) happen
+outside any transaction and outside any lock.
+"""
+
+from __future__ import annotations
+
+from veil.client import contacts
+from veil.client.api import account_hex, server_data, unb64
+from veil.client.device import Context
+from veil.client.errors import IdentityChanged, ServerRejected, UnknownUser
+from veil.client.records import Contact
+from veil.core import keys, safety
+
+
+class Directory:
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    async def resolve(self, who: str) -> Contact:
+        """``@username`` or an account id → the contact (created on first use)."""
+        store = self._ctx.store
+        who = who.strip()
+        if who.startswith("@"):
+            name = who[1:].lower()
+            known_by_name = contacts.by_username(store, name)
+            if known_by_name is not None:
+                return known_by_name
+            try:
+                found = await self._ctx.api.request("GET", f"/v1/usernames/{name}")
+            except ServerRejected as exc:
+                if exc.status in (400, 404):
+                    raise UnknownUser(f"no user named @{name} on this server") from None
+                raise
+            with server_data("username lookup"):
+                account, username = account_hex(found["account_id"]), found["username"]
+            if username != name:
+                # A server answering @carol with bob's name could redirect @bob later.
+                raise ServerRejected(502, "bad_response",
+                                     f"the server answered @{name} with another name")
+        else:
+            account, username = who.lower(), None
+            if len(account) != 32 or any(c not in "0123456789abcdef" for c in account):
+                raise UnknownUser(f"'{who}' is neither @username nor a 32-hex account id")
+        known = contacts.get(store, account)
+        if username is None or (known is not None and known.username == username):
+            return known or Contact(account)      # saved once it has keys or a name
+
+        def name_it(contact: Contact) -> None:
+            contact.username = username
+        return contacts.update(store, account, name_it)[0]
+
+    async def fetch_bundles(self, account: str,
+                            only: list[int] | None = None) -> dict[int, keys.PreKeyBundle]:
+        """Claim bundles: of the devices in ``only``, or of all devices (each claim uses up
+        one of the device's one-time keys, so ask only for what a session needs)."""
+        paths = ([f"/v1/keys/{account}/{d}" for d in only] if only is not None
+                 else [f"/v1/keys/{account}/*"])
+        bundles: dict[int, keys.PreKeyBundle] = {}
+        for path in paths:
+            answer = await self._ctx.api.request("GET", path)
+            with server_data("key bundle"):
+                for dev in answer["devices"]:
+                    device_id = int(dev["device_id"])
+                    if dev.get("signed_prekey") is None or \
+                            dev.get("last_resort_kem_prekey") is None:
+                        continue
+                    opk, pqopk = dev.get("one_time_prekey"), dev.get("one_time_kem_prekey")
+                    bundles[device_id] = keys.PreKeyBundle.from_parts(
+                        unb64(dev["identity_key"]), unb64(dev["signed_prekey"]),
+                        unb64(dev["last_resort_kem_prekey"]),
+                        unb64(opk["key"]) if opk else None,
+                        unb64(pqopk["key"]) if pqopk else None)
+        return bundles
+
+    def note_bundles(self, account: str, bundles: dict[int, keys.PreKeyBundle],
+                     devices: set[int] | None) -> Contact:
+        """Record the identities bundles present (and, with ``devices``, the device
+        list) in one transaction; a verified contact's changed key is refused after the
+        warning is committed."""
+        def note(contact: Contact) -> bool:
+            changed = False
+            for bundle in bundles.values():
+                changed = contacts.note_identity(contact, bundle.identity) or changed
+            if devices is not None:
+                contact.devices = sorted(devices)
+            return changed
+        contact, changed = contacts.update(self._ctx.store, account, note)
+        self._ctx.announce(changed, account)
+        if changed and contact.identity_changed:
+            raise IdentityChanged(f"the identity key of {account[:8]}… changed after you "
+                                  "verified it; compare safety numbers again")
+        return contact
+
+    async def refresh_devices(self, account: str) -> None:
+        """Learn a contact's identity and devices (claims one bundle per device)."""
+        bundles = await self.fetch_bundles(account)
+        if not bundles:
+            raise UnknownUser(f"account {account[:8]}… has no devices with keys")
+        self.note_bundles(account, bundles, set(bundles))
+
+    # --- safety numbers ------------------------------------------------------------------
+
+    def _number(self, account: str) -> tuple[safety.SafetyNumber, keys.IdentityPublicKey,
+                                              bool]:
+        """Inside a transaction: the safety number from the identity the sessions use,
+        that identity, and whether the contact had to be brought in line with it."""
+        store = self._ctx.store
+        contact = contacts.get(store, account) or Contact(account)
+        remote = contacts.session_identity(store, contact)
+        if remote is None:
+            raise UnknownUser(f"account {account[:8]}… has no published identity key")
+        changed = contacts.note_identity(contact, remote)
+        if changed:
+            contacts.save(store, contact)
+        me = self._ctx.device.record.account
+        number = safety.safety_number(self._ctx.identity.public, bytes.fromhex(me), remote,
+                                      bytes.fromhex(account))
+        return number, remote, changed
+
+    async def _known_identity(self, who: str) -> str:
+        contact = await self.resolve(who)
+        if contact.identity is None:
+            await self.refresh_devices(contact.account)
+        return contact.account
+
+    async def safety_number(self, who: str) -> safety.SafetyNumber:
+        account = await self._known_identity(who)
+        with self._ctx.store.transaction():
+            number, _, changed = self._number(account)
+        self._ctx.announce(changed, account)
+        return number
+
+    async def verify(self, who: str, expected_digits: str | None = None) -> Contact:
+        account = await self._known_identity(who)
+        expected = None if expected_digits is None else "".join(expected_digits.split())
+        store = self._ctx.store
+        contact: Contact | None = None
+        with store.transaction():
+            number, remote, changed = self._number(account)
+            if expected is None or number.digits == expected:
+                contact = contacts.get(store, account) or Contact(account)
+                contact.identity = remote.to_bytes()
+                contact.verified, contact.identity_changed = True, False
+                contacts.save(store, contact)
+        self._ctx.announce(changed, account)    # committed even when the digits differ
+        if contact is None:
+            raise IdentityChanged(f"the safety number with {who} is not the one you compared")
+        return contact

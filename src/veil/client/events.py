@@ -1,0 +1,135 @@
+"""The client's typed event stream: ``async for event in client.events()``.
+
+Events are frozen dataclasses:
+
+- :class:`MessageReceived` — a message was decrypted and committed to the store (over
+  the WebSocket or by ``pending()``), with the conversation it belongs to;
+- :class:`IdentityChanged` — a contact's device presented another identity key than the
+  one on record (committed before the event is emitted);
+- :class:`KeysLow` — the server holds fewer one-time prekeys than the client keeps in
+  stock (a top-up follows);
+- :class:`ConnectionState` — the live connection is ``connecting``, ``connected`` or
+  ``disconnected`` (with a reason, never an identifier).
+
+Each subscriber has its own bounded queue (:data:`QUEUE_SIZE`). A message is never
+dropped: when a subscriber's queue is full, receiving waits for it (backpressure; the
+envelope is acknowledged only after that, and the message is in the history anyway).
+Other events are dropped for a subscriber whose queue is full (a warning is logged),
+so a slow reader cannot stall sending. Only subscribers present when an event happens
+receive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+log = logging.getLogger("veil.client")
+
+QUEUE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    id: str
+    sender: str                    # account id (hex)
+    sender_username: str | None
+    device: int
+    text: str
+    timestamp: int                 # sender's clock, ms
+    identity_changed: bool = False  # warn loudly: the sender's key is not the verified one
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    message: IncomingMessage
+    conversation: str              # the peer's account id: the key of ``history()``
+
+
+@dataclass(frozen=True)
+class IdentityChanged:
+    account: str                   # the contact whose key changed
+    verified_before: bool          # True: sending to it is refused until verified again
+
+
+@dataclass(frozen=True)
+class KeysLow:
+    one_time_prekeys: int          # as the server counts them
+    one_time_kem_prekeys: int
+
+
+@dataclass(frozen=True)
+class ConnectionState:
+    state: Literal["connecting", "connected", "disconnected"]
+    reason: str | None = None      # for "disconnected": why (a short code)
+
+
+Event = MessageReceived | IdentityChanged | KeysLow | ConnectionState
+
+
+class _Failure:
+    """The live connection stopped with an error (each reader raises it), or, without
+    one, the client closed (each reader's iteration ends)."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class EventHub:
+    """Fan-out of events to subscribers, each with a bounded queue."""
+
+    def __init__(self, size: int = QUEUE_SIZE) -> None:
+        self._size = size
+        self._queues: list[asyncio.Queue[Event | _Failure]] = []
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._queues)
+
+    def emit(self, event: Event) -> None:
+        """For events that may be lost to a slow reader (everything but messages)."""
+        for queue in self._queues:
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                log.warning("dropped a %s event for a reader that is not keeping up",
+                            type(event).__name__)
+
+    async def emit_message(self, event: MessageReceived) -> None:
+        """Waits until every subscriber has room: messages are not dropped."""
+        for queue in list(self._queues):
+            await queue.put(event)
+
+    def fail(self, error: BaseException | None) -> None:
+        """Every reader raises ``error`` (or, with None, ends) once it gets here."""
+        for queue in self._queues:
+            while queue.full():            # the end matters more than what it displaces
+                queue.get_nowait()
+            queue.put_nowait(_Failure(error))
+
+    def end(self) -> None:
+        """The client closed: every reader's iteration ends."""
+        self.fail(None)
+
+    def add(self) -> asyncio.Queue[Event | _Failure]:
+        queue: asyncio.Queue[Event | _Failure] = asyncio.Queue(self._size)
+        self._queues.append(queue)
+        return queue
+
+    def remove(self, queue: asyncio.Queue[Event | _Failure]) -> None:
+        self._queues.remove(queue)
+        while not queue.empty():           # wakes a message emit waiting for room
+            queue.get_nowait()
+
+    @staticmethod
+    async def read(queue: asyncio.Queue[Event | _Failure]) -> AsyncIterator[Event]:
+        while True:
+            item = await queue.get()
+            if isinstance(item, _Failure):
+                if item.error is None:
+                    return
+                raise item.error
+            yield item

@@ -1,0 +1,127 @@
+"""Receiving: open the sealed envelope, decrypt, de-duplicate and store, in one store
+transaction, before the envelope is acknowledged to the server.
+
+Exactly once towards the application: a redelivered envelope fails with
+``DuplicateMessage`` (its message key is gone) or matches a seen message id, and is
+acknowledged without being shown again. The seen ids are bounded: the newest
+:data:`SEEN_LIMIT` (over all conversations) are kept, the oldest pruned first, a few
+per envelope. An id older than
+that can only come back in an envelope whose ratchet key is gone too (DuplicateMessage)
+or whose sender certificate has long expired (``trust.MAX_QUEUE_AGE_MS``), so the
+bound does not let a replay through in practice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+
+from veil.client import contacts, prekey_store, sessions, trust
+from veil.client.api import server_data, unb64
+from veil.client.content import Content
+from veil.client.device import Context
+from veil.client.events import IncomingMessage, MessageReceived
+from veil.client.records import Contact, HistoryEntry
+from veil.client.store import Store
+from veil.core import sealed
+from veil.core.errors import CoreError, DuplicateMessage, UntrustedIdentity
+
+log = logging.getLogger("veil.client")
+
+MAX_PAGES = 50                   # per pending() call: the server cannot loop us
+SEEN_LIMIT = 10_000
+_SEEN = "seen"
+_PRUNE_PER_MESSAGE = 4           # so a home over the limit shrinks without a big write
+
+
+def _remember_seen(store: Store, key: str, limit: int) -> None:
+    """Inside the receive transaction: add ``key``, drop the oldest over ``limit`` (a
+    few at a time, so a home far over it shrinks without one big write)."""
+    store.put(_SEEN, key, b"")
+    excess = store.count(_SEEN) - limit
+    if excess > 0:
+        store.delete_oldest(_SEEN, min(excess, _PRUNE_PER_MESSAGE))
+
+
+class Inbox:
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.seen_limit = SEEN_LIMIT
+
+    def decrypt_and_store(self, envelope: bytes, server_ts: int
+                          ) -> tuple[IncomingMessage | None, bool]:
+        """Synchronous (no I/O but the store): the read-modify-write of one envelope."""
+        ctx = self._ctx
+        # The certificate must have been valid when the server accepted the envelope, not
+        # when we read it (a recipient offline for a day still gets its messages) — but
+        # the server's word on that time is bounded by our clock (trust.certificate_time).
+        now = ctx.clock()
+        opened = sealed.open_envelope(ctx.identity, envelope, ctx.device.record.trust_root,
+                                      trust.certificate_time(server_ts, now))
+        if opened.certificate.server_certificate.key_id < ctx.device.min_server_key_id():
+            raise UntrustedIdentity("the sender certificate is from a revoked server key")
+        account = opened.certificate.account_id.hex()
+        device = opened.certificate.device_id
+        store = ctx.store
+        with store.transaction():
+            contact = contacts.get(store, account) or Contact(account)
+            held, plaintext, _ = sessions.decrypt(
+                sessions.load(store, account, device), opened.content, ctx.identity,
+                lambda: prekey_store.load(store), opened.sender_identity, now)
+            opened.check_session(held[0].remote_identity)
+            content = Content.decode(plaintext)
+            changed = contacts.note_identity(contact, opened.sender_identity)
+            sessions.save(store, account, device, held)
+            if content.profile_key is not None:
+                contact.profile_key = content.profile_key
+            if device not in contact.devices:
+                contact.devices = sorted({*contact.devices, device})
+            contacts.save(store, contact)
+            seen_key = f"{account}:{content.id}"
+            if store.get(_SEEN, seen_key) is not None:
+                return None, changed
+            _remember_seen(store, seen_key, self.seen_limit)
+            store.append_history(account, HistoryEntry(
+                content.id, "in", account, content.text, content.timestamp, device).encode())
+        return IncomingMessage(content.id, account, contact.username, device, content.text,
+                               content.timestamp, changed or contact.identity_changed), changed
+
+    async def handle(self, envelope: bytes, server_ts: int) -> IncomingMessage | None:
+        """Open, decrypt, store, tell subscribers. None for duplicates and for what can
+        never be read."""
+        try:
+            message, changed = self.decrypt_and_store(envelope, server_ts)
+        except DuplicateMessage:
+            return None
+        except (CoreError, RecursionError) as exc:
+            # Undecryptable forever (forged, corrupt, for an old identity or prekey,
+            # counters at their limit): drop it, so the queue moves on.
+            code = exc.code if isinstance(exc, CoreError) else "too_deep"
+            log.warning("dropped an envelope that cannot be decrypted: %s", code)
+            return None
+        if message is not None:
+            self._ctx.announce(changed, message.sender)
+            await self._ctx.hub.emit_message(MessageReceived(message, message.sender))
+        return message
+
+    async def pending(self, before: Callable[[], Awaitable[None]],
+                      after: Callable[[], Awaitable[None]]
+                      ) -> AsyncGenerator[IncomingMessage, None]:
+        """Fetch, decrypt and acknowledge what is queued (HTTP), yielding each message as
+        soon as it is stored; ``before`` and ``after`` are the housekeeping around it."""
+        api = self._ctx.api
+        await before()
+        for _ in range(MAX_PAGES):
+            answer = await api.request("GET", "/v1/messages?limit=100")
+            with server_data("message list"):
+                items = [(int(i["id"]), int(i["ts"]), unb64(i["envelope"]))
+                         for i in answer["messages"]]
+                more = bool(answer.get("more"))
+            for envelope_id, ts, envelope in items:
+                message = await self.handle(envelope, ts)
+                await api.request("DELETE", f"/v1/messages/{envelope_id}")
+                if message is not None:
+                    yield message
+            if not more:
+                break
+        await after()
