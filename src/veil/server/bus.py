@@ -9,18 +9,44 @@ the device connects.
 ``publish`` and the sink methods never block (a bus that talks to a network hands the
 event to a background writer): a publisher is typically a storage callback on the hot
 path, and a slow recipient must never stall a sender.
+
+Events are typed values, not wire frames: services say what happened, and only the
+WebSocket layer (``http/websocket.py``) decides how a device hears of it.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 DeviceKey = tuple[bytes, int]
 
 
+@dataclass(slots=True)  # not frozen: that construction costs 3x, once per envelope
+class EnvelopeQueued:
+    """An envelope committed to the device's queue (treat as immutable)."""
+
+    id: int
+    ts: int
+    # The envelope's base64 text exactly as the sender's request carried it (validated):
+    # relayed as is, so the hot path never encodes an envelope again.
+    envelope: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeysLow:
+    """The device's one-time prekey stocks ran low (advisory: it should upload more)."""
+
+    one_time_prekeys: int
+    one_time_kem_prekeys: int
+
+
+Event = EnvelopeQueued | KeysLow
+
+
 class Sink(Protocol):
-    def deliver(self, event: dict[str, Any]) -> None:
+    def deliver(self, event: Event) -> None:
         """Push one event (already committed to storage) to the connected device."""
 
     def replaced(self) -> None:
@@ -37,7 +63,7 @@ class Bus(abc.ABC):
         """Stop routing to ``sink`` (no-op if it was already replaced)."""
 
     @abc.abstractmethod
-    def publish(self, key: DeviceKey, event: dict[str, Any]) -> None: ...
+    def publish(self, key: DeviceKey, event: Event) -> None: ...
 
     @abc.abstractmethod
     def connected(self) -> int:
@@ -58,7 +84,7 @@ class InProcessBus(Bus):
         if self._sinks.get(key) is sink:
             del self._sinks[key]
 
-    def publish(self, key: DeviceKey, event: dict[str, Any]) -> None:
+    def publish(self, key: DeviceKey, event: Event) -> None:
         sink = self._sinks.get(key)
         if sink is not None:
             sink.deliver(event)

@@ -74,5 +74,10 @@ async def test_openapi_and_docs(server: ServerProcess, http: aiohttp.ClientSessi
     assert "put" in doc["paths"]["/v1/messages/{account_id}"]
     reg = doc["paths"]["/v1/accounts"]["post"]["requestBody"]["content"]["application/json"]
     assert reg["schema"]["additionalProperties"] is False
+    # The route table's slots for rate limits and audit, and the enforced query bounds.
+    ops = [op for methods in doc["paths"].values() for op in methods.values()]
+    assert all(op["x-veil-rate-limit"] and op["x-veil-audit"] for op in ops)
+    fetch = doc["paths"]["/v1/messages"]["get"]["parameters"]
+    assert [(p["name"], p["in"]) for p in fetch] == [("limit", "query"), ("after", "query")]
     async with http.get(server.url + "/docs") as r:
         assert r.status == 200 and "openapi.json" in await r.text()

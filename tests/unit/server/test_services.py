@@ -19,7 +19,7 @@ from veil.core.keys import (
     SignedPreKeyPublic,
 )
 from veil.core.sealed import SenderCertificate
-from veil.server.bus import InProcessBus
+from veil.server.bus import EnvelopeQueued, Event, InProcessBus, KeysLow
 from veil.server.certificates import (
     ROOT_FILE,
     ROOT_PUBLIC_FILE,
@@ -68,10 +68,10 @@ def opk(key_id: int) -> bytes:
 
 class Recorder:
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Event] = []
         self.was_replaced = False
 
-    def deliver(self, event: dict[str, Any]) -> None:
+    def deliver(self, event: Event) -> None:
         self.events.append(event)
 
     def replaced(self) -> None:
@@ -152,8 +152,8 @@ async def test_push_after_commit_and_own_account(world: World):
     await world.bus.subscribe((alice, 1), sink)
     bob, _ = await world.register()
     accepted = await world.messages.submit(alice, [env(1, b"hi")], DeviceSender(bob, 1))
-    assert sink.events == [{"type": "envelope", "id": accepted[0].id, "ts": NOW,
-                            "envelope": "eA=="}]
+    # A typed event: what the device hears on the wire is the WebSocket layer's business.
+    assert sink.events == [EnvelopeQueued(accepted[0].id, NOW, "eA==")]
     # To one's own account: the sending device is not a recipient.
     with pytest.raises(MismatchedDevices):
         await world.messages.submit(alice, [env(1)], DeviceSender(alice, 1))
@@ -178,8 +178,7 @@ async def test_keys_low_notice_and_fallback(world: World):
     await world.keys.fetch(bob, 1, authenticated=True, access_key=None)
     assert sink.events == []
     await world.keys.fetch(bob, None, authenticated=True, access_key=None)
-    assert sink.events == [{"type": "keys_low", "one_time_prekeys": 9,
-                            "one_time_kem_prekeys": 9}]
+    assert sink.events == [KeysLow(one_time_prekeys=9, one_time_kem_prekeys=9)]
     with pytest.raises(InvalidAccessKey):
         await world.keys.fetch(bob, 1, authenticated=False, access_key=None)
 

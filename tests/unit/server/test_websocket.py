@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
+from veil.server.bus import EnvelopeQueued, KeysLow
 from veil.server.config import ServerConfig
 from veil.server.http.websocket import DeviceConnection
 from veil.server.storage.base import DeviceRecord
 
-KEYS_LOW = {"type": "keys_low", "one_time_prekeys": 9, "one_time_kem_prekeys": 9}
+KEYS_LOW = KeysLow(one_time_prekeys=9, one_time_kem_prekeys=9)
 
 
 class Transport:
@@ -44,3 +46,17 @@ async def test_notices_are_dropped_for_a_congested_socket():
     for _ in range(1000):  # anyone can cause notices (claims): none may pile up
         congested.deliver(KEYS_LOW)
     assert congested.outbox is None
+
+
+async def test_events_become_the_documented_frames():
+    """The bus carries typed events; the frames are built here, as docs/server.md says."""
+    conn = connection(buffered=0)
+    conn.behind = False  # as after the first refill found the queue empty
+    conn.deliver(KEYS_LOW)
+    conn.deliver(EnvelopeQueued(7, 1234, "eA=="))
+    conn.deliver(EnvelopeQueued(7, 1234, "eA=="))  # pushed already: not twice
+    assert conn.outbox is not None
+    assert [json.loads(text) for text in conn.outbox] == [
+        {"type": "keys_low", "one_time_prekeys": 9, "one_time_kem_prekeys": 9},
+        {"type": "envelope", "id": 7, "ts": 1234, "envelope": "eA=="},
+    ]

@@ -9,7 +9,6 @@ The access log is off on purpose: it would record account ids and client address
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from aiohttp import web
 
 from veil.server.errors import MethodNotAllowed, NotFound, PayloadTooLarge, ServerError
 from veil.server.http.context import CONTEXT, Context, json_response
+from veil.server.http.endpoint import ROUTE_TABLE, Route, prepare
 from veil.server.http.routes import ROUTES
 
 log = logging.getLogger("veil.server.http")
@@ -32,17 +32,20 @@ def _error(exc: ServerError) -> web.Response:
     return response
 
 
-def guard(handler: _Handler) -> _Handler:
-    """Wrap a handler so every error leaves in the one JSON shape.
+def guard(route: Route) -> _Handler:
+    """The aiohttp handler of ``route``: its declaration enforced (:func:`prepare`), then
+    its handler, and every error in the one JSON shape.
 
     A wrapper per route rather than an aiohttp middleware: a middleware chain keeps two
     extra frames alive for every open WebSocket, which is memory per idle connection.
     """
+    handler = route.handler
 
-    @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)
+            # No local holds the Call: for a WebSocket this frame lives as long as the
+            # connection, and the handler drops what it does not need.
+            return await handler(await prepare(route, request))
         except ServerError as exc:
             return _error(exc)
         except web.HTTPRequestEntityTooLarge:
@@ -80,7 +83,8 @@ async def fallback(request: web.Request) -> web.Response:
 def create_app(context: Context) -> web.Application:
     app = web.Application(client_max_size=context.config.max_body_bytes)
     app[CONTEXT] = context
+    app[ROUTE_TABLE] = ROUTES
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, guard(route.handler))
+        app.router.add_route(route.method, route.path, guard(route))
     app.router.add_route("*", "/{tail:.*}", fallback)
     return app

@@ -1,4 +1,7 @@
-"""What every handler needs: the services, the schemas and request helpers (auth, body)."""
+"""What every handler needs: the services and schemas, device credentials, JSON responses.
+
+Routes read their inputs through :mod:`veil.server.http.endpoint`, which checks them.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +17,12 @@ from veil.server.bus import Bus
 from veil.server.certificates import CertificateAuthority
 from veil.server.config import ServerConfig
 from veil.server.encoding import b64decode, parse_account_id, parse_device_id
-from veil.server.errors import BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
+from veil.server.errors import BadRequest, Unauthorized, ValidationFailed
 from veil.server.http.schemas import Schemas
 from veil.server.services.accounts import AccountService
 from veil.server.services.keys import KeyService
 from veil.server.services.messages import MessageService
 from veil.server.storage.base import DeviceRecord, Storage
-from veil.server.validation import Schema, load_json
 
 ACCESS_KEY_HEADER = "Veil-Access-Key"
 
@@ -75,65 +77,6 @@ async def authenticate(request: web.Request, *, cache: bool = True) -> DeviceRec
         raise Unauthorized("this endpoint needs device credentials")
     account_id, device_id, token = parse_basic(header)
     return await ctx(request).accounts.authenticate(account_id, device_id, token, cache=cache)
-
-
-async def optional_device(request: web.Request) -> DeviceRecord | None:
-    """Device credentials if sent; a request must not carry both kinds of authorisation."""
-    if "Authorization" not in request.headers:
-        return None
-    if ACCESS_KEY_HEADER in request.headers:
-        raise BadRequest(f"send either Authorization or {ACCESS_KEY_HEADER}, not both")
-    return await authenticate(request)
-
-
-def access_key(request: web.Request) -> bytes | None:
-    text = request.headers.get(ACCESS_KEY_HEADER)
-    if text is None:
-        return None
-    try:
-        key = b64decode(text, ACCESS_KEY_HEADER)
-    except ValidationFailed as exc:
-        raise Unauthorized(f"{ACCESS_KEY_HEADER} is not base64") from exc
-    if len(key) != 16:
-        raise Unauthorized(f"{ACCESS_KEY_HEADER} must be 16 bytes")
-    return key
-
-
-async def body(request: web.Request, schema: Schema) -> dict[str, Any]:
-    return (await raw_body(request, schema))[1]
-
-
-async def raw_body(request: web.Request, schema: Schema) -> tuple[Any, dict[str, Any]]:
-    """The decoded JSON as sent and its validated form."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(
-            f"the body is larger than {ctx(request).config.max_body_bytes} bytes"
-        ) from exc
-    if not raw:
-        raise BadRequest("this endpoint needs a JSON body")
-    value = load_json(raw)
-    validated: dict[str, Any] = schema.validate(value, "body")
-    return value, validated
-
-
-def no_query(request: web.Request, allowed: tuple[str, ...] = ()) -> None:
-    for key in request.query:
-        if key not in allowed:
-            raise BadRequest(f"unknown query parameter {key[:40]!r}")
-
-
-def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    if not text.isascii() or not text.isdigit() or len(text) > 16:
-        raise BadRequest(f"query parameter {name} must be a non-negative integer")
-    value = int(text)
-    if not low <= value <= high:
-        raise BadRequest(f"query parameter {name} must be between {low} and {high}")
-    return value
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

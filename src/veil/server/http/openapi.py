@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 from veil import __version__
+from veil.server.config import ServerConfig
+from veil.server.http.endpoint import ANY_QUERY
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -29,28 +31,37 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
 }
 
 
-def document(routes: Any, schemas: Any) -> dict[str, Any]:
+def document(routes: Any, schemas: Any, config: ServerConfig) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         op: dict[str, Any] = {
             "summary": route.summary,
             "tags": [route.tag],
             "operationId": route.handler.__name__,
-            "security": _SECURITY[route.auth],
+            "security": _SECURITY[route.auth.value],
             "responses": {
                 str(code): {"description": text} for code, text in route.responses.items()
             },
+            # Slots the protection-layer and audit issues enforce; declared per route now.
+            "x-veil-rate-limit": route.rate_limit,
+            "x-veil-audit": route.audit,
         }
         op["responses"]["4XX"] = {
             "description": "Client error",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
-        params = re.findall(r"{(\w+)}", route.path)
-        if params:
-            op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
+        params: list[dict[str, Any]] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in re.findall(r"{(\w+)}", route.path)
+        ]
+        if route.query != ANY_QUERY:
+            params += [
+                {"name": q.name, "in": "query", "required": False,
+                 "schema": q.json_schema(config)}
+                for q in route.query
             ]
+        if params:
+            op["parameters"] = params
         schema = route.schema(schemas)
         if schema is not None:
             op["requestBody"] = {

@@ -37,6 +37,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from veil.server.bus import EnvelopeQueued, Event, KeysLow
 from veil.server.encoding import b64encode, log_id, parse_account_id
 from veil.server.errors import (
     InvalidJson,
@@ -45,7 +46,8 @@ from veil.server.errors import (
     TooManyConnections,
     ValidationFailed,
 )
-from veil.server.http.context import Context, authenticate, ctx
+from veil.server.http.context import Context
+from veil.server.http.endpoint import Call
 from veil.server.http.frames import fast_ack, fast_send
 from veil.server.services.messages import DeviceSender, Outgoing, SealedSender, Sender
 from veil.server.storage.base import DeviceRecord, StoredEnvelope
@@ -76,9 +78,16 @@ def _text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
+# The frames the server sends. Services and the bus hand over typed events; these are
+# the only places that turn them (and send replies) into JSON.
 def _envelope_frame(id_: int, ts: int, envelope: str) -> str:
     # Formatted by hand on the hot path: integers and validated base64 need no escaping.
     return f'{{"type":"envelope","id":{id_:d},"ts":{ts:d},"envelope":"{envelope}"}}'
+
+
+def _keys_low_frame(event: KeysLow) -> str:
+    return _dumps({"type": "keys_low", "one_time_prekeys": event.one_time_prekeys,
+                   "one_time_kem_prekeys": event.one_time_kem_prekeys})
 
 
 def _spawn(coro: Any) -> None:
@@ -287,16 +296,17 @@ class DeviceConnection(_Socket):
         if self.behind and not self.refilling and not self.closed:
             _spawn(self.refill())
 
-    def deliver(self, event: dict[str, Any]) -> None:
+    def deliver(self, event: Event) -> None:
         if self.closed:
             return
-        if event["type"] != "envelope":
+        if not isinstance(event, EnvelopeQueued):
             # Notices are advisory and anyone can trigger some (keys_low by claiming
             # keys): never let them pile up behind a slow reader.
             if not self.congested():
-                self.send_text(_dumps(event))
+                self.send_text(_keys_low_frame(event))
             return
-        if event["id"] in self.sent:
+        id_ = event.id
+        if id_ in self.sent:
             return
         if (
             self.behind or self.refilling
@@ -305,8 +315,8 @@ class DeviceConnection(_Socket):
         ):
             self.behind = True
             return
-        self._mark_sent(event["id"])
-        self.send_text(_envelope_frame(event["id"], event["ts"], event["envelope"]))
+        self._mark_sent(id_)
+        self.send_text(_envelope_frame(id_, event.ts, event.envelope))
 
     def replaced(self) -> None:
         self.closed = True
@@ -392,23 +402,20 @@ def _prepare(request: web.Request, c: Context, *, sealed: bool = False) -> web.W
     )
 
 
-async def _open_device_socket(request: web.Request, c: Context) -> DeviceConnection:
-    """Authenticate, upgrade, subscribe and push what is queued. A separate coroutine so
-    that none of its temporaries stay alive in the frame of an idle connection."""
-    device = await authenticate(request, cache=False)
+async def _open_device_socket(
+    request: web.Request, c: Context, device: DeviceRecord
+) -> DeviceConnection:
+    """Upgrade, subscribe and push what is queued. A separate coroutine so that none of
+    its temporaries stay alive in the frame of an idle connection."""
     ws = _prepare(request, c)
     await ws.prepare(request)
     conn = DeviceConnection(ws, c, request, device)
     c.connections += 1
     try:
         await c.bus.subscribe((conn.account_id, conn.device_id), conn)
-        status = await c.keys.status(conn.account_id, conn.device_id)
-        if status.low:
-            conn.send_text(_dumps({
-                "type": "keys_low",
-                "one_time_prekeys": status.counts.one_time_prekeys,
-                "one_time_kem_prekeys": status.counts.one_time_kem_prekeys,
-            }))
+        notice = (await c.keys.status(conn.account_id, conn.device_id)).notice()
+        if notice is not None:
+            conn.send_text(_keys_low_frame(notice))
         await conn.refill()
     except BaseException:
         await _close_device_socket(c, conn)
@@ -422,9 +429,12 @@ async def _close_device_socket(c: Context, conn: DeviceConnection) -> None:
     await c.bus.unsubscribe((conn.account_id, conn.device_id), conn)
 
 
-async def device_socket(request: web.Request) -> web.WebSocketResponse:
-    c = ctx(request)
-    conn = await _open_device_socket(request, c)
+async def device_socket(call: Call) -> web.WebSocketResponse:
+    """The device socket; its route authenticates the upgrade (device credentials)."""
+    c = call.c
+    conn = await _open_device_socket(call.request, c, call.me)
+    # This frame lives as long as the connection: keep only what serving needs.
+    del call
     log.debug("device %s.%d connected", log_id(conn.account_id), conn.device_id)
     try:
         await conn.serve()
@@ -434,8 +444,9 @@ async def device_socket(request: web.Request) -> web.WebSocketResponse:
     return conn.ws
 
 
-async def sealed_socket(request: web.Request) -> web.WebSocketResponse:
-    c = ctx(request)
+async def sealed_socket(call: Call) -> web.WebSocketResponse:
+    c, request = call.c, call.request
+    del call  # this frame lives as long as the connection
     ws = _prepare(request, c, sealed=True)
     await ws.prepare(request)
     conn = SealedConnection(ws, c, request)

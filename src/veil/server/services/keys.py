@@ -29,7 +29,7 @@ from veil.core.keys import (
     OneTimePreKeyPublic,
     SignedPreKeyPublic,
 )
-from veil.server.bus import Bus
+from veil.server.bus import Bus, KeysLow
 from veil.server.config import ServerConfig
 from veil.server.errors import (
     DeviceNotFound,
@@ -63,6 +63,14 @@ class PreKeyUpload:
 class KeyStatus:
     counts: PreKeyCounts
     low: bool
+
+    def notice(self) -> KeysLow | None:
+        """What the device hears when it connects: a ``KeysLow`` if the stock is low."""
+        return _keys_low(self.counts) if self.low else None
+
+
+def _keys_low(counts: PreKeyCounts) -> KeysLow:
+    return KeysLow(counts.one_time_prekeys, counts.one_time_kem_prekeys)
 
 
 def _check_size(name: str, blob: bytes, bounds: tuple[int, int]) -> None:
@@ -231,9 +239,5 @@ class KeyService:
                 bundle.one_time_kem_prekey is not None
                 and left.one_time_kem_prekeys == threshold - 1
             ):
-                self._bus.publish((account_id, bundle.device_id), {
-                    "type": "keys_low",
-                    "one_time_prekeys": bundle.remaining.one_time_prekeys,
-                    "one_time_kem_prekeys": bundle.remaining.one_time_kem_prekeys,
-                })
+                self._bus.publish((account_id, bundle.device_id), _keys_low(left))
         return bundles

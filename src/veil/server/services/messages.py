@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from veil.server.bus import Bus
+from veil.server.bus import Bus, EnvelopeQueued
 from veil.server.config import ServerConfig
 from veil.server.errors import (
     AccountNotFound,
@@ -135,10 +135,8 @@ class MessageService:
             return
         publish = self._bus.publish
         for envelope, item in zip(stored.result(), items, strict=True):
-            publish((recipient, envelope.device_id), {
-                "type": "envelope", "id": envelope.id, "ts": envelope.ts,
-                "envelope": item.text,
-            })
+            publish((recipient, envelope.device_id),
+                    EnvelopeQueued(envelope.id, envelope.ts, item.text))
 
     async def submit(
         self, recipient: bytes, items: Sequence[Outgoing], sender: Sender

@@ -1,0 +1,224 @@
+"""Route metadata, and the one place it is enforced before a handler runs.
+
+Every route of the table declares how it authenticates, which query parameters it takes
+(names, types, bounds), which body schema it reads, its path parameters, and two slots
+the protection-layer and audit issues fill: a rate-limit class and an audit tag. The
+OpenAPI document is generated from the same declaration (the two slots appear there as
+``x-veil-rate-limit`` and ``x-veil-audit``), so what is documented is what is enforced.
+
+:func:`prepare` applies a route's declaration to a request and hands the handler a
+:class:`Call`: credentials already checked, query, path and body already validated. No
+handler reads a header, the query string or the body itself.
+
+Order of the checks (kept as the handlers had it, so that a request with two faults
+gets the same error as before): unknown query parameters; for routes where device
+credentials are optional (``DEVICE_OR_ACCESS_KEY``) the path, then the credentials; for
+``DEVICE`` routes the credentials, then the path; then query values; then the body.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+
+from veil.server.config import ServerConfig
+from veil.server.encoding import b64decode
+from veil.server.errors import BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
+from veil.server.http.context import (
+    ACCESS_KEY_HEADER,
+    CONTEXT,
+    Context,
+    authenticate,
+)
+from veil.server.storage.base import DeviceRecord
+from veil.server.validation import Schema, load_json
+
+
+class Auth(enum.Enum):
+    """How a route authenticates (the values name the OpenAPI security requirement)."""
+
+    NONE = "none"
+    DEVICE = "device"  # device credentials required
+    # Device credentials if sent, else the recipient's access key (sealed sender); the
+    # service judges the key against the account, so an absent or wrong key is its call.
+    DEVICE_OR_ACCESS_KEY = "access_key"
+
+
+# An int bound: a constant, or the name of an int ServerConfig field (bounds that
+# operators configure, such as ``fetch_limit``).
+Bound = int | str
+
+
+def _bound(value: Bound, config: ServerConfig) -> int:
+    if isinstance(value, int):
+        return value
+    resolved = getattr(config, value)
+    if type(resolved) is not int:
+        raise TypeError(f"ServerConfig.{value} is not an int")
+    return resolved
+
+
+@dataclass(frozen=True)
+class IntQuery:
+    """An optional non-negative integer query parameter within [low, high]."""
+
+    name: str
+    default: Bound
+    low: Bound
+    high: Bound
+
+    def parse(self, text: str | None, config: ServerConfig) -> int:
+        if text is None:
+            return _bound(self.default, config)
+        if not text.isascii() or not text.isdigit() or len(text) > 16:
+            raise BadRequest(f"query parameter {self.name} must be a non-negative integer")
+        value = int(text)
+        low, high = _bound(self.low, config), _bound(self.high, config)
+        if not low <= value <= high:
+            raise BadRequest(f"query parameter {self.name} must be between {low} and {high}")
+        return value
+
+    def json_schema(self, config: ServerConfig) -> dict[str, Any]:
+        return {"type": "integer", "minimum": _bound(self.low, config),
+                "maximum": _bound(self.high, config),
+                "default": _bound(self.default, config)}
+
+
+# Routes that never looked at their query string (health, the documents, the WebSocket
+# upgrades) keep accepting any: refusing one now could break a deployed client or a
+# monitoring probe that adds a cache-busting parameter.
+AnyQuery = Literal["any"]
+ANY_QUERY: AnyQuery = "any"
+
+PathParser = Callable[[str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a handler receives: the request with its inputs already checked."""
+
+    request: web.Request
+    c: Context
+    device: DeviceRecord | None  # the authenticated device (None: none was sent)
+    access_key: bytes | None  # DEVICE_OR_ACCESS_KEY without credentials: the header
+    path: Mapping[str, Any]  # path parameters, parsed by the route's parsers
+    query: Mapping[str, int]  # declared query parameters (defaults filled in)
+    body: dict[str, Any]  # the validated body ({} for routes without one)
+    raw: Any  # the body's JSON as sent (the base64 text of envelopes is relayed as is)
+
+    @property
+    def me(self) -> DeviceRecord:
+        """The authenticated device of a ``DEVICE`` route."""
+        if self.device is None:  # a route table mistake, not a client's
+            raise RuntimeError("this route does not declare device authentication")
+        return self.device
+
+
+Handler = Callable[[Call], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    # The enforced metadata: no defaults, so every route states each of them.
+    _: KW_ONLY
+    auth: Auth
+    query: tuple[IntQuery, ...] | AnyQuery
+    body: str | None  # attribute name in Schemas
+    rate_limit: str  # rate-limit class (the protection-layer issue enforces it)
+    audit: str  # audit tag, "none" for routes that are not audited (the audit issue)
+    tag: str
+    path_params: Mapping[str, PathParser] = field(default_factory=dict)
+    responses: dict[int, str] = field(default_factory=lambda: {200: "OK"})
+    # Long-lived connections authenticate once: caching their records would only add
+    # to what each idle connection costs.
+    cache_credentials: bool = True
+
+    def schema(self, schemas: Any) -> Schema | None:
+        return None if self.body is None else getattr(schemas, self.body)
+
+
+# The assembled table, on the application: the OpenAPI handler reads it from there
+# rather than importing the package that imports it.
+ROUTE_TABLE: web.AppKey[tuple[Route, ...]] = web.AppKey("veil_routes", tuple)
+
+
+async def _optional_device(request: web.Request) -> DeviceRecord | None:
+    """Device credentials if sent; a request must not carry both kinds of authorisation."""
+    if "Authorization" not in request.headers:
+        return None
+    if ACCESS_KEY_HEADER in request.headers:
+        raise BadRequest(f"send either Authorization or {ACCESS_KEY_HEADER}, not both")
+    return await authenticate(request)
+
+
+def _access_key(request: web.Request) -> bytes | None:
+    text = request.headers.get(ACCESS_KEY_HEADER)
+    if text is None:
+        return None
+    try:
+        key = b64decode(text, ACCESS_KEY_HEADER)
+    except ValidationFailed as exc:
+        raise Unauthorized(f"{ACCESS_KEY_HEADER} is not base64") from exc
+    if len(key) != 16:
+        raise Unauthorized(f"{ACCESS_KEY_HEADER} must be 16 bytes")
+    return key
+
+
+async def _body(request: web.Request, schema: Schema, c: Context) -> tuple[Any, dict[str, Any]]:
+    """The decoded JSON as sent and its validated form."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"the body is larger than {c.config.max_body_bytes} bytes") from exc
+    if not raw:
+        raise BadRequest("this endpoint needs a JSON body")
+    value = load_json(raw)
+    validated: dict[str, Any] = schema.validate(value, "body")
+    return value, validated
+
+
+def _path(route: Route, request: web.Request) -> dict[str, Any]:
+    info = request.match_info
+    return {name: parse(info[name]) for name, parse in route.path_params.items()}
+
+
+async def prepare(route: Route, request: web.Request) -> Call:
+    """Apply ``route``'s declaration to ``request`` (see the module docstring for the
+    order); any failure raises the ServerError the client gets."""
+    c = request.app[CONTEXT]
+    declared = route.query
+    if declared != ANY_QUERY:
+        names = {q.name for q in declared}
+        for name in request.query:
+            if name not in names:
+                raise BadRequest(f"unknown query parameter {name[:40]!r}")
+    device: DeviceRecord | None = None
+    key: bytes | None = None
+    if route.auth is Auth.DEVICE:
+        device = await authenticate(request, cache=route.cache_credentials)
+        path = _path(route, request)
+    elif route.auth is Auth.DEVICE_OR_ACCESS_KEY:
+        path = _path(route, request)
+        device = await _optional_device(request)
+        if device is None:
+            key = _access_key(request)
+    else:
+        path = _path(route, request)
+    query: dict[str, int] = {}
+    if declared != ANY_QUERY:
+        for q in declared:
+            query[q.name] = q.parse(request.query.get(q.name), c.config)
+    raw: Any = None
+    body: dict[str, Any] = {}
+    schema = route.schema(c.schemas)
+    if schema is not None:
+        raw, body = await _body(request, schema, c)
+    return Call(request, c, device, key, path, query, body, raw)

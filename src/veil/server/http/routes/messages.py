@@ -1,0 +1,126 @@
+"""Message queue routes: submit (device or sealed), relayed submissions, fetch, acknowledge."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from veil.core.errors import CoreError
+from veil.core.submission import Submission
+from veil.server.encoding import b64encode, parse_account_id
+from veil.server.errors import BadRequest, MessageNotFound, PayloadTooLarge, ValidationFailed
+from veil.server.http.context import json_response
+from veil.server.http.endpoint import Auth, Call, IntQuery, Route
+from veil.server.services.messages import (
+    Accepted,
+    DeviceSender,
+    Outgoing,
+    SealedSender,
+    Sender,
+)
+
+MAX_AFTER = (1 << 53) - 1  # JSON-safe integers
+
+
+def _accepted(accepted: Sequence[Accepted]) -> web.Response:
+    return json_response({"messages": [
+        {"device_id": a.device_id, "id": a.id, "ts": a.ts} for a in accepted
+    ]})
+
+
+def _message_id(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 16:
+        raise BadRequest("message id must be a positive integer")
+    return int(text)
+
+
+async def submit(call: Call) -> web.Response:
+    device = call.device
+    sender: Sender = (
+        SealedSender(call.access_key) if device is None
+        else DeviceSender(device.account_id, device.device_id)
+    )
+    items = [
+        Outgoing(m["device_id"], m["envelope"], r["envelope"])
+        for m, r in zip(call.body["messages"], call.raw["messages"], strict=True)
+    ]
+    return _accepted(await call.c.messages.submit(call.path["account_id"], items, sender))
+
+
+async def relayed_submission(call: Call) -> web.Response:
+    """A sealed submission that reached us through the mixnet's provider: the same rules
+    as ``PUT /v1/messages/{account}`` with an access key, and the connection it came on
+    is the provider's, never the sender's."""
+    config = call.c.config
+    try:
+        submission = Submission.decode(call.body["submission"])
+    except CoreError as exc:
+        raise ValidationFailed(f"submission: {exc}") from None
+    items = []
+    for device_id, envelope in submission.envelopes:
+        if not envelope:  # as over HTTP and WebSocket: an envelope has at least one byte
+            raise ValidationFailed("submission: an envelope is empty")
+        if len(envelope) > config.max_envelope_bytes:
+            raise PayloadTooLarge(f"an envelope is larger than {config.max_envelope_bytes} "
+                                  "bytes")
+        items.append(Outgoing(device_id, envelope, b64encode(envelope)))
+    return _accepted(await call.c.messages.submit(
+        submission.recipient, items, SealedSender(submission.access_key)
+    ))
+
+
+async def fetch_messages(call: Call) -> web.Response:
+    device, config = call.me, call.c.config
+    limit = call.query["limit"]
+    rows = await call.c.messages.pending(
+        device.account_id, device.device_id, limit + 1, call.query["after"]
+    )
+    # Cut by bytes too: a page of large envelopes would otherwise build a response of
+    # limit × max_envelope_bytes (base64 and JSON on top). The first always fits.
+    page, total = 0, 0
+    for e in rows[:limit]:
+        total += len(e.body)
+        if page and total > config.fetch_max_bytes:
+            break
+        page += 1
+    return json_response({
+        "messages": [
+            {"id": e.id, "ts": e.ts, "envelope": b64encode(e.body)} for e in rows[:page]
+        ],
+        "more": len(rows) > page,
+    })
+
+
+async def delete_message(call: Call) -> web.Response:
+    device = call.me
+    deleted = await call.c.messages.acknowledge(
+        device.account_id, device.device_id, [call.path["id"]]
+    )
+    if deleted == 0:
+        raise MessageNotFound("no queued envelope with that id")
+    return web.Response(status=204)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("PUT", "/v1/messages/{account_id}", submit,
+          "Submit one envelope per recipient device (sealed: Veil-Access-Key)",
+          auth=Auth.DEVICE_OR_ACCESS_KEY, query=(), body="submission", rate_limit="submit",
+          audit="none", responses={200: "Stored durably", 409: "Mismatched devices"},
+          tag="messages", path_params={"account_id": parse_account_id}),
+    Route("POST", "/v1/mixnet/submissions", relayed_submission,
+          "Deliver a sealed submission relayed by a mixnet provider (access key inside)",
+          auth=Auth.NONE, query=(), body="relayed_submission", rate_limit="relay",
+          audit="none", responses={200: "Stored durably", 409: "Mismatched devices"},
+          tag="messages"),
+    Route("GET", "/v1/messages", fetch_messages,
+          "Queued envelopes of this device, oldest first (?limit, ?after)",
+          auth=Auth.DEVICE,
+          query=(IntQuery("limit", default="fetch_limit", low=1, high="fetch_limit"),
+                 IntQuery("after", default=0, low=0, high=MAX_AFTER)),
+          body=None, rate_limit="fetch", audit="none", tag="messages"),
+    Route("DELETE", "/v1/messages/{id}", delete_message,
+          "Acknowledge (delete) one queued envelope",
+          auth=Auth.DEVICE, query=(), body=None, rate_limit="ack", audit="none",
+          responses={204: "Deleted"}, tag="messages", path_params={"id": _message_id}),
+)
