@@ -64,7 +64,9 @@ class Inbox:
         device = opened.certificate.device_id
         store = ctx.store
         with store.transaction():
-            contact = contacts.get(store, account) or Contact(account)
+            known = contacts.get(store, account)
+            contact = known or Contact(account)
+            before = None if known is None else known.encode()
             held, plaintext, _ = sessions.decrypt(
                 sessions.load(store, account, device), opened.content, ctx.identity,
                 lambda: prekey_store.load(store), opened.sender_identity, now)
@@ -76,7 +78,8 @@ class Inbox:
                 contact.profile_key = content.profile_key
             if device not in contact.devices:
                 contact.devices = sorted({*contact.devices, device})
-            contacts.save(store, contact)
+            if contact.encode() != before:     # most messages change nothing here
+                contacts.save(store, contact)
             seen_key = f"{account}:{content.id}"
             if store.get(_SEEN, seen_key) is not None:
                 return None, changed
