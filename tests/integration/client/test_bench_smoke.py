@@ -1,4 +1,4 @@
-"""bench/client_prekeys.py still runs (quick mode) and reports what issue 8 item 9 asks."""
+"""The client benchmarks still run (quick mode) and report what their issues ask."""
 
 from __future__ import annotations
 
@@ -25,3 +25,13 @@ def test_client_prekeys_quick() -> None:
         for layout in ("per_record_ms", "single_blob_ms"):
             assert small[kind][layout] > 0 and large[kind][layout] > 0
             assert result["ratio_large_over_small"][kind][layout] > 0
+
+
+def test_client_store_writes_quick() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "client_store_writes.py"), "--quick"],
+                         capture_output=True, text=True, timeout=180,
+                         check=True).stdout.strip().splitlines()
+    result = json.loads(out[-1])
+    assert result["messages"] == 8
+    # Every receive commits at least a session, the seen id and a history row.
+    assert result["q1"] > 0 and result["median"] >= result["q1"]
