@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from veil.server.encoding import b64decode
-from veil.server.errors import InvalidJson, PayloadTooLarge, ValidationFailed
+from veil.server.errors import InvalidJson, ValidationFailed
 
 # A location in a document: a name, or (parent, key or index). Rendered only for errors,
 # so validating a valid document builds no strings.
@@ -47,6 +47,9 @@ class Int(Schema):
         self.minimum, self.maximum, self.description = minimum, maximum, description
 
     def validate(self, value: Any, path: Path) -> int:
+        # JSON Schema's "integer" includes 1.0; JSON has one number type.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValidationFailed(f"{_fmt(path)} must be an integer")
         if not self.minimum <= value <= self.maximum:
@@ -94,7 +97,8 @@ class Str(Schema):
     def json_schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
         if self.pattern is not None:
-            out["pattern"] = self.pattern.pattern
+            # Enforced with fullmatch; JSON Schema patterns match anywhere unless anchored.
+            out["pattern"] = f"^(?:{self.pattern.pattern})$"
         if self.enum is not None:
             out["enum"] = list(self.enum)
         return self._doc(out)
@@ -110,8 +114,10 @@ class Bytes(Schema):
         if not isinstance(value, str):
             raise ValidationFailed(f"{_fmt(path)} must be a base64 string")
         # Check the encoded length first so a huge string is never decoded.
+        # A field over its declared size is 422 like any other schema violation; 413 is
+        # for a whole body over the server's limit.
         if len(value) > 4 * ((self.max_bytes + 2) // 3):
-            raise PayloadTooLarge(f"{_fmt(path)} is larger than {self.max_bytes} bytes")
+            raise ValidationFailed(f"{_fmt(path)} is larger than {self.max_bytes} bytes")
         try:
             raw = b64decode(value)
         except ValidationFailed:
@@ -119,15 +125,46 @@ class Bytes(Schema):
         if len(raw) < self.min_bytes:
             raise ValidationFailed(f"{_fmt(path)} is shorter than {self.min_bytes} bytes")
         if len(raw) > self.max_bytes:
-            raise PayloadTooLarge(f"{_fmt(path)} is larger than {self.max_bytes} bytes")
+            raise ValidationFailed(f"{_fmt(path)} is larger than {self.max_bytes} bytes")
         return raw
 
     def json_schema(self) -> dict[str, Any]:
+        # Lengths in characters of the encoded form, and a pattern that admits exactly
+        # the base64 strings of min_bytes..max_bytes bytes, so the document's valid
+        # strings are the ones this accepts.
         return self._doc({
-            "type": "string", "format": "byte",
+            "type": "string", "contentEncoding": "base64",
+            "minLength": 4 * ((self.min_bytes + 2) // 3),
             "maxLength": 4 * ((self.max_bytes + 2) // 3),
+            "pattern": base64_pattern(self.min_bytes, self.max_bytes),
             "x-bytes": [self.min_bytes, self.max_bytes],
         })
+
+
+_B64 = "[A-Za-z0-9+/]"
+# The last group of an encoding of 3g + 1 and 3g + 2 bytes.
+_TAILS = ("", f"{_B64}{{2}}==", f"{_B64}{{3}}=")
+
+
+def _quantifier(low: int, high: int) -> str:
+    return f"{{{low}}}" if low == high else f"{{{low},{high}}}"
+
+
+def base64_pattern(min_bytes: int, max_bytes: int) -> str:
+    """A JSON Schema pattern (ECMA-262, anchored) matching exactly the padded standard
+    base64 encodings of ``min_bytes`` to ``max_bytes`` bytes."""
+    options = []
+    for rest, tail in enumerate(_TAILS):
+        # 3g + rest bytes: g full groups of four characters, then the tail.
+        low = max(0, -(-(min_bytes - rest) // 3))
+        high = (max_bytes - rest) // 3
+        if high >= low and 3 * high + rest >= min_bytes:
+            groups = "" if high == 0 else f"(?:{_B64}{{4}}){_quantifier(low, high)}"
+            if groups or tail:
+                options.append(groups + tail)
+    if min_bytes == 0:
+        options.append("")
+    return "^(?:" + "|".join(dict.fromkeys(options)) + ")$"
 
 
 class List(Schema):
@@ -141,7 +178,7 @@ class List(Schema):
         if not isinstance(value, list):
             raise ValidationFailed(f"{_fmt(path)} must be a list")
         if len(value) > self.max_items:
-            raise PayloadTooLarge(f"{_fmt(path)} has more than {self.max_items} items")
+            raise ValidationFailed(f"{_fmt(path)} has more than {self.max_items} items")
         if len(value) < self.min_items:
             raise ValidationFailed(f"{_fmt(path)} needs at least {self.min_items} items")
         return [self.item.validate(v, (path, i)) for i, v in enumerate(value)]
@@ -206,3 +243,15 @@ def parse_json(body: bytes | str, schema: Schema, what: str = "body") -> dict[st
     """Decode ``body`` as JSON and validate it against ``schema``."""
     result: dict[str, Any] = schema.validate(load_json(body, what), what)
     return result
+
+__all__ = [
+    "Bool",
+    "Bytes",
+    "Int",
+    "List",
+    "Obj",
+    "Schema",
+    "Str",
+    "load_json",
+    "parse_json",
+]

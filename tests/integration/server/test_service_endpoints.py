@@ -71,7 +71,7 @@ async def test_openapi_and_docs(server: ServerProcess, http: aiohttp.ClientSessi
     async with http.get(server.url + "/openapi.json") as r:
         doc = await r.json()
     assert doc["openapi"].startswith("3.")
-    assert "put" in doc["paths"]["/v1/messages/{account_id}"]
+    assert {"put", "delete"} <= set(doc["paths"]["/v1/messages/{target}"])
     reg = doc["paths"]["/v1/accounts"]["post"]["requestBody"]["content"]["application/json"]
     assert reg["schema"]["additionalProperties"] is False
     # The route table's slots for rate limits and audit, and the enforced query bounds.

@@ -1,1 +1,12 @@
 """The HTTP and WebSocket front of the server: thin handlers over the services."""
+
+__all__ = [
+    "app",
+    "context",
+    "endpoint",
+    "frames",
+    "openapi",
+    "routes",
+    "schemas",
+    "websocket",
+]

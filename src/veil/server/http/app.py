@@ -74,9 +74,13 @@ _PATHS = [
 
 
 async def fallback(request: web.Request) -> web.Response:
-    """Every request no route takes: 405 if the path exists for another method, else 404."""
-    if any(pattern.match(request.path) for pattern, _ in _PATHS):
-        return _error(MethodNotAllowed("this endpoint does not accept that method"))
+    """Every request no route takes: 405 if the path exists for another method, with the
+    methods it takes in ``Allow`` (RFC 9110 §15.5.6), else 404."""
+    allowed = sorted({method for pattern, method in _PATHS if pattern.match(request.path)})
+    if allowed:
+        response = _error(MethodNotAllowed("this endpoint does not accept that method"))
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
     return _error(NotFound("no such endpoint"))
 
 
@@ -88,3 +92,8 @@ def create_app(context: Context) -> web.Application:
         app.router.add_route(route.method, route.path, guard(route))
     app.router.add_route("*", "/{tail:.*}", fallback)
     return app
+
+__all__ = [
+    "create_app",
+    "guard",
+]

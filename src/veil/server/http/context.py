@@ -84,3 +84,12 @@ def json_response(data: Any, status: int = 200) -> web.Response:
         text=json.dumps(data, separators=(",", ":")), status=status,
         content_type="application/json",
     )
+
+__all__ = [
+    "ACCESS_KEY_HEADER",
+    "CONTEXT",
+    "Context",
+    "authenticate",
+    "json_response",
+    "parse_basic",
+]

@@ -97,6 +97,27 @@ ANY_QUERY: AnyQuery = "any"
 PathParser = Callable[[str], Any]
 
 
+@dataclass(frozen=True)
+class PathParam:
+    """A path parameter: its parser, and the pattern (ECMA-262, anchored) of the texts
+    the parser accepts, which the OpenAPI document states; a text outside it is refused
+    by the parser (400 or 422), one inside it is accepted by it."""
+
+    parse: PathParser
+    pattern: str
+    description: str = ""
+
+    def json_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "string", "pattern": self.pattern}
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+def path_parser(param: PathParser | PathParam) -> PathParser:
+    return param.parse if isinstance(param, PathParam) else param
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """What a handler receives: the request with its inputs already checked."""
@@ -135,7 +156,7 @@ class Route:
     rate_limit: str  # rate-limit class (the protection-layer issue enforces it)
     audit: str  # audit tag, "none" for routes that are not audited (the audit issue)
     tag: str
-    path_params: Mapping[str, PathParser] = field(default_factory=dict)
+    path_params: Mapping[str, PathParser | PathParam] = field(default_factory=dict)
     responses: dict[int, str] = field(default_factory=lambda: {200: "OK"})
     # Long-lived connections authenticate once: caching their records would only add
     # to what each idle connection costs.
@@ -187,7 +208,7 @@ async def _body(request: web.Request, schema: Schema, c: Context) -> tuple[Any, 
 
 def _path(route: Route, request: web.Request) -> dict[str, Any]:
     info = request.match_info
-    return {name: parse(info[name]) for name, parse in route.path_params.items()}
+    return {name: path_parser(param)(info[name]) for name, param in route.path_params.items()}
 
 
 async def prepare(route: Route, request: web.Request) -> Call:
@@ -222,3 +243,13 @@ async def prepare(route: Route, request: web.Request) -> Call:
     if schema is not None:
         raw, body = await _body(request, schema, c)
     return Call(request, c, device, key, path, query, body, raw)
+
+__all__ = [
+    "ANY_QUERY",
+    "ROUTE_TABLE",
+    "Auth",
+    "Call",
+    "IntQuery",
+    "Route",
+    "prepare",
+]

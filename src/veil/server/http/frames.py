@@ -77,3 +77,8 @@ def fast_send(
         items.append({"device_id": device_id, "envelope": body})
     out["messages"] = items
     return out
+
+__all__ = [
+    "fast_ack",
+    "fast_send",
+]

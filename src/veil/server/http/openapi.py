@@ -8,7 +8,7 @@ from typing import Any
 
 from veil import __version__
 from veil.server.config import ServerConfig
-from veil.server.http.endpoint import ANY_QUERY
+from veil.server.http.endpoint import ANY_QUERY, Auth, PathParam, Route
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -31,6 +31,30 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
 }
 
 
+_ERROR_CONTENT: dict[str, Any] = {
+    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+}
+
+
+def _error_statuses(route: Route, has_body: bool) -> dict[int, str]:
+    """The error statuses ``route`` can answer with, from its declaration (the handler's
+    own, such as 409, are in ``route.responses``); each has the one error body."""
+    out: dict[int, str] = {400: "Bad request: unknown query parameter, bad query value, "
+                                "path or JSON (bad_request, invalid_json)"}
+    if route.auth is not Auth.NONE:
+        out[401] = "Missing or wrong credentials (unauthorized, invalid_access_key)"
+    if route.path_params:
+        out[404] = "Not found (not_found and the resource's own code)"
+        out[422] = "A path parameter out of range (validation_failed)"
+    if has_body:
+        out[413] = "The body is larger than max_body_bytes (payload_too_large)"
+        out[422] = "The body does not match the schema, or a field that matches it does " \
+                   "not parse or verify (validation_failed, limit_exceeded)"
+    out[503] = "Storage unavailable or too many connections (storage_error, " \
+               "too_many_connections)"
+    return out
+
+
 def document(routes: Any, schemas: Any, config: ServerConfig) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -39,21 +63,27 @@ def document(routes: Any, schemas: Any, config: ServerConfig) -> dict[str, Any]:
             "tags": [route.tag],
             "operationId": route.handler.__name__,
             "security": _SECURITY[route.auth.value],
-            "responses": {
-                str(code): {"description": text} for code, text in route.responses.items()
-            },
+            "responses": {},
             # Slots the protection-layer and audit issues enforce; declared per route now.
             "x-veil-rate-limit": route.rate_limit,
             "x-veil-audit": route.audit,
         }
-        op["responses"]["4XX"] = {
-            "description": "Client error",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
-        params: list[dict[str, Any]] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in re.findall(r"{(\w+)}", route.path)
-        ]
+        schema = route.schema(schemas)
+        statuses = {**_error_statuses(route, schema is not None), **route.responses}
+        for code in sorted(statuses):
+            response: dict[str, Any] = {"description": statuses[code]}
+            if code >= 400:
+                response["content"] = _ERROR_CONTENT
+            op["responses"][str(code)] = response
+        op["responses"]["4XX"] = {"description": "Client error", "content": _ERROR_CONTENT}
+        params: list[dict[str, Any]] = []
+        for name in re.findall(r"{(\w+)}", route.path):
+            declared = route.path_params.get(name)
+            params.append({
+                "name": name, "in": "path", "required": True,
+                "schema": declared.json_schema() if isinstance(declared, PathParam)
+                else {"type": "string"},
+            })
         if route.query != ANY_QUERY:
             params += [
                 {"name": q.name, "in": "query", "required": False,
@@ -62,7 +92,6 @@ def document(routes: Any, schemas: Any, config: ServerConfig) -> dict[str, Any]:
             ]
         if params:
             op["parameters"] = params
-        schema = route.schema(schemas)
         if schema is not None:
             op["requestBody"] = {
                 "required": True,
@@ -130,3 +159,8 @@ fetch('/openapi.json').then(r => r.json()).then(doc => {
 });
 </script></body></html>
 """
+
+__all__ = [
+    "DOCS_HTML",
+    "document",
+]

@@ -92,7 +92,8 @@ def build_schemas(config: ServerConfig) -> Schemas:
         ),
         submission=Obj({"messages": messages}, required=("messages",)),
         relayed_submission=Obj(
-            {"submission": Bytes(1, config.max_body_bytes,
+            # At most what fits in a body of max_body_bytes with its JSON around it.
+            {"submission": Bytes(1, 3 * ((config.max_body_bytes - 64) // 4),
                                  "veil.core.submission encoding of a sealed submission")},
             required=("submission",),
             description="a sealed submission relayed by a mixnet provider",
@@ -113,3 +114,10 @@ def build_schemas(config: ServerConfig) -> Schemas:
         ),
         ws_type=Str(8, "send|ack"),
     )
+
+__all__ = [
+    "MAX_ACK_IDS",
+    "MAX_REQ",
+    "Schemas",
+    "build_schemas",
+]

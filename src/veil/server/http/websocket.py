@@ -459,3 +459,9 @@ async def sealed_socket(call: Call) -> web.WebSocketResponse:
         c.connections -= 1
         c.sealed_connections -= 1
     return ws
+
+__all__ = [
+    "DeviceConnection",
+    "device_socket",
+    "sealed_socket",
+]

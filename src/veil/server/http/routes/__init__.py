@@ -18,4 +18,4 @@ ROUTES: tuple[Route, ...] = (
     *service.ROUTES,
 )
 
-__all__ = ["ROUTES", "Route"]
+__all__ = ["ROUTES", "Route", "accounts", "certificates", "keys", "messages", "service"]

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from veil.server.encoding import b64encode, normalise_username
 from veil.server.http.context import json_response
-from veil.server.http.endpoint import Auth, Call, Route
+from veil.server.http.endpoint import Auth, Call, PathParam, Route
 from veil.server.http.routes.keys import prekey_upload
 from veil.server.services.accounts import Registration
 
@@ -89,5 +89,11 @@ ROUTES: tuple[Route, ...] = (
           audit="account.sealed_access", responses={204: "Saved"}, tag="accounts"),
     Route("GET", "/v1/usernames/{username}", lookup_username, "Find an account by username",
           auth=Auth.DEVICE, query=(), body=None, rate_limit="lookup", audit="none",
-          tag="accounts", path_params={"username": normalise_username}),
+          tag="accounts",
+          path_params={"username": PathParam(normalise_username, "^[A-Za-z0-9_]{3,32}$",
+                                             "case-insensitive")}),
 )
+
+__all__ = [
+    "ROUTES",
+]

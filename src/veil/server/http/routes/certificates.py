@@ -37,3 +37,7 @@ ROUTES: tuple[Route, ...] = (
           auth=Auth.NONE, query=(), body=None, rate_limit="public", audit="none",
           tag="certificates"),
 )
+
+__all__ = [
+    "ROUTES",
+]

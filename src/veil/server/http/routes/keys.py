@@ -8,7 +8,7 @@ from aiohttp import web
 
 from veil.server.encoding import b64encode, parse_account_id, parse_device_id
 from veil.server.http.context import json_response
-from veil.server.http.endpoint import Auth, Call, Route
+from veil.server.http.endpoint import Auth, Call, PathParam, Route
 from veil.server.services.keys import PreKeyUpload
 from veil.server.storage.base import DeviceBundle, OneTimeKey, PreKeyCounts
 
@@ -57,6 +57,9 @@ def _bundle(b: DeviceBundle) -> dict[str, Any]:
     }
 
 
+ACCOUNT_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
 def _device_or_all(text: str) -> int | None:
     return None if text == "*" else parse_device_id(text)
 
@@ -96,5 +99,15 @@ ROUTES: tuple[Route, ...] = (
           "Claim prekey bundles of one device, or of all with device_id '*'",
           auth=Auth.DEVICE_OR_ACCESS_KEY, query=(), body=None, rate_limit="keys_claim",
           audit="none", tag="keys",
-          path_params={"account_id": parse_account_id, "device_id": _device_or_all}),
+          path_params={
+              "account_id": PathParam(parse_account_id, ACCOUNT_ID_PATTERN, "account id, hex"),
+              # Device ids go up to 2^31 - 1; the document states the first 999 999 999.
+              "device_id": PathParam(_device_or_all, r"^(?:\*|[1-9][0-9]{0,8})$",
+                                     "a device id, or * for every device"),
+          }),
 )
+
+__all__ = [
+    "ROUTES",
+    "prekey_upload",
+]

@@ -11,7 +11,8 @@ from veil.core.submission import Submission
 from veil.server.encoding import b64encode, parse_account_id
 from veil.server.errors import BadRequest, MessageNotFound, PayloadTooLarge, ValidationFailed
 from veil.server.http.context import json_response
-from veil.server.http.endpoint import Auth, Call, IntQuery, Route
+from veil.server.http.endpoint import Auth, Call, IntQuery, PathParam, Route
+from veil.server.http.routes.keys import ACCOUNT_ID_PATTERN
 from veil.server.services.messages import (
     Accepted,
     DeviceSender,
@@ -45,7 +46,7 @@ async def submit(call: Call) -> web.Response:
         Outgoing(m["device_id"], m["envelope"], r["envelope"])
         for m, r in zip(call.body["messages"], call.raw["messages"], strict=True)
     ]
-    return _accepted(await call.c.messages.submit(call.path["account_id"], items, sender))
+    return _accepted(await call.c.messages.submit(call.path["target"], items, sender))
 
 
 async def relayed_submission(call: Call) -> web.Response:
@@ -95,7 +96,7 @@ async def fetch_messages(call: Call) -> web.Response:
 async def delete_message(call: Call) -> web.Response:
     device = call.me
     deleted = await call.c.messages.acknowledge(
-        device.account_id, device.device_id, [call.path["id"]]
+        device.account_id, device.device_id, [call.path["target"]]
     )
     if deleted == 0:
         raise MessageNotFound("no queued envelope with that id")
@@ -103,11 +104,16 @@ async def delete_message(call: Call) -> web.Response:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("PUT", "/v1/messages/{account_id}", submit,
+    # One template for both routes of /v1/messages/{target} (an account for PUT, an
+    # envelope id for DELETE): aiohttp routes them by the same pattern, and OpenAPI
+    # forbids two templates that differ only in the parameter name.
+    Route("PUT", "/v1/messages/{target}", submit,
           "Submit one envelope per recipient device (sealed: Veil-Access-Key)",
           auth=Auth.DEVICE_OR_ACCESS_KEY, query=(), body="submission", rate_limit="submit",
           audit="none", responses={200: "Stored durably", 409: "Mismatched devices"},
-          tag="messages", path_params={"account_id": parse_account_id}),
+          tag="messages",
+          path_params={"target": PathParam(parse_account_id, ACCOUNT_ID_PATTERN,
+                                               "recipient account id, hex")}),
     Route("POST", "/v1/mixnet/submissions", relayed_submission,
           "Deliver a sealed submission relayed by a mixnet provider (access key inside)",
           auth=Auth.NONE, query=(), body="relayed_submission", rate_limit="relay",
@@ -119,8 +125,13 @@ ROUTES: tuple[Route, ...] = (
           query=(IntQuery("limit", default="fetch_limit", low=1, high="fetch_limit"),
                  IntQuery("after", default=0, low=0, high=MAX_AFTER)),
           body=None, rate_limit="fetch", audit="none", tag="messages"),
-    Route("DELETE", "/v1/messages/{id}", delete_message,
+    Route("DELETE", "/v1/messages/{target}", delete_message,
           "Acknowledge (delete) one queued envelope",
           auth=Auth.DEVICE, query=(), body=None, rate_limit="ack", audit="none",
-          responses={204: "Deleted"}, tag="messages", path_params={"id": _message_id}),
+          responses={204: "Deleted"}, tag="messages",
+          path_params={"target": PathParam(_message_id, "^[0-9]{1,16}$", "envelope id")}),
 )
+
+__all__ = [
+    "ROUTES",
+]

@@ -51,3 +51,8 @@ ROUTES: tuple[Route, ...] = (
           auth=Auth.NONE, query=ANY_QUERY, body=None, rate_limit="public", audit="none",
           tag="misc"),
 )
+
+__all__ = [
+    "ROUTES",
+    "WEBSOCKET_ROUTES",
+]
