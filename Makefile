@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test
+.PHONY: run test docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,8 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The API reference from the docstrings, into docs/api/ (git-ignored).
+docs: $(VENV)/.installed-dev
+	rm -rf docs/api
+	$(BIN)/pdoc -o docs/api veil

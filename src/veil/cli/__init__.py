@@ -1,1 +1,10 @@
 """Command-line programs (thin: they call the client, server and mixnet layers)."""
+
+__all__ = [
+    "demo",
+    "main",
+    "messaging",
+    "mix",
+    "relay",
+    "serve",
+]

@@ -114,3 +114,9 @@ def demo(as_json: bool) -> None:
 
 
 COMMANDS = [demo]
+
+__all__ = [
+    "COMMANDS",
+    "demo",
+    "run_demo",
+]

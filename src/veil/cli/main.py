@@ -54,6 +54,13 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("veil: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
 
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_USER_ERROR",
+    "cli",
+    "main",
+]
+
 
 if __name__ == "__main__":
     main()

@@ -322,3 +322,7 @@ async def history(to: str, limit: int, home: str | None, as_json: bool,
 
 
 COMMANDS = [init, show_id, send, recv, chat, safety, verify, conversations, history]
+
+__all__ = [
+    "COMMANDS",
+]

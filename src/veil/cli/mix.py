@@ -268,6 +268,11 @@ def main() -> None:
         click.echo(f"veil: {exc}", err=True)
         sys.exit(1)
 
+__all__ = [
+    "COMMANDS",
+    "mix",
+]
+
 
 if __name__ == "__main__":
     main()

@@ -55,3 +55,8 @@ async def attach_mixnet(client: Client, directory_file: str | None, authority: s
     relay = MixnetRelay(mix)
     client.set_relay(relay)
     return relay
+
+__all__ = [
+    "MixnetRelay",
+    "attach_mixnet",
+]

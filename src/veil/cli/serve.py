@@ -170,3 +170,8 @@ def show_keys(ctx: click.Context, data: str | None) -> None:
     expires = time.strftime("%Y-%m-%d", time.gmtime(ca.expires_ms / 1000))
     click.echo(f"fingerprint {ca.fingerprint}\nserver key  {ca.key_id} (expires {expires})"
                f"\nrevoked     ids below {ca.min_key_id}")
+
+__all__ = [
+    "COMMANDS",
+    "server",
+]

@@ -1,8 +1,63 @@
 """The client SDK (asyncio): one :class:`Client` class on top of ``veil.core``."""
 
 from veil.client.client import Client, Conversation, IncomingMessage, Relay, SentMessage
-from veil.client.errors import ClientError
+from veil.client.errors import (
+    AlreadyInitialised,
+    ClientError,
+    CorruptStore,
+    NotInitialised,
+    PassphraseRequired,
+    ServerRejected,
+    ServerUnreachable,
+    StoreError,
+    StoreRolledBack,
+    TrustRootMismatch,
+    UnknownUser,
+    WrongPassphrase,
+)
 from veil.client.events import ConnectionState, Event, KeysLow, MessageReceived
 
-__all__ = ["Client", "ClientError", "ConnectionState", "Conversation", "Event",
-           "IncomingMessage", "KeysLow", "MessageReceived", "Relay", "SentMessage"]
+# ``IdentityChanged`` is both an event (veil.client.events) and an error
+# (veil.client.errors); import it from the module you mean.
+__all__ = [
+    "AlreadyInitialised",
+    "Client",
+    "ClientError",
+    "ConnectionState",
+    "Conversation",
+    "CorruptStore",
+    "Event",
+    "IncomingMessage",
+    "KeysLow",
+    "MessageReceived",
+    "NotInitialised",
+    "PassphraseRequired",
+    "Relay",
+    "SentMessage",
+    "ServerRejected",
+    "ServerUnreachable",
+    "StoreError",
+    "StoreRolledBack",
+    "TrustRootMismatch",
+    "UnknownUser",
+    "WrongPassphrase",
+    "api",
+    "client",
+    "connection",
+    "contacts",
+    "content",
+    "device",
+    "directory",
+    "errors",
+    "events",
+    "history",
+    "inbox",
+    "outbox",
+    "prekey_store",
+    "records",
+    "sessions",
+    "socks",
+    "store",
+    "transport",
+    "trust",
+]

@@ -91,3 +91,11 @@ def _rejected(status: int, answer: Any) -> ServerRejected:
     except (KeyError, TypeError, AttributeError):
         text = answer if isinstance(answer, str) else ""
         return ServerRejected(status, "http_error", text[:200] or "no detail")
+
+__all__ = [
+    "Api",
+    "account_hex",
+    "b64",
+    "server_data",
+    "unb64",
+]

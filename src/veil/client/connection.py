@@ -113,3 +113,8 @@ class Connection:
                 timer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await timer
+
+__all__ = [
+    "Backoff",
+    "Connection",
+]

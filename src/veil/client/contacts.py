@@ -121,3 +121,14 @@ def session_identity(store: Store, contact: Contact) -> keys.IdentityPublicKey |
     if found:
         return keys.IdentityPublicKey.from_bytes(found.pop())
     return contact.identity_key()
+
+__all__ = [
+    "by_username",
+    "every",
+    "get",
+    "note_identity",
+    "save",
+    "session_identity",
+    "update",
+    "usable_sessions",
+]

@@ -59,3 +59,7 @@ class Content:
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise MalformedMessage(f"message content is malformed: {type(exc).__name__}")\
                 from None
+
+__all__ = [
+    "Content",
+]

@@ -75,3 +75,10 @@ class Context:
                                       and contact.identity_changed))
         if self.identity_listener is not None:
             self.identity_listener(account)
+
+__all__ = [
+    "Clock",
+    "Context",
+    "DeviceInfo",
+    "DeviceState",
+]

@@ -150,3 +150,7 @@ class Directory:
         if contact is None:
             raise IdentityChanged(f"the safety number with {who} is not the one you compared")
         return contact
+
+__all__ = [
+    "Directory",
+]

@@ -72,3 +72,19 @@ class TrustRootMismatch(ClientError):
     """The server's sealed-sender trust root is not the one the user pinned."""
 
     code = "trust_root_mismatch"
+
+__all__ = [
+    "AlreadyInitialised",
+    "ClientError",
+    "CorruptStore",
+    "IdentityChanged",
+    "NotInitialised",
+    "PassphraseRequired",
+    "ServerRejected",
+    "ServerUnreachable",
+    "StoreError",
+    "StoreRolledBack",
+    "TrustRootMismatch",
+    "UnknownUser",
+    "WrongPassphrase",
+]

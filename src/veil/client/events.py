@@ -133,3 +133,13 @@ class EventHub:
                     return
                 raise item.error
             yield item
+
+__all__ = [
+    "ConnectionState",
+    "Event",
+    "EventHub",
+    "IdentityChanged",
+    "IncomingMessage",
+    "KeysLow",
+    "MessageReceived",
+]

@@ -32,3 +32,8 @@ class History:
                 out.append(Conversation(contact.account, contact.username, contact.verified,
                                         last[0]))
         return sorted(out, key=lambda c: c.last.timestamp if c.last else 0, reverse=True)
+
+__all__ = [
+    "Conversation",
+    "History",
+]

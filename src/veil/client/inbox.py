@@ -128,3 +128,8 @@ class Inbox:
             if not more:
                 break
         await after()
+
+__all__ = [
+    "SEEN_LIMIT",
+    "Inbox",
+]

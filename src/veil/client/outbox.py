@@ -198,3 +198,9 @@ class Outbox:
             envelopes[device] = sealed.seal(identity, cert, remote, message)
             sessions.save(store, account, device, held)   # drops the set-aside ones
         return envelopes, contact
+
+__all__ = [
+    "Outbox",
+    "Relay",
+    "SentMessage",
+]

@@ -302,3 +302,18 @@ class PrekeyMaintenance:
         await self._api.request("PUT", "/v1/keys", {**body, **(pending or {})})
         if pending is not None:
             uploaded(self._store, pending)
+
+__all__ = [
+    "ONE_TIME_BATCH",
+    "PrekeyMaintenance",
+    "StoreTable",
+    "load",
+    "migrate",
+    "pending_upload",
+    "remember_rotation",
+    "save",
+    "store_new",
+    "tables",
+    "upload_body",
+    "uploaded",
+]

@@ -106,3 +106,9 @@ class HistoryEntry:
             return cls(**_load("history", data))
         except TypeError:
             raise CorruptStore("stored history entry is damaged") from None
+
+__all__ = [
+    "Contact",
+    "HistoryEntry",
+    "SelfRecord",
+]

@@ -106,3 +106,10 @@ def decrypt(sessions: list[session.Session], message: bytes, identity: keys.Iden
         return [s, *sessions[:i], *sessions[i + 1:]], plaintext, None
     assert first_error is not None
     raise first_error
+
+__all__ = [
+    "decrypt",
+    "delete",
+    "load",
+    "save",
+]

@@ -19,3 +19,7 @@ def socks_connector(proxy_url: str) -> ProxyConnector:
         raise ClientError(f"proxy must look like socks5://HOST:PORT, not {proxy_url!r}")
     return ProxyConnector(proxy_type=ProxyType.SOCKS5, host=parts.hostname, port=parts.port,
                           username=parts.username, password=parts.password, rdns=True)
+
+__all__ = [
+    "socks_connector",
+]

@@ -526,3 +526,12 @@ def _connect(path: Path) -> sqlite3.Connection:
     finally:
         os.umask(old_umask)
     return db
+
+__all__ = [
+    "DB_FILE",
+    "DEFAULT_KDF",
+    "FAST",
+    "KEY_FILE",
+    "KdfParams",
+    "Store",
+]

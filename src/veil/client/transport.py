@@ -125,3 +125,9 @@ def _origin(url: str) -> str:
     """The server part of a URL for messages: paths name accounts, which are not logged."""
     scheme, _, rest = url.partition("://")
     return f"{scheme}://{rest.split('/', 1)[0]}"
+
+__all__ = [
+    "AiohttpTransport",
+    "Transport",
+    "WebSocket",
+]

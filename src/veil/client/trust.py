@@ -91,3 +91,13 @@ def learn_statement(store: Store, me: SelfRecord, data: bytes) -> SelfRecord:
             current.min_server_key_id = lowest
             store.put("self", "me", current.encode())
     return current
+
+__all__ = [
+    "MAX_QUEUE_AGE_MS",
+    "certificate_time",
+    "fingerprint",
+    "learn_statement",
+    "min_server_key_id",
+    "parse_fingerprint",
+    "verified_min_key_id",
+]

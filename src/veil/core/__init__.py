@@ -3,3 +3,20 @@
 Nothing here touches sockets, files, asyncio, the wall clock or a global RNG; time is
 passed in and randomness comes from the operating system through ``cryptography``.
 """
+
+__all__ = [
+    "encoding",
+    "errors",
+    "keys",
+    "mls",
+    "padding",
+    "pqxdh",
+    "prekeys",
+    "primitives",
+    "ratchet",
+    "safety",
+    "sealed",
+    "session",
+    "sphinx",
+    "submission",
+]

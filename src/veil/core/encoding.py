@@ -154,3 +154,8 @@ class Reader:
     def done(self) -> None:
         if self._pos != len(self._data):
             raise MalformedMessage(f"{self._what}: {self.remaining} trailing bytes")
+
+__all__ = [
+    "Reader",
+    "Writer",
+]

@@ -73,3 +73,17 @@ class ExpiredCertificate(CoreError):
     """A sender or server certificate is outside its validity period."""
 
     code = "expired_certificate"
+
+__all__ = [
+    "CoreError",
+    "DecryptionFailed",
+    "DuplicateMessage",
+    "ExpiredCertificate",
+    "InvalidSignature",
+    "MalformedMessage",
+    "TooManySkippedMessages",
+    "UnknownPreKey",
+    "UnsupportedVersion",
+    "UntrustedIdentity",
+    "VeilError",
+]

@@ -312,3 +312,14 @@ class PreKeyUpload:
     last_resort_kem: bytes
     one_time_prekeys: list[tuple[int, bytes]]
     one_time_kem_prekeys: list[tuple[int, bytes]]
+
+__all__ = [
+    "IdentityKeyPair",
+    "IdentityPublicKey",
+    "KemPreKeyPublic",
+    "OneTimePreKeyPublic",
+    "PreKeyBundle",
+    "PreKeyUpload",
+    "SignedPreKeyPublic",
+    "encode_ec",
+]

@@ -40,3 +40,9 @@ def unpad(padded: bytes) -> bytes:
     if not stripped or stripped[-1] != _TERMINATOR:
         raise MalformedMessage("padding is malformed")
     return stripped[:-1]
+
+__all__ = [
+    "MIN_PADDED",
+    "pad",
+    "unpad",
+]

@@ -146,3 +146,12 @@ def respond(identity: IdentityKeyPair, prekeys: PreKeys, header: InitialHeader) 
     kem_secret = p.mlkem_decapsulate(kem_private, header.kem_ciphertext)
     return Agreement(derive_shared_key(outputs, kem_secret), header,
                      header.identity, None, spk_private)
+
+__all__ = [
+    "InitialHeader",
+    "associated_data",
+    "derive_shared_key",
+    "initiate",
+    "respond",
+    "transcript_hash",
+]

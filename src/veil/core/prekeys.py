@@ -476,3 +476,16 @@ class PreKeys:
 
 def _age(held: _Held, now_ms: int) -> int:
     return now_ms - held.created_ms
+
+__all__ = [
+    "DAY_MS",
+    "GRACE_MS",
+    "MAX_ONE_TIME",
+    "ROTATE_AFTER_MS",
+    "SEEN_BASE_KEYS_ROTATE",
+    "PreKeyTables",
+    "PreKeys",
+    "Rotation",
+    "decode_kem",
+    "decode_one_time",
+]

@@ -228,3 +228,33 @@ def mlkem_decapsulate(key: mlkem.MLKEM768PrivateKey, ciphertext: bytes) -> bytes
         return key.decapsulate(ciphertext)
     except ValueError:
         raise MalformedMessage("invalid ML-KEM-768 ciphertext") from None
+
+__all__ = [
+    "AEAD_TAG_LEN",
+    "MESSAGE_KEY_LEN",
+    "MLKEM768_CIPHERTEXT_LEN",
+    "MLKEM768_PUBLIC_LEN",
+    "MLKEM768_SEED_LEN",
+    "NONCE_LEN",
+    "check_x25519_canonical",
+    "constant_time_equal",
+    "dh",
+    "ed25519_public",
+    "ed25519_verify",
+    "hkdf",
+    "hmac_sha256",
+    "hmac_sha256_triple",
+    "mlkem_decapsulate",
+    "mlkem_encapsulate",
+    "mlkem_private",
+    "mlkem_public",
+    "open_message",
+    "open_random_nonce",
+    "random_bytes",
+    "seal_message",
+    "seal_random_nonce",
+    "sha256",
+    "x25519_generate",
+    "x25519_private",
+    "x25519_public",
+]

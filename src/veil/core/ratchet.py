@@ -386,3 +386,15 @@ def _try_header(hk: bytes, enc_header: bytes, ad: bytes) -> bytes | None:
         return p.open_random_nonce(hk, enc_header, ad)
     except DecryptionFailed:
         return None
+
+__all__ = [
+    "ENCRYPTED_HEADER_LEN",
+    "HEADER_LEN",
+    "MAX_COUNTER",
+    "MAX_SKIP",
+    "MAX_SKIPPED_AGE_MS",
+    "MAX_SKIPPED_STEPS",
+    "MAX_STORED_SKIPPED",
+    "RatchetState",
+    "kdf_ck",
+]

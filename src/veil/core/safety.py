@@ -73,3 +73,8 @@ def safety_number(local: IdentityPublicKey, local_id: bytes, remote: IdentityPub
     a, b = _digits(ours), _digits(theirs)
     digits = a + b if a <= b else b + a
     return SafetyNumber(digits, bytes((QR_VERSION,)) + ours + theirs)
+
+__all__ = [
+    "SafetyNumber",
+    "safety_number",
+]

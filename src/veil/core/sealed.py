@@ -333,3 +333,15 @@ def open_envelope(recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes
         raise UntrustedIdentity("sender certificate names another identity than the sender's")
     certificate.validate(trust_root, now)
     return Unsealed(certificate, content_type, content)
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "KeyStatement",
+    "SenderCertificate",
+    "ServerKey",
+    "TrustRoot",
+    "derive_access_key",
+    "open_envelope",
+    "seal",
+    "trust_root_fingerprint",
+]

@@ -217,3 +217,14 @@ def respond(identity: IdentityKeyPair, prekeys: PreKeys, message: bytes, *,
     prekeys.consume(header.base_key, header.signed_prekey_id, header.one_time_prekey_id,
                     header.kem_prekey_id, header.kem_last_resort)
     return session, plaintext
+
+__all__ = [
+    "TYPE_MESSAGE",
+    "TYPE_PREKEY",
+    "VERSION",
+    "PreKeyMessage",
+    "Session",
+    "initiate",
+    "is_prekey_message",
+    "respond",
+]

@@ -52,3 +52,7 @@ class Submission:
         envelopes = tuple((r.u32(), r.var(MAX_ENVELOPE)) for _ in range(count))
         r.done()
         return cls(recipient, access_key, envelopes)
+
+__all__ = [
+    "Submission",
+]

@@ -21,4 +21,13 @@ __all__ = [
     "QueueFull",
     "SocksError",
     "TransportError",
+    "client",
+    "directory",
+    "errors",
+    "fragment",
+    "node",
+    "provider",
+    "sink",
+    "socks",
+    "transport",
 ]

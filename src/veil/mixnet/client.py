@@ -348,3 +348,7 @@ class MixClient:
         out["link_sent"] = self._outbound.sent
         out["link_dropped"] = self._outbound.dropped
         return out
+
+__all__ = [
+    "MixClient",
+]

@@ -234,3 +234,16 @@ def load_directory(path: Path, authority: Ed25519PublicKey) -> Directory:
     except OSError as exc:
         raise DirectoryError(f"cannot read directory {path}") from exc
     return Directory.verify(document, authority)
+
+__all__ = [
+    "ROLE_MIX",
+    "ROLE_PROVIDER",
+    "Directory",
+    "NodeDescriptor",
+    "NodeKey",
+    "load_authority_key",
+    "load_directory",
+    "parse_authority_public",
+    "save_authority_key",
+    "split_address",
+]

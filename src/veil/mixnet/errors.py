@@ -44,3 +44,12 @@ class SocksError(TransportError):
     """A SOCKS5 proxy refused or garbled the connection (RFC 1928 / RFC 1929)."""
 
     code = "mixnet_socks_error"
+
+__all__ = [
+    "DirectoryError",
+    "FragmentError",
+    "MixnetError",
+    "QueueFull",
+    "SocksError",
+    "TransportError",
+]

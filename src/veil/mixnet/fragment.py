@@ -177,3 +177,14 @@ class Reassembler:
         self._done[message_id] = None
         if len(self._done) > self._remember:
             self._done.popitem(last=False)
+
+__all__ = [
+    "FRAGMENT_DATA_SIZE",
+    "FRAGMENT_OVERHEAD",
+    "MAX_MESSAGE_BYTES",
+    "Fragment",
+    "Kind",
+    "Reassembler",
+    "cover",
+    "split",
+]

@@ -317,3 +317,8 @@ class MixNode:
         out["link_sent"] = self._outbound.sent
         out["link_dropped"] = self._outbound.dropped
         return out
+
+__all__ = [
+    "KeyRing",
+    "MixNode",
+]

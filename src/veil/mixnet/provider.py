@@ -145,3 +145,7 @@ class Provider:
         out["partial_messages"] = len(self.reassembler)
         out["partial_evicted"] = self.reassembler.evicted
         return out
+
+__all__ = [
+    "Provider",
+]

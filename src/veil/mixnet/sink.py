@@ -87,3 +87,9 @@ class HttpSink:
             writer.close()
             with contextlib.suppress(OSError, ConnectionError):
                 await writer.wait_closed()
+
+__all__ = [
+    "HttpSink",
+    "ProviderSink",
+    "QueueSink",
+]

@@ -131,3 +131,9 @@ def socks5_connector(url: str) -> Connector:
         return await socks5_connect(proxy_host, proxy_port, host, port, auth=auth)
 
     return connect
+
+__all__ = [
+    "parse_proxy_url",
+    "socks5_connect",
+    "socks5_connector",
+]

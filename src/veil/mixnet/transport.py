@@ -258,3 +258,19 @@ class OutboundPool:
         for link in list(self._links.values()):
             await link.close()
         self._links.clear()
+
+__all__ = [
+    "CONTROL_PREFIX",
+    "DELIVERY",
+    "REGISTER",
+    "Connector",
+    "Outbound",
+    "OutboundPool",
+    "bound_connector",
+    "delivery_frame",
+    "is_control",
+    "parse_control",
+    "read_packets",
+    "register_frame",
+    "tcp_connect",
+]

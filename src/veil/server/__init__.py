@@ -5,3 +5,16 @@ types (:mod:`veil.server.services`) → a storage interface (:mod:`veil.server.s
 and a fan-out bus (:mod:`veil.server.bus`). The server never sees plaintext and stores
 no sender for sealed envelopes. Run it with ``veil server``; see docs/server.md.
 """
+
+__all__ = [
+    "bus",
+    "certificates",
+    "config",
+    "encoding",
+    "errors",
+    "http",
+    "runner",
+    "services",
+    "storage",
+    "validation",
+]

@@ -91,3 +91,11 @@ class InProcessBus(Bus):
 
     def connected(self) -> int:
         return len(self._sinks)
+
+__all__ = [
+    "Bus",
+    "EnvelopeQueued",
+    "Event",
+    "InProcessBus",
+    "KeysLow",
+]

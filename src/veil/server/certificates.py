@@ -185,3 +185,15 @@ class CertificateAuthority:
         expires = now_ms + ttl_s * 1000
         cert = self._server.issue(account_id, device_id, identity, expires)
         return SenderCertificate(cert.to_bytes(), expires)
+
+__all__ = [
+    "ROOT_FILE",
+    "ROOT_PUBLIC_FILE",
+    "SERVER_FILE",
+    "STATEMENT_FILE",
+    "CertificateAuthority",
+    "ConfigError",
+    "certify",
+    "move_root",
+    "write_secret",
+]

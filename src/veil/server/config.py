@@ -139,3 +139,8 @@ def _check(raw: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"config key {key!r} must be of type {type_name}")
         out[key] = value
     return out
+
+__all__ = [
+    "ServerConfig",
+    "load_config",
+]

@@ -62,3 +62,13 @@ def log_id(value: bytes | str) -> str:
     """A short hash prefix for logs: correlates lines without naming the account."""
     raw = value.encode() if isinstance(value, str) else value
     return hashlib.sha256(b"veil log id\x00" + raw).hexdigest()[:8]
+
+__all__ = [
+    "ACCOUNT_ID_BYTES",
+    "b64decode",
+    "b64encode",
+    "log_id",
+    "normalise_username",
+    "parse_account_id",
+    "parse_device_id",
+]

@@ -206,3 +206,31 @@ class TooManyConnections(ServerError):
 
     code = "too_many_connections"
     status = 503
+
+__all__ = [
+    "AccountNotFound",
+    "BadRequest",
+    "ConfigError",
+    "DatabaseTooNew",
+    "DeviceNotFound",
+    "DuplicatePreKey",
+    "InvalidAccessKey",
+    "InvalidInvite",
+    "InvalidJson",
+    "LastDevice",
+    "LimitExceeded",
+    "MessageNotFound",
+    "MethodNotAllowed",
+    "MismatchedDevices",
+    "NotFound",
+    "PayloadTooLarge",
+    "QueueFull",
+    "RegistrationClosed",
+    "ServerError",
+    "StorageError",
+    "TooManyConnections",
+    "Unauthorized",
+    "UsernameNotFound",
+    "UsernameTaken",
+    "ValidationFailed",
+]

@@ -173,3 +173,11 @@ async def serve(config: ServerConfig, announce: Callable[[str], None] = print) -
     finally:
         log.info("shutting down")
         await running.close()
+
+__all__ = [
+    "event_loop_factory",
+    "mint_invites",
+    "run",
+    "serve",
+    "start",
+]

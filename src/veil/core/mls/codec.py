@@ -226,3 +226,13 @@ def write_u32(w: Writer, v: int) -> None:
 
 def read_u32(r: Reader) -> int:
     return r.u32()
+
+__all__ = [
+    "Reader",
+    "Writer",
+    "decode_all",
+    "encode_varint",
+    "read_u32",
+    "write_u16",
+    "write_u32",
+]

@@ -439,3 +439,10 @@ def get_suite(suite_id: int) -> CipherSuite:
 
 def is_supported(suite_id: int) -> bool:
     return suite_id in _SUITES
+
+__all__ = [
+    "SUPPORTED_SUITES",
+    "CipherSuite",
+    "get_suite",
+    "is_supported",
+]

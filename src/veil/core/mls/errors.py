@@ -173,3 +173,32 @@ class ConfigMismatch(InvalidState):
     """A Group option passed on restore that contradicts the one the saved state holds."""
 
     code = "mls_config_mismatch"
+
+__all__ = [
+    "ConfigMismatch",
+    "CredentialRejected",
+    "GenerationTooFar",
+    "InvalidCommit",
+    "InvalidKeyPackage",
+    "InvalidLeafNode",
+    "InvalidProposal",
+    "InvalidState",
+    "InvalidTree",
+    "InvalidWelcome",
+    "KeyReused",
+    "MissingCapability",
+    "MissingPsk",
+    "MlsDecodeError",
+    "MlsDecryptionError",
+    "MlsError",
+    "MlsSignatureError",
+    "NoMatchingKeyPackage",
+    "NotAMember",
+    "StateMismatch",
+    "UnknownProposal",
+    "UnknownSender",
+    "UnsupportedCipherSuite",
+    "UnsupportedStateVersion",
+    "WrongEpoch",
+    "WrongGroup",
+]

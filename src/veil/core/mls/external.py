@@ -314,3 +314,9 @@ def process_external_commit(
     ):
         raise MlsSignatureError("commit confirmation tag does not verify")
     return CommitOutcome(new, applied=applied, committer=committer)
+
+__all__ = [
+    "check_joiner",
+    "create_external_commit",
+    "process_external_commit",
+]

@@ -209,3 +209,12 @@ def unprotect_private(
     return DecryptedPrivate(
         AuthenticatedContent(WF_PRIVATE, content, auth), leaf, generation, secret_tree, kind
     )
+
+__all__ = [
+    "protect_private",
+    "protect_public",
+    "sign_content",
+    "unprotect_private",
+    "verify_content_signature",
+    "verify_membership_tag",
+]

@@ -382,3 +382,14 @@ def process_commit(
     ):
         raise MlsSignatureError("commit confirmation tag does not verify")
     return CommitOutcome(new, applied=applied)
+
+__all__ = [
+    "CommitOutcome",
+    "create_commit",
+    "make_group_info",
+    "process_commit",
+    "proposal_ref",
+    "resolve_psks",
+    "select_proposals",
+    "validate_proposals",
+]

@@ -136,6 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     return passive_client(args.file, args.now)
 
+__all__ = [
+    "CaseFailed",
+    "main",
+    "passive_client",
+    "run_passive_case",
+    "vector_time",
+]
+
 
 if __name__ == "__main__":
     sys.exit(main())

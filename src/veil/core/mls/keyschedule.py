@@ -132,3 +132,16 @@ def interim_transcript_hash(
     w.raw(confirmed)
     w.opaque(confirmation_tag)
     return suite.hash(w.bytes())
+
+__all__ = [
+    "EpochSecrets",
+    "confirmed_transcript_hash",
+    "epoch_from_joiner",
+    "export_secret",
+    "external_pub",
+    "interim_transcript_hash",
+    "next_epoch",
+    "psk_secret",
+    "welcome_key_nonce",
+    "welcome_secret",
+]

@@ -321,3 +321,25 @@ class KeyPackage:
     def ref(self, suite: CipherSuite) -> bytes:
         """KeyPackageRef (RFC 9420 §5.2)."""
         return suite.ref_hash(b"MLS 1.0 KeyPackage Reference", self.encoded())
+
+__all__ = [
+    "CREDENTIAL_BASIC",
+    "EXT_EXTERNAL_PUB",
+    "EXT_RATCHET_TREE",
+    "EXT_REQUIRED_CAPABILITIES",
+    "MLS10",
+    "SOURCE_COMMIT",
+    "SOURCE_KEY_PACKAGE",
+    "SOURCE_UPDATE",
+    "Capabilities",
+    "Credential",
+    "Extension",
+    "KeyPackage",
+    "LeafNode",
+    "Lifetime",
+    "RequiredCapabilities",
+    "find_extension",
+    "has_unique_extension_types",
+    "read_extensions",
+    "write_extensions",
+]

@@ -396,3 +396,27 @@ class MLSMessage:
             raise MlsDecodeError("unknown wire format")
         return MLSMessage(body)
 
+
+__all__ = [
+    "CONTENT_APPLICATION",
+    "SENDER_MEMBER",
+    "SENDER_NEW_MEMBER_COMMIT",
+    "WF_PRIVATE",
+    "WF_PUBLIC",
+    "AuthenticatedContent",
+    "Content",
+    "EncryptedGroupSecrets",
+    "FramedContent",
+    "FramedContentAuthData",
+    "GroupContext",
+    "GroupInfo",
+    "GroupSecrets",
+    "MLSMessage",
+    "PrivateMessage",
+    "PublicMessage",
+    "Sender",
+    "Welcome",
+    "framed_content_tbs",
+    "read_content",
+    "write_content",
+]

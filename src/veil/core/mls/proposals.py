@@ -242,3 +242,26 @@ class Commit:
     def read(r: Reader) -> Commit:
         props = r.vector(ProposalOrRef.read)
         return Commit(props, r.optional(UpdatePath.read))
+
+__all__ = [
+    "PSK_EXTERNAL",
+    "PSK_RESUMPTION",
+    "RESUMPTION_APPLICATION",
+    "Add",
+    "Commit",
+    "ExternalInit",
+    "GroupContextExtensions",
+    "HPKECiphertext",
+    "PreSharedKey",
+    "PreSharedKeyID",
+    "Proposal",
+    "ProposalOrRef",
+    "ReInit",
+    "Remove",
+    "Update",
+    "UpdatePath",
+    "UpdatePathNode",
+    "read_proposal",
+    "write_proposal",
+    "write_proposal_body",
+]

@@ -212,3 +212,11 @@ class SecretTree:
             kind = r.u8()
             st._ratchets[(leaf, kind)] = Ratchet.read(r, suite)
         return st
+
+__all__ = [
+    "APPLICATION",
+    "HANDSHAKE",
+    "MAX_FORWARD",
+    "MAX_SKIPPED",
+    "SecretTree",
+]

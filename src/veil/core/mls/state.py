@@ -102,3 +102,10 @@ class GroupState:
         from veil.core.mls.persist import decode_any
 
         return decode_any(data)
+
+__all__ = [
+    "LEGACY_VERSION",
+    "STATE_VERSION",
+    "CachedProposal",
+    "GroupState",
+]

@@ -449,3 +449,11 @@ class RatchetTree:
                     qn = self.parent_node(q)
                     if qn is not None and leaf not in qn.unmerged_leaves:
                         raise InvalidTree("unmerged leaf missing below its parent")
+
+__all__ = [
+    "Node",
+    "ParentNode",
+    "RatchetTree",
+    "read_ratchet_tree_nodes",
+    "write_ratchet_tree_nodes",
+]

@@ -226,3 +226,14 @@ def encode_update_path(path: UpdatePath) -> bytes:
     w = Writer()
     path.write(w)
     return w.bytes()
+
+__all__ = [
+    "PathResult",
+    "apply_new_path",
+    "apply_received_path",
+    "check_path_keys_fresh",
+    "decrypt_path",
+    "derive_path_from",
+    "encrypt_path",
+    "node_key_pair",
+]

@@ -115,3 +115,18 @@ def leaves_under(x: int) -> range:
     k = level(x)
     first_node = x - ((1 << k) - 1)
     return range(first_node // 2, first_node // 2 + (1 << k))
+
+__all__ = [
+    "common_ancestor",
+    "copath",
+    "direct_path",
+    "is_in_subtree",
+    "leaves_under",
+    "left",
+    "level",
+    "node_width",
+    "parent",
+    "right",
+    "root",
+    "sibling",
+]

@@ -243,3 +243,14 @@ def validate_key_package(
         )
     except InvalidLeafNode as exc:
         raise InvalidKeyPackage(f"KeyPackage leaf node: {exc}") from None
+
+__all__ = [
+    "CredentialCheck",
+    "TreeIndex",
+    "basic_credential_check",
+    "check_lifetime",
+    "require_time",
+    "required_capabilities",
+    "validate_key_package",
+    "validate_leaf_node",
+]

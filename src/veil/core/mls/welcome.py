@@ -257,3 +257,10 @@ def _psk_for_joiner(psk_id: PreSharedKeyID, external: Mapping[bytes, bytes]) -> 
         if secret is not None:
             return secret
     raise MissingPsk("the Welcome needs a pre-shared key this client does not hold")
+
+__all__ = [
+    "KeyPackageBundle",
+    "join_from_welcome",
+    "make_key_package",
+    "validate_tree",
+]

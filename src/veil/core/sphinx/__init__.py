@@ -66,4 +66,11 @@ __all__ = [
     "SurbSecret",
     "create_forward_packet",
     "create_surb",
+    "errors",
+    "keys",
+    "lioness",
+    "packet",
+    "params",
+    "replay",
+    "surb",
 ]

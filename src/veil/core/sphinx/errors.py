@@ -49,3 +49,13 @@ class SphinxPathError(SphinxError):
     """A path, delay or message given to the packet builder is out of range."""
 
     code = "sphinx_path_error"
+
+__all__ = [
+    "SphinxError",
+    "SphinxMacFailure",
+    "SphinxMalformed",
+    "SphinxPathError",
+    "SphinxPayloadCorrupt",
+    "SphinxReplay",
+    "SphinxReplayStoreFull",
+]

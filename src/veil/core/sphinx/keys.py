@@ -64,3 +64,8 @@ class HopKeys:
 def blind(blinding: bytes, element: X25519PublicKey) -> bytes:
     """clamp(b) * element, as raw bytes. Raises ValueError on a small-order element."""
     return X25519PrivateKey.from_private_bytes(blinding).exchange(element)
+
+__all__ = [
+    "STREAM_SIZE",
+    "HopKeys",
+]

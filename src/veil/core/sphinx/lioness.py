@@ -72,3 +72,8 @@ class Lioness:
         left = _xor32(left, _hash(self._k2, right))
         right = _stream(_xor32(left, self._k1), right)
         return left + right
+
+__all__ = [
+    "KEYS_SIZE",
+    "Lioness",
+]

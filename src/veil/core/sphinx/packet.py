@@ -240,3 +240,17 @@ class SphinxNode:
             return Deliver(command.address, command.delay_ms, decode_forward_payload(payload))
         return DeliverReply(command.address, command.surb_id, command.delay_ms, payload)
 
+
+__all__ = [
+    "Deliver",
+    "DeliverReply",
+    "PathHop",
+    "ProcessResult",
+    "Relay",
+    "SphinxNode",
+    "build_header",
+    "create_forward_packet",
+    "decode_forward_payload",
+    "encode_forward_payload",
+    "route_commands",
+]

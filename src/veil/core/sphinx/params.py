@@ -82,3 +82,21 @@ class RoutingCommand:
         if reserved != _RESERVED:
             raise SphinxMalformed("reserved command bytes are not zero")
         return cls(kind, delay, address, surb_id)
+
+__all__ = [
+    "ADDRESS_SIZE",
+    "BETA_SIZE",
+    "COMMAND_SIZE",
+    "GROUP_ELEMENT_SIZE",
+    "HEADER_SIZE",
+    "MAC_SIZE",
+    "MAX_HOPS",
+    "MAX_MESSAGE_SIZE",
+    "PACKET_SIZE",
+    "PAYLOAD_SIZE",
+    "PAYLOAD_TAG_SIZE",
+    "SLOT_SIZE",
+    "SURB_ID_SIZE",
+    "CommandType",
+    "RoutingCommand",
+]

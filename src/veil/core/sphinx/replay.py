@@ -49,3 +49,7 @@ class ReplayTagStore:
 
     def reset(self) -> None:
         self._tags.clear()
+
+__all__ = [
+    "ReplayTagStore",
+]

@@ -101,3 +101,10 @@ def create_surb(path: Sequence[PathHop], delays_ms: Sequence[int], destination: 
     seed = os.urandom(SEED_SIZE)
     secret = SurbSecret(surb_id, _reply_key(seed), [k.payload for k in hop_keys])
     return Surb(path[0].address, header, seed), secret
+
+__all__ = [
+    "SURB_SIZE",
+    "Surb",
+    "SurbSecret",
+    "create_surb",
+]

@@ -170,3 +170,8 @@ class AccountService:
     @staticmethod
     def describe(account_id: bytes) -> str:
         return log_id(account_id)
+
+__all__ = [
+    "AccountService",
+    "Registration",
+]

@@ -241,3 +241,15 @@ class KeyService:
             ):
                 self._bus.publish((account_id, bundle.device_id), _keys_low(left))
         return bundles
+
+__all__ = [
+    "IDENTITY_KEY_BYTES",
+    "KEM_PREKEY_BYTES",
+    "MAX_KEY_ID",
+    "ONE_TIME_PREKEY_BYTES",
+    "SIGNED_PREKEY_BYTES",
+    "KeyService",
+    "PreKeyUpload",
+    "validate_prekey_upload",
+    "validate_prekey_upload_off_loop",
+]

@@ -184,3 +184,12 @@ def _hide_missing_account(
 
     stored.add_done_callback(done)
     return outer
+
+__all__ = [
+    "Accepted",
+    "DeviceSender",
+    "MessageService",
+    "Outgoing",
+    "SealedSender",
+    "Sender",
+]

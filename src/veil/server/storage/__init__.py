@@ -22,4 +22,14 @@ def storage_for(config: ServerConfig) -> Storage:
     )
 
 
-__all__ = ["DATABASE_FILE", "SQLiteStorage", "Storage", "storage_for"]
+__all__ = [
+    "DATABASE_FILE",
+    "SQLiteStorage",
+    "Storage",
+    "base",
+    "migrations",
+    "schema",
+    "sqlite",
+    "sqlite_worker",
+    "storage_for",
+]

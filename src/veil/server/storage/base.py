@@ -246,3 +246,18 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def invite_exists(self, token_hash: bytes, now_ms: int) -> bool:
         """Whether an unexpired invite has this hash (it is not consumed)."""
+
+__all__ = [
+    "KIND_EC",
+    "KIND_KEM",
+    "AccountRecord",
+    "Authorise",
+    "DeviceBundle",
+    "DeviceRecord",
+    "NewDevice",
+    "OneTimeKey",
+    "PreKeyCounts",
+    "RecipientInfo",
+    "Storage",
+    "StoredEnvelope",
+]

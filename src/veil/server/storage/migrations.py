@@ -142,3 +142,14 @@ def report(state: DatabaseState) -> None:
         log.warning("the database is at schema %d, newer than this code's %d; it says code "
                     "of schema %d can use it", state.version, SCHEMA_VERSION,
                     state.compat_version)
+
+__all__ = [
+    "NAMES",
+    "SCHEMA_COMPAT_VERSION",
+    "SCHEMA_VERSION",
+    "UPGRADES",
+    "DatabaseState",
+    "check",
+    "plan",
+    "report",
+]

@@ -453,3 +453,7 @@ async def _counts(conn: Any, account_id: bytes, device_id: int) -> PreKeyCounts:
     )
     return PreKeyCounts(counts.get(KIND_EC, 0), counts.get(KIND_KEM, 0), bool(row[0]),
                         bool(row[1]))
+
+__all__ = [
+    "PostgresStorage",
+]

@@ -217,3 +217,13 @@ def erase_statements(scope: Scope, dialect: Dialect) -> list[str]:
         # Names come from the declaration above, never from input.
         statements.append(f"DELETE FROM {table.name} WHERE {where}")  # noqa: S608
     return statements
+
+__all__ = [
+    "SCHEMA_MIGRATIONS",
+    "TABLES",
+    "Dialect",
+    "Scope",
+    "Type",
+    "create_statements",
+    "erase_statements",
+]

@@ -598,3 +598,7 @@ def _counts(conn: sqlite3.Connection, account_id: bytes, device_id: int) -> PreK
         (account_id, device_id),
     ).fetchone()
     return PreKeyCounts(counts.get(KIND_EC, 0), counts.get(KIND_KEM, 0), bool(spk), bool(lrk))
+
+__all__ = [
+    "SQLiteStorage",
+]

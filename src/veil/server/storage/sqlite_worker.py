@@ -238,3 +238,7 @@ def _resolve(batch: list[Job], results: list[tuple[bool, Any]]) -> None:
             # The type only: exception text can carry identifiers (a KeyError's key).
             log.error("database call failed: %s", type(value).__name__)
             fut.set_exception(StorageError("the database call failed"))
+
+__all__ = [
+    "DatabaseThread",
+]
