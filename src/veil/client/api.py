@@ -1,8 +1,9 @@
 """The Veil server's API (the routes in docs/server.md) over a :class:`Transport`.
 
-Every error answer becomes :class:`ServerRejected` carrying the server's stable error
-code, and a malformed answer a ``bad_response`` one (:func:`server_data`), so callers
-above never see transport exceptions or tracebacks from parsing. The transport is
+Requests and answers are the types of :mod:`veil.protocol` (:meth:`Api.call`). Every
+error answer becomes :class:`ServerRejected` carrying the server's stable error code,
+and an answer that does not decode as its type a ``bad_response`` one, so callers above
+never see transport exceptions or tracebacks from parsing. The transport is
 injectable (``Api(url, transport=...)``): unit tests drive real client logic against an
 in-memory server (tests/unit/client/memory_server.py).
 """
@@ -13,10 +14,17 @@ import base64
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
+
+from msgspec import UNSET
 
 from veil.client.errors import ServerRejected
 from veil.client.transport import AiohttpTransport, Transport, WebSocket
+from veil.protocol import ProtocolError, convert, to_builtins
+from veil.protocol.requests import Request
+from veil.protocol.responses import ErrorResponse, Response
+
+T = TypeVar("T", bound=Response)
 
 _ACCOUNT_HEX = re.compile(r"[0-9a-f]{32}")
 
@@ -69,33 +77,56 @@ class Api:
             headers["Veil-Access-Key"] = b64(access_key)
         return headers
 
-    async def request(self, method: str, path: str, body: Any = None, *, auth: bool = True,
-                      access_key: bytes | None = None) -> Any:
+    async def request(self, method: str, path: str, body: Request | None = None, *,
+                      auth: bool = True, access_key: bytes | None = None) -> Any:
+        """The answer's JSON as it came (for answers without a body, such as 204)."""
         status, answer = await self._transport.request(
-            method, self.base_url + path, body, self._headers(auth, access_key))
+            method, self.base_url + path, None if body is None else to_builtins(body),
+            self._headers(auth, access_key))
         if status >= 400:
             raise _rejected(status, answer)
         return answer
+
+    async def call(self, method: str, path: str, answer: type[T], body: Request | None = None,
+                   *, auth: bool = True, access_key: bytes | None = None) -> T:
+        """The answer, decoded as ``answer``; one that does not is ``bad_response``."""
+        data = await self.request(method, path, body, auth=auth, access_key=access_key)
+        return decode_answer(data, answer)
 
     async def websocket(self) -> WebSocket:
         return await self._transport.websocket(self.base_url + "/v1/websocket",
                                                self._headers(True, None))
 
 
+def given(value: Any) -> Any:
+    """An optional answer field: ``None`` when the server left it out."""
+    return None if value is UNSET else value
+
+
+def decode_answer(data: Any, answer: type[T]) -> T:
+    try:
+        return convert(data, answer, "answer")
+    except ProtocolError as exc:
+        raise ServerRejected(502, "bad_response",
+                             f"the server's {answer.__name__} answer is malformed: "
+                             f"{exc.message}") from None
+
+
 def _rejected(status: int, answer: Any) -> ServerRejected:
     try:
-        error = answer["error"]
-        details = error.get("details")
-        return ServerRejected(status, str(error["code"]), str(error["message"]),
-                              details if isinstance(details, dict) else None)
-    except (KeyError, TypeError, AttributeError):
+        error = convert(answer, ErrorResponse, "error").error
+    except ProtocolError:
         text = answer if isinstance(answer, str) else ""
         return ServerRejected(status, "http_error", text[:200] or "no detail")
+    return ServerRejected(status, error.code, error.message,
+                          None if error.details is UNSET else error.details)
 
 __all__ = [
     "Api",
     "account_hex",
     "b64",
+    "decode_answer",
+    "given",
     "server_data",
     "unb64",
 ]

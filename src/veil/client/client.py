@@ -30,10 +30,11 @@ import random
 import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import Any
+
+from msgspec import UNSET
 
 from veil.client import contacts, prekey_store, trust
-from veil.client.api import Api, account_hex, b64, server_data, unb64
+from veil.client.api import Api, given
 from veil.client.connection import Connection
 from veil.client.device import Clock, Context, DeviceInfo, DeviceState
 from veil.client.directory import Directory
@@ -48,6 +49,8 @@ from veil.client.store import DEFAULT_KDF, KdfParams, Store
 from veil.client.transport import Transport
 from veil.core import keys, safety, sealed
 from veil.core import prekeys as core_prekeys
+from veil.protocol import requests as rq
+from veil.protocol import responses as rs
 
 __all__ = ["Client", "Conversation", "IncomingMessage", "Relay", "SentMessage", "now_ms"]
 
@@ -106,34 +109,30 @@ class Client:
         registration_id = random.SystemRandom().randint(1, (1 << 31) - 1)
         api = Api(server, proxy, transport)
         try:
-            root_answer = await api.request("GET", "/v1/certificate/trust_root", auth=False)
-            with server_data("trust root"):
-                root = unb64(root_answer["public_key"])
-                if len(root) != 32:
-                    raise ValueError("trust root must be 32 bytes")
-                statement = root_answer.get("key_statement")
-                statement_bytes = unb64(statement) if statement is not None else None
+            root_answer = await api.call("GET", "/v1/certificate/trust_root", rs.TrustRoot,
+                                         auth=False)
+            root = root_answer.public_key
+            statement_bytes = given(root_answer.key_statement)
             if pinned is not None and trust.fingerprint(root) != pinned:
                 raise TrustRootMismatch(
                     f"the server's trust root {trust.fingerprint(root)} is not the pinned "
                     f"{pinned}; refusing to register (wrong server, or someone in between)")
             min_key_id = trust.verified_min_key_id(statement_bytes, root, 0)
-            body: dict[str, Any] = {
-                "identity_key": b64(identity.public.to_bytes()),
-                "registration_id": registration_id, "token": b64(token),
-                "access_key": b64(sealed.derive_access_key(profile_key)),
-                **prekey_store.upload_body(prekeys.upload(), full=True),
-            }
-            if username:
-                body["username"] = username
-            if invite:
-                body["invite"] = invite
-            result = await api.request("POST", "/v1/accounts", body, auth=False)
+            upload = prekey_store.upload_body(prekeys.upload(), full=True)
+            body = rq.Registration(
+                identity_key=identity.public.to_bytes(), registration_id=registration_id,
+                token=token, access_key=sealed.derive_access_key(profile_key),
+                username=username or UNSET, invite=invite or UNSET,
+                signed_prekey=upload.signed_prekey,
+                last_resort_kem_prekey=upload.last_resort_kem_prekey,
+                one_time_prekeys=upload.one_time_prekeys,
+                one_time_kem_prekeys=upload.one_time_kem_prekeys,
+            )
+            result = await api.call("POST", "/v1/accounts", rs.Registered, body, auth=False)
         finally:
             if transport is None:            # an injected transport is the caller's
                 await api.close()
-        with server_data("registration answer"):
-            account, device_id = account_hex(result["account_id"]), int(result["device_id"])
+        account, device_id = result.account_id, result.device_id
         store = Store.create(home, passphrase, kdf)
         me = SelfRecord(server, account, device_id, token,
                         username.lower() if username else None, profile_key, registration_id,
@@ -345,12 +344,10 @@ class Client:
         self._hub.emit(KeysLow(one_time, one_time_kem))
 
     async def _refresh_statement(self) -> None:
-        answer = await self._api.request("GET", "/v1/certificate/trust_root", auth=False)
-        with server_data("trust root"):
-            statement = answer.get("key_statement")
-            data = unb64(statement) if statement is not None else None
-        if data is not None:
-            self._ctx.device.learn_statement(data)
+        answer = await self._api.call("GET", "/v1/certificate/trust_root", rs.TrustRoot,
+                                      auth=False)
+        if answer.key_statement is not UNSET:
+            self._ctx.device.learn_statement(answer.key_statement)
 
     async def _housekeeping(self) -> None:
         """On connect: the server's key statement, then prekey rotation and top-up.

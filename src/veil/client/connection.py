@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 
-from veil.client.api import unb64
 from veil.client.device import Context
 from veil.client.errors import ServerUnreachable
 from veil.client.events import ConnectionState
 from veil.client.inbox import Inbox
 from veil.client.prekey_store import PrekeyMaintenance
 from veil.client.transport import WebSocket
+from veil.protocol import ProtocolError, decode_server_frame, to_builtins
+from veil.protocol.frames import AckFrame, EnvelopeFrame, KeysLowFrame
 
 log = logging.getLogger("veil.client")
 
@@ -90,23 +90,19 @@ class Connection:
                 if text is None:
                     return "closed"
                 try:
-                    event = json.loads(text)
-                    kind = event.get("type")
-                    if kind == "envelope":
-                        envelope_id, ts = int(event["id"]), int(event["ts"])
-                        envelope = unb64(event["envelope"])
-                except (ValueError, TypeError, KeyError, AttributeError):
+                    frame = decode_server_frame(text)
+                except ProtocolError:
                     log.warning("the server sent a malformed frame; reconnecting")
                     return "malformed_frame"
                 if self._prekeys.due():
                     await self._prekeys.run_quietly()
-                if kind == "envelope":
-                    await self._inbox.handle(envelope, ts)
+                if isinstance(frame, EnvelopeFrame):
+                    await self._inbox.handle(frame.envelope, frame.ts)
                     try:
-                        await ws.send_json({"type": "ack", "ids": [envelope_id]})
+                        await ws.send_json(to_builtins(AckFrame(ids=[frame.id])))
                     except (ConnectionError, OSError):
                         return "ack_failed"    # redelivered after the reconnect, then seen
-                elif kind == "keys_low":
+                elif isinstance(frame, KeysLowFrame):
                     await self._prekeys.run_quietly()
         finally:
             if timer is not None:

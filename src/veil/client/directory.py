@@ -9,11 +9,12 @@ outside any transaction and outside any lock.
 from __future__ import annotations
 
 from veil.client import contacts
-from veil.client.api import account_hex, server_data, unb64
+from veil.client.api import server_data
 from veil.client.device import Context
 from veil.client.errors import IdentityChanged, ServerRejected, UnknownUser
 from veil.client.records import Contact
 from veil.core import keys, safety
+from veil.protocol import responses as rs
 
 
 class Directory:
@@ -30,13 +31,13 @@ class Directory:
             if known_by_name is not None:
                 return known_by_name
             try:
-                found = await self._ctx.api.request("GET", f"/v1/usernames/{name}")
+                found = await self._ctx.api.call("GET", f"/v1/usernames/{name}",
+                                                 rs.UsernameFound)
             except ServerRejected as exc:
                 if exc.status in (400, 404):
                     raise UnknownUser(f"no user named @{name} on this server") from None
                 raise
-            with server_data("username lookup"):
-                account, username = account_hex(found["account_id"]), found["username"]
+            account, username = found.account_id, found.username
             if username != name:
                 # A server answering @carol with bob's name could redirect @bob later.
                 raise ServerRejected(502, "bad_response",
@@ -61,19 +62,15 @@ class Directory:
                  else [f"/v1/keys/{account}/*"])
         bundles: dict[int, keys.PreKeyBundle] = {}
         for path in paths:
-            answer = await self._ctx.api.request("GET", path)
+            answer = await self._ctx.api.call("GET", path, rs.Bundles)
             with server_data("key bundle"):
-                for dev in answer["devices"]:
-                    device_id = int(dev["device_id"])
-                    if dev.get("signed_prekey") is None or \
-                            dev.get("last_resort_kem_prekey") is None:
+                for dev in answer.devices:
+                    if dev.signed_prekey is None or dev.last_resort_kem_prekey is None:
                         continue
-                    opk, pqopk = dev.get("one_time_prekey"), dev.get("one_time_kem_prekey")
-                    bundles[device_id] = keys.PreKeyBundle.from_parts(
-                        unb64(dev["identity_key"]), unb64(dev["signed_prekey"]),
-                        unb64(dev["last_resort_kem_prekey"]),
-                        unb64(opk["key"]) if opk else None,
-                        unb64(pqopk["key"]) if pqopk else None)
+                    opk, pqopk = dev.one_time_prekey, dev.one_time_kem_prekey
+                    bundles[dev.device_id] = keys.PreKeyBundle.from_parts(
+                        dev.identity_key, dev.signed_prekey, dev.last_resort_kem_prekey,
+                        opk.key if opk else None, pqopk.key if pqopk else None)
         return bundles
 
     def note_bundles(self, account: str, bundles: dict[int, keys.PreKeyBundle],

@@ -17,7 +17,6 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from veil.client import contacts, prekey_store, sessions, trust
-from veil.client.api import server_data, unb64
 from veil.client.content import Content
 from veil.client.device import Context
 from veil.client.events import IncomingMessage, MessageReceived
@@ -25,6 +24,7 @@ from veil.client.records import Contact, HistoryEntry
 from veil.client.store import Store
 from veil.core import sealed
 from veil.core.errors import CoreError, DuplicateMessage, UntrustedIdentity
+from veil.protocol import responses as rs
 
 log = logging.getLogger("veil.client")
 
@@ -115,17 +115,13 @@ class Inbox:
         api = self._ctx.api
         await before()
         for _ in range(MAX_PAGES):
-            answer = await api.request("GET", "/v1/messages?limit=100")
-            with server_data("message list"):
-                items = [(int(i["id"]), int(i["ts"]), unb64(i["envelope"]))
-                         for i in answer["messages"]]
-                more = bool(answer.get("more"))
-            for envelope_id, ts, envelope in items:
-                message = await self.handle(envelope, ts)
-                await api.request("DELETE", f"/v1/messages/{envelope_id}")
+            answer = await api.call("GET", "/v1/messages?limit=100", rs.MessagePage)
+            for item in answer.messages:
+                message = await self.handle(item.envelope, item.ts)
+                await api.request("DELETE", f"/v1/messages/{item.id}")
                 if message is not None:
                     yield message
-            if not more:
+            if not answer.more:
                 break
         await after()
 

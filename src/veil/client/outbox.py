@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from msgspec import UNSET
+
 from veil.client import contacts, sessions
-from veil.client.api import b64, server_data, unb64
+from veil.client.api import decode_answer
 from veil.client.content import Content
 from veil.client.device import Context
 from veil.client.directory import Directory
@@ -24,6 +26,8 @@ from veil.client.records import Contact, HistoryEntry
 from veil.core import keys, sealed, session
 from veil.core.errors import CoreError
 from veil.core.submission import Submission
+from veil.protocol import requests as rq
+from veil.protocol import responses as rs
 
 CERT_REFRESH_MS = 10 * 60 * 1000
 ATTEMPTS = 3
@@ -65,18 +69,15 @@ class Outbox:
         ctx = self._ctx
         if self._cert is not None and self._cert.expires_at - ctx.clock() > CERT_REFRESH_MS:
             return self._cert
-        answer = await ctx.api.request("GET", "/v1/certificate")
+        answer = await ctx.api.call("GET", "/v1/certificate", rs.SenderCertificate)
         try:
-            statement = answer.get("key_statement")
-            cert = sealed.SenderCertificate.from_bytes(unb64(answer["certificate"]))
+            cert = sealed.SenderCertificate.from_bytes(answer.certificate)
             cert.validate(ctx.device.record.trust_root, ctx.clock())
-        except (CoreError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        except CoreError as exc:
             raise ClientError(f"the server issued an unusable sender certificate: {exc}")\
                 from None
-        if statement is not None:
-            with server_data("key statement"):
-                data = unb64(statement)
-            ctx.device.learn_statement(data)
+        if answer.key_statement is not UNSET:
+            ctx.device.learn_statement(answer.key_statement)
         if cert.server_certificate.key_id < ctx.device.min_server_key_id():
             raise ClientError("the server issued a sender certificate from a revoked "
                               "server key")
@@ -106,10 +107,10 @@ class Outbox:
                 via = relay.name
                 break
             try:
-                await ctx.api.request(
-                    "PUT", f"/v1/messages/{account}",
-                    {"messages": [{"device_id": d, "envelope": b64(e)}
-                                  for d, e in envelopes.items()]},
+                await ctx.api.call(
+                    "PUT", f"/v1/messages/{account}", rs.Accepted,
+                    rq.Submission(messages=[rq.EnvelopeItem(device_id=d, envelope=e)
+                                            for d, e in envelopes.items()]),
                     auth=not use_sealed, access_key=access)
                 break
             except ServerRejected as exc:
@@ -129,18 +130,16 @@ class Outbox:
         return SentMessage(content.id, account, len(envelopes), content.timestamp,
                            use_sealed, via)
 
-    def _reconcile_devices(self, account: str, details: dict[str, object]) -> None:
+    def _reconcile_devices(self, account: str, details: dict[str, object] | None) -> None:
         store = self._ctx.store
-        extra, missing = details.get("extra_devices"), details.get("missing_devices")
-        with server_data("device list"), store.transaction():
+        mismatch = decode_answer(details, rs.MismatchedDevices)
+        with store.transaction():
             contact = contacts.get(store, account) or Contact(account)
             devices = set(contact.devices)
-            if isinstance(extra, list):
-                for dev in extra:
-                    devices.discard(int(dev))
-                    sessions.delete(store, account, int(dev))
-            if isinstance(missing, list):
-                devices.update(int(d) for d in missing)
+            for dev in mismatch.extra_devices:
+                devices.discard(dev)
+                sessions.delete(store, account, dev)
+            devices.update(mismatch.missing_devices)
             contact.devices = sorted(devices)
             contacts.save(store, contact)
 

@@ -28,17 +28,21 @@ removed only once the server has them: a failed upload is retried on the next co
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any
 
-from veil.client.api import Api, b64
-from veil.client.errors import ClientError, CorruptStore, ServerRejected
+import msgspec
+from msgspec import UNSET
+
+from veil.client.api import Api
+from veil.client.errors import ClientError, CorruptStore
 from veil.client.store import Store
 from veil.core import keys
 from veil.core.errors import CoreError
 from veil.core.prekeys import PreKeys, PreKeyTables, Rotation
+from veil.protocol import ProtocolError, decode_value, encode
+from veil.protocol import requests as rq
+from veil.protocol import responses as rs
 
 log = logging.getLogger("veil.client")
 
@@ -159,28 +163,27 @@ def remember_rotation(store: Store, rotation: Rotation) -> None:
     """Merge a rotation's new public records into the pending upload (newest wins)."""
     if not rotation:
         return
-    body = pending_upload(store) or {}
+    body = pending_upload(store) or rq.PrekeyUpload()
     if rotation.signed_prekey is not None:
-        body["signed_prekey"] = b64(rotation.signed_prekey.to_bytes())
+        body = msgspec.structs.replace(body, signed_prekey=rotation.signed_prekey.to_bytes())
     if rotation.last_resort_kem is not None:
-        body["last_resort_kem_prekey"] = b64(rotation.last_resort_kem.to_bytes())
-    store.put(*_PENDING, json.dumps(body, sort_keys=True).encode())
+        body = msgspec.structs.replace(
+            body, last_resort_kem_prekey=rotation.last_resort_kem.to_bytes())
+    # Saved as the request's JSON (``PUT /v1/keys``), which the store has always held.
+    store.put(*_PENDING, encode(body))
 
 
-def pending_upload(store: Store) -> dict[str, Any] | None:
+def pending_upload(store: Store) -> rq.PrekeyUpload | None:
     raw = store.get(*_PENDING)
     if raw is None:
         return None
     try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise CorruptStore("the stored pending prekey upload is damaged")
-    return body
+        return decode_value(raw, rq.PrekeyUpload, "pending upload")
+    except ProtocolError:
+        raise CorruptStore("the stored pending prekey upload is damaged") from None
 
 
-def uploaded(store: Store, body: dict[str, Any]) -> None:
+def uploaded(store: Store, body: rq.PrekeyUpload) -> None:
     """The server has ``body``: forget it, unless a newer rotation replaced it meanwhile."""
     with store.transaction():
         if pending_upload(store) == body:
@@ -189,28 +192,24 @@ def uploaded(store: Store, body: dict[str, Any]) -> None:
 
 # --- rotation and top-up ----------------------------------------------------------------
 
-def one_time_body(ec: list[tuple[int, bytes]],
-                  kem: list[tuple[int, bytes]]) -> dict[str, Any]:
-    """The one-time key fields of ``PUT /v1/keys`` (and registration)."""
-    return {
-        "one_time_prekeys": [{"key_id": k, "key": b64(v)} for k, v in ec],
-        "one_time_kem_prekeys": [{"key_id": k, "key": b64(v)} for k, v in kem],
-    }
+def one_time_body(ec: list[tuple[int, bytes]], kem: list[tuple[int, bytes]],
+                  pending: rq.PrekeyUpload | None = None) -> rq.PrekeyUpload:
+    """``PUT /v1/keys`` with these one-time keys (and the slots of ``pending``)."""
+    return rq.PrekeyUpload(
+        signed_prekey=UNSET if pending is None else pending.signed_prekey,
+        last_resort_kem_prekey=UNSET if pending is None else pending.last_resort_kem_prekey,
+        one_time_prekeys=[rq.OneTimePrekey(key_id=k, key=v) for k, v in ec],
+        one_time_kem_prekeys=[rq.OneTimeKemPrekey(key_id=k, key=v) for k, v in kem],
+    )
 
 
-def upload_body(up: keys.PreKeyUpload, full: bool) -> dict[str, Any]:
-    """``PUT /v1/keys`` (and registration) fields for an upload."""
+def upload_body(up: keys.PreKeyUpload, full: bool) -> rq.PrekeyUpload:
+    """``PUT /v1/keys`` (and the prekeys of a registration) for an upload."""
     body = one_time_body(up.one_time_prekeys, up.one_time_kem_prekeys)
     if full:
-        body["signed_prekey"] = b64(up.signed_prekey)
-        body["last_resort_kem_prekey"] = b64(up.last_resort_kem)
+        body = msgspec.structs.replace(body, signed_prekey=up.signed_prekey,
+                                       last_resort_kem_prekey=up.last_resort_kem)
     return body
-
-
-def _server_number(value: object) -> int:
-    if type(value) is not int:
-        raise ServerRejected(502, "bad_response", "the server's key status is malformed")
-    return value
 
 
 class PrekeyMaintenance:
@@ -279,11 +278,8 @@ class PrekeyMaintenance:
             self.next_rotation_ms = prekeys.next_rotation_ms()
         if rotation:
             log.info("rotated the signed prekey or last-resort key")
-        status = await self._api.request("GET", "/v1/keys/status")
-        if not isinstance(status, dict):
-            raise ServerRejected(502, "bad_response", "the server's key status is malformed")
-        ec_left = _server_number(status.get("one_time_prekeys"))
-        kem_left = _server_number(status.get("one_time_kem_prekeys"))
+        status = await self._api.call("GET", "/v1/keys/status", rs.PrekeyStatus)
+        ec_left, kem_left = status.one_time_prekeys, status.one_time_kem_prekeys
         ec: list[keys.OneTimePreKeyPublic] = []
         kem: list[keys.KemPreKeyPublic] = []
         low = min(ec_left, kem_left) < REPLENISH_BELOW
@@ -298,8 +294,8 @@ class PrekeyMaintenance:
         if pending is None and not ec:
             return
         body = one_time_body([(r.key_id, r.to_bytes()) for r in ec],
-                             [(r.key_id, r.to_bytes()) for r in kem])
-        await self._api.request("PUT", "/v1/keys", {**body, **(pending or {})})
+                             [(r.key_id, r.to_bytes()) for r in kem], pending)
+        await self._api.call("PUT", "/v1/keys", rs.PrekeyStatus, body)
         if pending is not None:
             uploaded(self._store, pending)
 

@@ -16,5 +16,4 @@ __all__ = [
     "runner",
     "services",
     "storage",
-    "validation",
 ]

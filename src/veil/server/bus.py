@@ -29,9 +29,7 @@ class EnvelopeQueued:
 
     id: int
     ts: int
-    # The envelope's base64 text exactly as the sender's request carried it (validated):
-    # relayed as is, so the hot path never encodes an envelope again.
-    envelope: str
+    envelope: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from veil.protocol import Limits
 from veil.server.errors import ConfigError
 
 REGISTRATION_MODES = ("open", "invite")
@@ -92,6 +93,15 @@ class ServerConfig:
 
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)
+
+    def wire_limits(self) -> Limits:
+        """The bounds of the wire formats this configuration sets (veil.protocol)."""
+        return Limits(
+            max_envelope_bytes=self.max_envelope_bytes,
+            max_devices_per_account=self.max_devices_per_account,
+            max_prekeys_per_upload=self.max_prekeys_per_upload,
+            max_body_bytes=self.max_body_bytes,
+        )
 
 
 _TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float}

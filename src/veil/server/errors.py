@@ -24,12 +24,6 @@ class ServerError(VeilError):
         self.message = message
         self.details = details
 
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            body["details"] = self.details
-        return {"error": body}
-
 
 class ConfigError(ServerError):
     """The configuration file or a command-line setting is invalid."""

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from veil.protocol import Codec
 from veil.server.bus import InProcessBus
 from veil.server.certificates import CertificateAuthority
 from veil.server.config import ServerConfig
 from veil.server.errors import ConfigError
 from veil.server.http.app import create_app
 from veil.server.http.context import Context
-from veil.server.http.schemas import build_schemas
 from veil.server.services.accounts import AccountService
 from veil.server.services.keys import KeyService
 from veil.server.services.messages import MessageService
@@ -99,7 +99,7 @@ async def build_context(
         keys=KeyService(storage, bus, config),
         messages=MessageService(storage, bus, config, clock_ms),
         ca=CertificateAuthority(config.data_dir, clock_ms()),
-        schemas=build_schemas(config),
+        codec=Codec(config.wire_limits()),
         clock_ms=clock_ms,
     )
 

@@ -1,29 +1,19 @@
-"""Fuzz what the server decodes from any client: JSON bodies, WebSocket frames (schemas
-and their fast paths) and the Authorization header."""
+"""Fuzz what the server decodes from any client: JSON bodies and WebSocket frames (as
+veil.protocol decodes them with a server's limits) and the Authorization header."""
 
 from __future__ import annotations
 
 import base64
 
+from veil.protocol import Codec, ProtocolError, encode
+from veil.protocol import requests as rq
 from veil.server.config import ServerConfig
-from veil.server.errors import (
-    BadRequest,
-    InvalidJson,
-    PayloadTooLarge,
-    Unauthorized,
-    ValidationFailed,
-)
+from veil.server.errors import BadRequest, Unauthorized
 from veil.server.http.context import parse_basic
-from veil.server.http.frames import fast_ack, fast_send
-from veil.server.http.schemas import build_schemas
-from veil.server.validation import load_json
 
-ALLOWED: tuple[type[BaseException], ...] = (
-    InvalidJson, ValidationFailed, PayloadTooLarge, Unauthorized, BadRequest,
-)
+ALLOWED: tuple[type[BaseException], ...] = (ProtocolError, Unauthorized, BadRequest)
 
-_CONFIG = ServerConfig()
-_SCHEMAS = build_schemas(_CONFIG)
+_CODEC = Codec(ServerConfig().wire_limits())
 _B64 = base64.b64encode(b"envelope").decode()
 
 SEEDS: list[bytes] = [
@@ -42,17 +32,15 @@ def target(data: bytes) -> None:
     if kind == b"A":
         parse_basic(body.decode("latin-1"))
         return
-    value = load_json(body)
-    if isinstance(value, dict):
-        fast = fast_send(value, _CONFIG.max_envelope_bytes, _CONFIG.max_devices_per_account)
-        if fast is not None:
-            assert fast == _SCHEMAS.ws_send.validate(value, "frame")
-        ack = fast_ack(value)
-        if ack is not None:
-            assert ack == _SCHEMAS.ws_ack.validate(value, "frame")["ids"]
-    for schema in (_SCHEMAS.ws_send, _SCHEMAS.ws_ack, _SCHEMAS.registration,
-                   _SCHEMAS.submission, _SCHEMAS.prekeys, _SCHEMAS.sealed_access):
+    try:
+        frame = _CODEC.decode_client_frame(body)
+    except ProtocolError:
+        pass
+    else:  # what was accepted re-encodes to a frame that decodes to the same value
+        assert _CODEC.decode_client_frame(encode(frame)) == frame
+    for cls in (rq.Registration, rq.Submission, rq.PrekeyUpload, rq.SealedAccess,
+                rq.UsernameRequest, rq.RelayedSubmission):
         try:
-            schema.validate(value, "body")
-        except ALLOWED:
+            _CODEC.decode(cls, body)
+        except ProtocolError:
             pass

@@ -53,3 +53,16 @@ def test_connections_quick():
     assert reference["connections"] == 200 == reference["server_reported_connections"]
     assert 0 < float(result["reference_rss_per_connection_kib"]) < 200  # type: ignore[arg-type]
     assert float(result["veil_vs_reference"]) > 0  # type: ignore[arg-type]
+
+
+def test_protocol_bench_quick() -> None:
+    """bench/protocol.py decodes with msgspec and both references it is measured against."""
+    bench = Path(__file__).resolve().parents[3] / "bench" / "protocol.py"
+    out = subprocess.run([sys.executable, str(bench), "--rounds", "1"], capture_output=True,
+                         text=True, timeout=180, check=True).stdout.strip().splitlines()
+    rows = {row["workload"]: row for row in map(json.loads, out)}
+    assert set(rows) == {"decode_send_frame", "decode_ack_frame", "decode_registration",
+                         "encode_envelope_frame"}
+    for name in ("decode_send_frame", "decode_ack_frame", "decode_registration"):
+        assert set(rows[name]["median_us"]) >= {"msgspec", "pydantic"}
+        assert all(v > 0 for v in rows[name]["median_us"].values())

@@ -30,6 +30,10 @@ from schemathesis.engine.events import EngineEvent, FatalError, NonFatalError, S
 from tests.integration.server.harness import Device, ServerProcess, register
 
 EXAMPLES = 8  # per operation and phase (the coverage phase adds its own cases)
+# Smaller than the defaults, so that the coverage phase's longest strings (an envelope
+# of max_envelope_bytes, a relayed submission near max_body_bytes) stay quick to make:
+# the document states the configured limits, and they are what is checked.
+LIMITS = {"max_envelope_bytes": 4096, "max_body_bytes": 64 * 1024, "max_prekeys_per_upload": 4}
 
 CHECKS = (
     "not_a_server_error",
@@ -47,7 +51,7 @@ CHECKS = (
 
 @pytest.fixture(scope="module")
 def st_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Device]]:
-    proc = ServerProcess(Path(tmp_path_factory.mktemp("veil-st")) / "data").start()
+    proc = ServerProcess(Path(tmp_path_factory.mktemp("veil-st")) / "data", LIMITS).start()
 
     async def device() -> Device:
         async with aiohttp.ClientSession() as http:

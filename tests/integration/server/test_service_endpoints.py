@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -72,8 +75,27 @@ async def test_openapi_and_docs(server: ServerProcess, http: aiohttp.ClientSessi
         doc = await r.json()
     assert doc["openapi"].startswith("3.")
     assert {"put", "delete"} <= set(doc["paths"]["/v1/messages/{target}"])
-    reg = doc["paths"]["/v1/accounts"]["post"]["requestBody"]["content"]["application/json"]
-    assert reg["schema"]["additionalProperties"] is False
+    schemas = doc["components"]["schemas"]
+
+    def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+        return schemas[schema["$ref"].rsplit("/", 1)[1]]
+
+    reg = doc["paths"]["/v1/accounts"]["post"]
+    # Request bodies are inline (generators work faster on them than through $ref).
+    body = reg["requestBody"]["content"]["application/json"]["schema"]
+    assert body["additionalProperties"] is False and body["title"] == "Registration"
+    assert "$ref" not in json.dumps(body)
+    # Base64 fields state exactly the encodings of their byte bounds.
+    key = body["properties"]["identity_key"]
+    assert key["contentEncoding"] == "base64" and key["x-bytes"] == [32, 256]
+    assert re.fullmatch(key["pattern"].strip("^$"), b64(bytes(32)))
+    assert not re.fullmatch(key["pattern"].strip("^$"), b64(bytes(31)))
+    # Answers are described too: the 201 body, and the one error shape.
+    created = resolve(reg["responses"]["201"]["content"]["application/json"]["schema"])
+    assert set(created["required"]) == {"account_id", "device_id"}
+    error = resolve(reg["responses"]["422"]["content"]["application/json"]["schema"])
+    assert error["required"] == ["error"]
+    assert {"ClientFrame", "ServerFrame", "SendFrame", "EnvelopeFrame"} <= set(schemas)
     # The route table's slots for rate limits and audit, and the enforced query bounds.
     ops = [op for methods in doc["paths"].values() for op in methods.values()]
     assert all(op["x-veil-rate-limit"] and op["x-veil-audit"] for op in ops)

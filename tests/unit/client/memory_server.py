@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from veil.client.errors import ServerUnreachable
 from veil.client.transport import WebSocket
 from veil.core import keys, sealed
+from veil.protocol import responses as rs
+from veil.protocol import to_builtins
 
 DAY_MS = 24 * 3600 * 1000
 Reply = tuple[int, Any]
@@ -218,18 +220,19 @@ class MemoryServer:
             cert = self.server_key.issue(bytes.fromhex(account), device,
                                          keys.IdentityPublicKey.from_bytes(me.identity),
                                          self.clock() + DAY_MS)
-            return 200, {"certificate": _b64(cert.to_bytes())}
+            return 200, to_builtins(rs.SenderCertificate(
+                certificate=cert.to_bytes(), server_certificate=cert.server_certificate.to_bytes(),
+                expires=cert.expires_at))
         if (method, parts) == ("GET", ["keys", "status"]):
             dev = me.devices[device]
-            return 200, {"one_time_prekeys": len(dev.one_time),
-                         "one_time_kem_prekeys": len(dev.one_time_kem)}
+            return 200, self._status(dev)
         if (method, parts) == ("PUT", ["keys"]):
             dev = me.devices[device]
             dev.one_time += body.get("one_time_prekeys", [])
             dev.one_time_kem += body.get("one_time_kem_prekeys", [])
             dev.signed_prekey = body.get("signed_prekey", dev.signed_prekey)
             dev.last_resort = body.get("last_resort_kem_prekey", dev.last_resort)
-            return 200, {}
+            return 200, self._status(dev)
         if method == "GET" and parts[:1] == ["keys"]:
             target = self.accounts.get(parts[1])
             if target is None:
@@ -238,13 +241,14 @@ class MemoryServer:
             out = []
             for d in wanted:
                 dev = target.devices[d]
-                out.append({"device_id": d, "identity_key": _b64(target.identity),
+                out.append({"device_id": d, "registration_id": 1,
+                            "identity_key": _b64(target.identity),
                             "signed_prekey": dev.signed_prekey,
                             "last_resort_kem_prekey": dev.last_resort,
                             "one_time_prekey": dev.one_time.pop(0) if dev.one_time else None,
                             "one_time_kem_prekey":
                                 dev.one_time_kem.pop(0) if dev.one_time_kem else None})
-            return 200, {"devices": out}
+            return 200, {"account_id": parts[1], "devices": out}
         if (method, parts) == ("GET", ["messages"]):
             queue = me.devices[device].queue
             return 200, {"messages": [{"id": i, "ts": ts, "envelope": env}
@@ -262,7 +266,13 @@ class MemoryServer:
         self.accounts[account] = Account(_unb64(body["identity_key"]),
                                          _unb64(body["access_key"]),
                                          body.get("username"), {1: dev})
-        return 200, {"account_id": account, "device_id": 1}
+        return 201, {"account_id": account, "device_id": 1}
+
+    @staticmethod
+    def _status(dev: Device) -> dict[str, Any]:
+        return to_builtins(rs.PrekeyStatus(
+            one_time_prekeys=len(dev.one_time), one_time_kem_prekeys=len(dev.one_time_kem),
+            has_signed_prekey=True, has_last_resort_kem_prekey=True, low=False))
 
     def add_device(self, account: str, device: int, like: int = 1) -> None:
         """A second device of ``account`` (sharing the first one's keys: enough to test
@@ -285,9 +295,11 @@ class MemoryServer:
         if missing or extra:
             return _error(409, "mismatched_devices",
                           {"missing_devices": missing, "extra_devices": extra})
-        ids = [self.deliver(to, int(m["device_id"]), _unb64(m["envelope"]))
-               for m in body["messages"]]
-        return 200, {"messages": [{"id": i} for i in ids]}
+        stored = [rs.StoredEnvelope(device_id=int(m["device_id"]), ts=self.clock(),
+                                    id=self.deliver(to, int(m["device_id"]),
+                                                    _unb64(m["envelope"])))
+                  for m in body["messages"]]
+        return 200, to_builtins(rs.Accepted(messages=stored))
 
 
 def _frame(envelope_id: int, ts: int, envelope: str) -> str:

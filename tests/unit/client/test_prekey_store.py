@@ -20,6 +20,8 @@ from veil.client import Client, prekey_store, sessions
 from veil.client.store import Store
 from veil.core import keys, prekeys
 from veil.core.errors import DuplicateMessage
+from veil.protocol import to_builtins
+from veil.protocol.requests import PrekeyUpload
 
 DATA = Path(__file__).parent / "data"
 
@@ -172,8 +174,9 @@ def test_rotation_is_remembered_until_uploaded(tmp_path: Path) -> None:
         prekey_store.save(store, pre)
         prekey_store.remember_rotation(store, rotation)
     body = prekey_store.pending_upload(store)
-    assert body is not None and set(body) == {"signed_prekey", "last_resort_kem_prekey"}
-    prekey_store.uploaded(store, {"signed_prekey": "an older body"})
+    assert body is not None and set(to_builtins(body)) == {"signed_prekey",
+                                                           "last_resort_kem_prekey"}
+    prekey_store.uploaded(store, PrekeyUpload(signed_prekey=b"an older body"))
     assert prekey_store.pending_upload(store) == body        # not the one uploaded: kept
     prekey_store.uploaded(store, body)
     assert prekey_store.pending_upload(store) is None

@@ -13,6 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from veil.protocol import Codec, to_builtins
+from veil.protocol.requests import Request, UsernameRequest
 from veil.server.config import ServerConfig
 from veil.server.errors import Unauthorized
 from veil.server.http import openapi
@@ -20,7 +22,6 @@ from veil.server.http.app import create_app, guard
 from veil.server.http.context import CONTEXT, json_response
 from veil.server.http.endpoint import ANY_QUERY, Auth, Call, IntQuery, Route
 from veil.server.http.routes import ROUTES
-from veil.server.http.schemas import build_schemas
 from veil.server.storage.base import DeviceRecord
 
 ACCOUNT = b"a" * 16
@@ -60,7 +61,7 @@ class Untouchable:
 def context(accounts: Accounts) -> Any:
     config = ServerConfig()
     return SimpleNamespace(
-        config=config, schemas=build_schemas(config), accounts=accounts,
+        config=config, codec=Codec(config.wire_limits()), accounts=accounts,
         keys=Untouchable(), messages=Untouchable(), storage=Untouchable(), ca=Untouchable(),
         bus=Untouchable(), connections=0, sealed_connections=0,
     )
@@ -90,7 +91,6 @@ def test_metadata_fields_have_no_defaults():
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
 def test_every_route_declares_all_metadata(route: Route):
     config = ServerConfig()
-    schemas = build_schemas(config)
     assert isinstance(route.auth, Auth)
     assert route.query == ANY_QUERY or (
         isinstance(route.query, tuple) and all(isinstance(q, IntQuery) for q in route.query)
@@ -99,7 +99,8 @@ def test_every_route_declares_all_metadata(route: Route):
         for q in route.query:  # bounds resolve (named ServerConfig fields exist)
             schema = q.json_schema(config)
             assert schema["minimum"] <= schema["default"] <= schema["maximum"]
-    assert route.body is None or route.schema(schemas) is not None
+    assert route.body is None or issubclass(route.body, Request)
+    assert all(code < 400 for code in route.responses) or route.responses
     assert SLOT.fullmatch(route.rate_limit), route.rate_limit
     assert SLOT.fullmatch(route.audit), route.audit
     assert set(route.path_params) == set(re.findall(r"{(\w+)}", route.path))
@@ -107,7 +108,7 @@ def test_every_route_declares_all_metadata(route: Route):
 
 def test_openapi_carries_the_slots():
     config = ServerConfig()
-    doc = openapi.document(ROUTES, build_schemas(config), config)
+    doc = openapi.document(ROUTES, Codec(config.wire_limits()), config)
     for route in ROUTES:
         op = doc["paths"][route.path][route.method.lower()]
         assert op["x-veil-rate-limit"] == route.rate_limit
@@ -151,12 +152,12 @@ async def test_unknown_query_parameters_are_refused(
 # ---- enforcement on a route of our own ------------------------------------------------------
 async def _echo(call: Call) -> web.Response:
     return json_response({"device": call.me.device_id, "query": dict(call.query),
-                          "body": call.body, "path": dict(call.path)})
+                          "body": to_builtins(call.body), "path": dict(call.path)})
 
 
 PROBE = Route("PUT", "/probe/{n}", _echo, "probe", auth=Auth.DEVICE,
               query=(IntQuery("limit", default="fetch_limit", low=1, high="fetch_limit"),),
-              body="username", rate_limit="probe", audit="none", tag="test",
+              body=UsernameRequest, rate_limit="probe", audit="none", tag="test",
               path_params={"n": int})
 
 

@@ -104,7 +104,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 
 def env(dev: int, body: bytes = b"x") -> Outgoing:
-    return Outgoing(dev, body, "eA==")
+    return Outgoing(dev, body)
 
 
 async def test_authentication(world: World):
@@ -153,7 +153,7 @@ async def test_push_after_commit_and_own_account(world: World):
     bob, _ = await world.register()
     accepted = await world.messages.submit(alice, [env(1, b"hi")], DeviceSender(bob, 1))
     # A typed event: what the device hears on the wire is the WebSocket layer's business.
-    assert sink.events == [EnvelopeQueued(accepted[0].id, NOW, "eA==")]
+    assert sink.events == [EnvelopeQueued(accepted[0].id, NOW, b"hi")]
     # To one's own account: the sending device is not a recipient.
     with pytest.raises(MismatchedDevices):
         await world.messages.submit(alice, [env(1)], DeviceSender(alice, 1))

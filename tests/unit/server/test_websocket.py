@@ -53,8 +53,8 @@ async def test_events_become_the_documented_frames():
     conn = connection(buffered=0)
     conn.behind = False  # as after the first refill found the queue empty
     conn.deliver(KEYS_LOW)
-    conn.deliver(EnvelopeQueued(7, 1234, "eA=="))
-    conn.deliver(EnvelopeQueued(7, 1234, "eA=="))  # pushed already: not twice
+    conn.deliver(EnvelopeQueued(7, 1234, b"x"))
+    conn.deliver(EnvelopeQueued(7, 1234, b"x"))  # pushed already: not twice
     assert conn.outbox is not None
     assert [json.loads(text) for text in conn.outbox] == [
         {"type": "keys_low", "one_time_prekeys": 9, "one_time_kem_prekeys": 9},

@@ -4,9 +4,7 @@ __all__ = [
     "app",
     "context",
     "endpoint",
-    "frames",
     "openapi",
     "routes",
-    "schemas",
     "websocket",
 ]

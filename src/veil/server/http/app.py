@@ -15,8 +15,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from veil.protocol.responses import ErrorResponse
 from veil.server.errors import MethodNotAllowed, NotFound, PayloadTooLarge, ServerError
-from veil.server.http.context import CONTEXT, Context, json_response
+from veil.server.http.context import (
+    CONTEXT,
+    Context,
+    error_detail,
+    error_response,
+    json_response,
+)
 from veil.server.http.endpoint import ROUTE_TABLE, Route, prepare
 from veil.server.http.routes import ROUTES
 
@@ -26,7 +33,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(exc: ServerError) -> web.Response:
-    response = json_response(exc.to_json(), status=exc.status)
+    response = json_response(ErrorResponse(error=error_detail(exc)), status=exc.status)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Basic realm="veil"'
     return response
@@ -54,15 +61,10 @@ def guard(route: Route) -> _Handler:
             if exc.status < 400:
                 raise
             code = "bad_request" if exc.status < 500 else "internal_error"
-            return json_response(
-                {"error": {"code": code, "message": exc.reason or "error"}}, status=exc.status
-            )
+            return error_response(code, exc.reason or "error", exc.status)
         except Exception:
             log.exception("unhandled error in %s", handler.__name__)
-            return json_response(
-                {"error": {"code": "internal_error", "message": "internal server error"}},
-                status=500,
-            )
+            return error_response("internal_error", "internal server error", 500)
 
     return guarded
 

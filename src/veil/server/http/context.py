@@ -1,4 +1,4 @@
-"""What every handler needs: the services and schemas, device credentials, JSON responses.
+"""What every handler needs: the services and the codec, device credentials, JSON responses.
 
 Routes read their inputs through :mod:`veil.server.http.endpoint`, which checks them.
 """
@@ -6,19 +6,20 @@ Routes read their inputs through :mod:`veil.server.http.endpoint`, which checks 
 from __future__ import annotations
 
 import binascii
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from msgspec import UNSET
 
+from veil.protocol import Codec, encode
+from veil.protocol.responses import ErrorDetail, ErrorResponse, Response
 from veil.server.bus import Bus
 from veil.server.certificates import CertificateAuthority
 from veil.server.config import ServerConfig
 from veil.server.encoding import b64decode, parse_account_id, parse_device_id
-from veil.server.errors import BadRequest, Unauthorized, ValidationFailed
-from veil.server.http.schemas import Schemas
+from veil.server.errors import BadRequest, ServerError, Unauthorized, ValidationFailed
 from veil.server.services.accounts import AccountService
 from veil.server.services.keys import KeyService
 from veil.server.services.messages import MessageService
@@ -36,7 +37,7 @@ class Context:
     keys: KeyService
     messages: MessageService
     ca: CertificateAuthority
-    schemas: Schemas
+    codec: Codec  # the wire formats, with this server's limits bound in
     clock_ms: Callable[[], int]
     connections: int = 0  # every WebSocket, sealed ones included
     sealed_connections: int = 0
@@ -79,17 +80,29 @@ async def authenticate(request: web.Request, *, cache: bool = True) -> DeviceRec
     return await ctx(request).accounts.authenticate(account_id, device_id, token, cache=cache)
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, separators=(",", ":")), status=status,
-        content_type="application/json",
-    )
+def error_detail(exc: ServerError) -> ErrorDetail:
+    """The one error shape, for an answer or a WebSocket ``error`` frame."""
+    return ErrorDetail(code=exc.code, message=exc.message,
+                       details=exc.details if exc.details else UNSET)
+
+
+def error_response(code: str, message: str, status: int) -> web.Response:
+    """An error answer that no ServerError describes (aiohttp's own, a bug)."""
+    return json_response(ErrorResponse(error=ErrorDetail(code=code, message=message)),
+                         status=status)
+
+
+def json_response(data: Response | dict[str, Any], status: int = 200) -> web.Response:
+    """An answer of :mod:`veil.protocol.responses` (or a document, such as OpenAPI's)."""
+    return web.Response(body=encode(data), status=status, content_type="application/json")
 
 __all__ = [
     "ACCESS_KEY_HEADER",
     "CONTEXT",
     "Context",
     "authenticate",
+    "error_detail",
+    "error_response",
     "json_response",
     "parse_basic",
 ]

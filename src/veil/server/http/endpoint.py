@@ -1,7 +1,8 @@
 """Route metadata, and the one place it is enforced before a handler runs.
 
 Every route of the table declares how it authenticates, which query parameters it takes
-(names, types, bounds), which body schema it reads, its path parameters, and two slots
+(names, types, bounds), which body type of :mod:`veil.protocol.requests` it reads and
+which answer types of :mod:`veil.protocol.responses` it gives, its path parameters, and two slots
 the protection-layer and audit issues fill: a rate-limit class and an audit tag. The
 OpenAPI document is generated from the same declaration (the two slots appear there as
 ``x-veil-rate-limit`` and ``x-veil-audit``), so what is documented is what is enforced.
@@ -25,9 +26,18 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from veil.protocol import InvalidFields, MalformedJson
+from veil.protocol.requests import Request
+from veil.protocol.responses import Response
 from veil.server.config import ServerConfig
 from veil.server.encoding import b64decode
-from veil.server.errors import BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
+from veil.server.errors import (
+    BadRequest,
+    InvalidJson,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+)
 from veil.server.http.context import (
     ACCESS_KEY_HEADER,
     CONTEXT,
@@ -35,7 +45,6 @@ from veil.server.http.context import (
     authenticate,
 )
 from veil.server.storage.base import DeviceRecord
-from veil.server.validation import Schema, load_json
 
 
 class Auth(enum.Enum):
@@ -128,8 +137,7 @@ class Call:
     access_key: bytes | None  # DEVICE_OR_ACCESS_KEY without credentials: the header
     path: Mapping[str, Any]  # path parameters, parsed by the route's parsers
     query: Mapping[str, int]  # declared query parameters (defaults filled in)
-    body: dict[str, Any]  # the validated body ({} for routes without one)
-    raw: Any  # the body's JSON as sent (the base64 text of envelopes is relayed as is)
+    body: Any  # the decoded body, an instance of the route's body type (None: no body)
 
     @property
     def me(self) -> DeviceRecord:
@@ -152,18 +160,19 @@ class Route:
     _: KW_ONLY
     auth: Auth
     query: tuple[IntQuery, ...] | AnyQuery
-    body: str | None  # attribute name in Schemas
+    body: type[Request] | None  # the body type (the server's limits bound in)
     rate_limit: str  # rate-limit class (the protection-layer issue enforces it)
     audit: str  # audit tag, "none" for routes that are not audited (the audit issue)
     tag: str
     path_params: Mapping[str, PathParser | PathParam] = field(default_factory=dict)
-    responses: dict[int, str] = field(default_factory=lambda: {200: "OK"})
+    # The statuses the handler itself answers with: a description, and the answer's
+    # type (None: no body, as for 101 and 204). Error statuses the declaration implies
+    # (400, 401, 413, 422, ...) are added by the OpenAPI generator.
+    responses: Mapping[int, tuple[str, type[Response] | None]] = field(
+        default_factory=dict)
     # Long-lived connections authenticate once: caching their records would only add
     # to what each idle connection costs.
     cache_credentials: bool = True
-
-    def schema(self, schemas: Any) -> Schema | None:
-        return None if self.body is None else getattr(schemas, self.body)
 
 
 # The assembled table, on the application: the OpenAPI handler reads it from there
@@ -193,17 +202,20 @@ def _access_key(request: web.Request) -> bytes | None:
     return key
 
 
-async def _body(request: web.Request, schema: Schema, c: Context) -> tuple[Any, dict[str, Any]]:
-    """The decoded JSON as sent and its validated form."""
+async def _body(request: web.Request, body_type: type[Request], c: Context) -> Any:
+    """The body, decoded strictly as ``body_type``."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"the body is larger than {c.config.max_body_bytes} bytes") from exc
     if not raw:
         raise BadRequest("this endpoint needs a JSON body")
-    value = load_json(raw)
-    validated: dict[str, Any] = schema.validate(value, "body")
-    return value, validated
+    try:
+        return c.codec.decode(body_type, raw)
+    except MalformedJson as exc:
+        raise InvalidJson(exc.message) from None
+    except InvalidFields as exc:
+        raise ValidationFailed(exc.message) from None
 
 
 def _path(route: Route, request: web.Request) -> dict[str, Any]:
@@ -237,12 +249,8 @@ async def prepare(route: Route, request: web.Request) -> Call:
     if declared != ANY_QUERY:
         for q in declared:
             query[q.name] = q.parse(request.query.get(q.name), c.config)
-    raw: Any = None
-    body: dict[str, Any] = {}
-    schema = route.schema(c.schemas)
-    if schema is not None:
-        raw, body = await _body(request, schema, c)
-    return Call(request, c, device, key, path, query, body, raw)
+    body = None if route.body is None else await _body(request, route.body, c)
+    return Call(request, c, device, key, path, query, body)
 
 __all__ = [
     "ANY_QUERY",

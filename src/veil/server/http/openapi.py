@@ -1,5 +1,11 @@
-"""The OpenAPI 3.1 document, generated from the route table and the validation schemas,
-and a self-contained HTML page that renders it (no CDN: servers may run offline)."""
+"""The OpenAPI 3.1 document, generated from the route table and the types of
+:mod:`veil.protocol` (with this server's limits bound in), and a self-contained HTML
+page that renders it (no CDN: servers may run offline).
+
+Every route states every status it can answer with and the body of each: its own
+(``Route.responses``), and the errors its declaration implies (authentication, path
+parameters, a body), all in the one error shape.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,13 @@ import re
 from typing import Any
 
 from veil import __version__
+from veil.protocol import Codec
+from veil.protocol.frames import ServerFrame
+from veil.protocol.responses import ErrorResponse
 from veil.server.config import ServerConfig
 from veil.server.http.endpoint import ANY_QUERY, Auth, PathParam, Route
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {
-        "type": "object",
-        "required": ["code", "message"],
-        "properties": {
-            "code": {"type": "string", "description": "stable machine-readable code"},
-            "message": {"type": "string"},
-            "details": {"type": "object"},
-        },
-    }},
-}
+REF = "#/components/schemas/{name}"
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "device": [{"device": []}],
@@ -30,10 +27,15 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "none": [],
 }
 
-
-_ERROR_CONTENT: dict[str, Any] = {
-    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+# Answers that are not protocol types.
+_OTHER_CONTENT: dict[str, dict[str, Any]] = {
+    "openapi_json": {"application/json": {"schema": {"type": "object"}}},
+    "docs": {"text/html": {"schema": {"type": "string"}}},
 }
+
+
+def _content(ref: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": ref}}
 
 
 def _error_statuses(route: Route, has_body: bool) -> dict[int, str]:
@@ -55,7 +57,70 @@ def _error_statuses(route: Route, has_body: bool) -> dict[int, str]:
     return out
 
 
-def document(routes: Any, schemas: Any, config: ServerConfig) -> dict[str, Any]:
+def _parameters(route: Route, config: ServerConfig) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for name in re.findall(r"{(\w+)}", route.path):
+        declared = route.path_params.get(name)
+        params.append({
+            "name": name, "in": "path", "required": True,
+            "schema": declared.json_schema() if isinstance(declared, PathParam)
+            else {"type": "string"},
+        })
+    if route.query != ANY_QUERY:
+        params += [
+            {"name": q.name, "in": "query", "required": False, "schema": q.json_schema(config)}
+            for q in route.query
+        ]
+    return params
+
+
+def _exact_base64(schema: Any) -> Any:
+    """Base64 fields keep only their pattern, which admits exactly the encodings of the
+    allowed byte counts: the character bounds msgspec adds beside it allow lengths no
+    base64 text has (maxLength - 1), which test generators then search for in vain."""
+    if isinstance(schema, dict):
+        out = {k: _exact_base64(v) for k, v in schema.items()}
+        if out.get("contentEncoding") == "base64" and "pattern" in out:
+            out.pop("minLength", None)
+            out.pop("maxLength", None)
+        return out
+    if isinstance(schema, list):
+        return [_exact_base64(v) for v in schema]
+    return schema
+
+
+def _inline(schema: Any, components: dict[str, Any]) -> Any:
+    """``schema`` with its component references replaced by the components (request
+    bodies are shallow; test generators such as schemathesis's coverage phase work
+    on an inline schema far faster than through references)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            return _inline(components[ref.rsplit("/", 1)[1]], components)
+        return {k: _inline(v, components) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_inline(v, components) for v in schema]
+    return schema
+
+
+def _types(routes: Any) -> list[type[Any]]:
+    """Every protocol type the routes read or answer with, in a stable order."""
+    found: dict[type[Any], None] = {ErrorResponse: None}
+    for route in routes:
+        if route.body is not None:
+            found[route.body] = None
+        for _, answer in route.responses.values():
+            if answer is not None:
+                found[answer] = None
+    return list(found)
+
+
+def document(routes: Any, codec: Codec, config: ServerConfig) -> dict[str, Any]:
+    types = _types(routes)
+    refs, found = codec.schemas([*types, codec.client_frames, ServerFrame], REF)
+    components: dict[str, Any] = _exact_base64(found)
+    ref_of = dict(zip(types, refs, strict=False))
+    error = _content(ref_of[ErrorResponse])
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         op: dict[str, Any] = {
@@ -68,35 +133,27 @@ def document(routes: Any, schemas: Any, config: ServerConfig) -> dict[str, Any]:
             "x-veil-rate-limit": route.rate_limit,
             "x-veil-audit": route.audit,
         }
-        schema = route.schema(schemas)
-        statuses = {**_error_statuses(route, schema is not None), **route.responses}
+        statuses: dict[int, tuple[str, Any]] = {
+            code: (text, None) for code, text in _error_statuses(
+                route, route.body is not None).items()}
+        statuses.update(route.responses)
         for code in sorted(statuses):
-            response: dict[str, Any] = {"description": statuses[code]}
+            description, answer = statuses[code]
+            response: dict[str, Any] = {"description": description}
             if code >= 400:
-                response["content"] = _ERROR_CONTENT
+                response["content"] = error
+            elif answer is not None:
+                response["content"] = _content(ref_of[answer])
+            elif route.handler.__name__ in _OTHER_CONTENT:
+                response["content"] = _OTHER_CONTENT[route.handler.__name__]
             op["responses"][str(code)] = response
-        op["responses"]["4XX"] = {"description": "Client error", "content": _ERROR_CONTENT}
-        params: list[dict[str, Any]] = []
-        for name in re.findall(r"{(\w+)}", route.path):
-            declared = route.path_params.get(name)
-            params.append({
-                "name": name, "in": "path", "required": True,
-                "schema": declared.json_schema() if isinstance(declared, PathParam)
-                else {"type": "string"},
-            })
-        if route.query != ANY_QUERY:
-            params += [
-                {"name": q.name, "in": "query", "required": False,
-                 "schema": q.json_schema(config)}
-                for q in route.query
-            ]
+        op["responses"]["4XX"] = {"description": "Client error", "content": error}
+        params = _parameters(route, config)
         if params:
             op["parameters"] = params
-        if schema is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": schema.json_schema()}},
-            }
+        if route.body is not None:
+            op["requestBody"] = {"required": True, "content": _content(
+                _inline(ref_of[route.body], components))}
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -104,14 +161,15 @@ def document(routes: Any, schemas: Any, config: ServerConfig) -> dict[str, Any]:
             "title": "Veil server API",
             "version": __version__,
             "description": "Accounts, key directory and sealed message queue. Envelope "
-                           "bodies are opaque to the server. WebSocket frames: docs/server.md.",
+                           "bodies are opaque to the server. WebSocket frames: the "
+                           "ClientFrame and ServerFrame schemas, and docs/server.md.",
         },
         "paths": paths,
         "components": {
             "schemas": {
-                "Error": ERROR_SCHEMA,
-                "WebSocketSend": schemas.ws_send.json_schema(),
-                "WebSocketAck": schemas.ws_ack.json_schema(),
+                **components,
+                "ClientFrame": refs[-2],
+                "ServerFrame": refs[-1],
             },
             "securitySchemes": {
                 "device": {

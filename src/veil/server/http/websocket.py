@@ -29,39 +29,43 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import json
 import logging
 import struct
 from functools import partial
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from msgspec import UNSET
 
+from veil.protocol import InvalidFields, MalformedJson, encode
+from veil.protocol import responses as rs
+from veil.protocol.frames import (
+    AckFrame,
+    EnvelopeFrame,
+    ErrorFrame,
+    KeysLowFrame,
+    SendFrame,
+    SentFrame,
+)
 from veil.server.bus import EnvelopeQueued, Event, KeysLow
-from veil.server.encoding import b64encode, log_id, parse_account_id
+from veil.server.encoding import log_id, parse_account_id
 from veil.server.errors import (
-    InvalidJson,
     PayloadTooLarge,
     ServerError,
     TooManyConnections,
     ValidationFailed,
 )
-from veil.server.http.context import Context
+from veil.server.http.context import Context, error_detail
 from veil.server.http.endpoint import Call
-from veil.server.http.frames import fast_ack, fast_send
 from veil.server.services.messages import DeviceSender, Outgoing, SealedSender, Sender
 from veil.server.storage.base import DeviceRecord, StoredEnvelope
-from veil.server.validation import load_json
 
 log = logging.getLogger("veil.server.websocket")
 CLOSE_REPLACED = 4000
 _CONGESTED_BYTES = 256 * 1024
 _TASKS: set[asyncio.Task[Any]] = set()
 _NO_IDS: Any = frozenset()
-
-
-def _dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, separators=(",", ":"))
+_INTERNAL_ERROR = rs.ErrorDetail(code="internal_error", message="internal error")
 
 
 def _text_frame(payload: bytes) -> bytes:
@@ -78,16 +82,15 @@ def _text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-# The frames the server sends. Services and the bus hand over typed events; these are
-# the only places that turn them (and send replies) into JSON.
-def _envelope_frame(id_: int, ts: int, envelope: str) -> str:
-    # Formatted by hand on the hot path: integers and validated base64 need no escaping.
-    return f'{{"type":"envelope","id":{id_:d},"ts":{ts:d},"envelope":"{envelope}"}}'
+# The frames the server sends (veil.protocol.frames). Services and the bus hand over
+# typed events; this module is the only place that turns them, and replies, into JSON.
+def _keys_low_frame(event: KeysLow) -> bytes:
+    return encode(KeysLowFrame(one_time_prekeys=event.one_time_prekeys,
+                               one_time_kem_prekeys=event.one_time_kem_prekeys))
 
 
-def _keys_low_frame(event: KeysLow) -> str:
-    return _dumps({"type": "keys_low", "one_time_prekeys": event.one_time_prekeys,
-                   "one_time_kem_prekeys": event.one_time_kem_prekeys})
+def _error_frame(req: int, exc: ServerError) -> bytes:
+    return encode(ErrorFrame(req=req, error=error_detail(exc)))
 
 
 def _spawn(coro: Any) -> None:
@@ -108,10 +111,10 @@ class _Socket(abc.ABC):
         self.closed = False
         self.inflight = 0
         self.slot: asyncio.Future[None] | None = None
-        self.outbox: list[str] | None = None
+        self.outbox: list[bytes] | None = None
         self.outbox_bytes = 0
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: bytes) -> None:
         """Queue a text frame; frames queued in one event-loop turn leave in one write.
 
         Coalescing matters: a send(2) costs more than building a frame, and a busy
@@ -132,7 +135,7 @@ class _Socket(abc.ABC):
         if not out or self.closed or self.ws.closed or transport is None \
                 or transport.is_closing():
             return
-        transport.write(b"".join(_text_frame(text.encode()) for text in out))
+        transport.write(b"".join(_text_frame(text) for text in out))
 
     def congested(self) -> bool:
         transport = self.transport
@@ -160,10 +163,10 @@ class _Socket(abc.ABC):
                 break
             if msg.type == WSMsgType.TEXT:
                 try:
-                    await self.on_frame(load_json(msg.data, "frame"))
+                    await self.on_frame(self.c.codec.decode_client_frame(msg.data))
                 except PayloadTooLarge as exc:
                     await self.reject(WSCloseCode.MESSAGE_TOO_BIG, exc.message)
-                except (InvalidJson, ValidationFailed) as exc:
+                except (MalformedJson, InvalidFields, ValidationFailed) as exc:
                     await self.reject(WSCloseCode.POLICY_VIOLATION, exc.message)
                 except Exception:
                     # A bug, not the client's doing: this socket only, and say so.
@@ -177,8 +180,8 @@ class _Socket(abc.ABC):
                 break
 
     @abc.abstractmethod
-    async def on_frame(self, frame: Any) -> None:
-        """Handle one decoded JSON frame; raise ValidationFailed to close the socket."""
+    async def on_frame(self, frame: SendFrame | AckFrame) -> None:
+        """Handle one decoded frame; raise ValidationFailed to close the socket."""
 
     async def wait_for_slot(self) -> None:
         """Stop reading this socket until fewer than the allowed database calls (sends
@@ -192,31 +195,23 @@ class _Socket(abc.ABC):
         if self.slot is not None and not self.slot.done():
             self.slot.set_result(None)
 
-    async def start_send(self, raw: dict[str, Any], sender: Sender | None) -> None:
-        """Validate a send frame and submit it; the reply leaves from a callback once the
-        envelopes are durable. ``sender=None`` means sealed (the frame's access key)."""
-        config = self.c.config
-        frame = fast_send(raw, config.max_envelope_bytes, config.max_devices_per_account) \
-            or self.c.schemas.ws_send.validate(raw, "frame")
+    async def start_send(self, frame: SendFrame, sender: Sender | None) -> None:
+        """Submit a send frame; the reply leaves from a callback once the envelopes are
+        durable. ``sender=None`` means sealed (the frame's access key)."""
         if sender is None:
-            sender = SealedSender(frame.get("access_key"))
-        items = [
-            Outgoing(m["device_id"], m["envelope"], r["envelope"])
-            for m, r in zip(frame["messages"], raw["messages"], strict=True)
-        ]
+            sender = SealedSender(None if frame.access_key is UNSET else frame.access_key)
+        items = [Outgoing(m.device_id, m.envelope) for m in frame.messages]
         if self.congested():
             # Sending without reading the replies would make us buffer without bound.
             raise ValidationFailed("too many unread replies; read the socket")
         await self.wait_for_slot()
         try:
-            stored = self.c.messages.submit_nowait(
-                parse_account_id(frame["to"]), items, sender
-            )
+            stored = self.c.messages.submit_nowait(parse_account_id(frame.to), items, sender)
         except ServerError as exc:
-            self.send_text(_dumps({"type": "error", "req": frame["req"], **exc.to_json()}))
+            self.send_text(_error_frame(frame.req, exc))
             return
         self.inflight += 1
-        stored.add_done_callback(partial(self._sent, frame["req"]))
+        stored.add_done_callback(partial(self._sent, frame.req))
 
     def _sent(self, req: int, stored: asyncio.Future[list[StoredEnvelope]]) -> None:
         """Reply once the envelopes are durable (no task per send: a callback)."""
@@ -225,18 +220,15 @@ class _Socket(abc.ABC):
             return
         exc = stored.exception()
         if exc is None:
-            # The hot path: formatted by hand, every field is an integer.
-            items_json = ",".join(
-                f'{{"device_id":{e.device_id:d},"id":{e.id:d},"ts":{e.ts:d}}}'
+            self.send_text(encode(SentFrame(req=req, messages=[
+                rs.StoredEnvelope(device_id=e.device_id, id=e.id, ts=e.ts)
                 for e in stored.result()
-            )
-            self.send_text(f'{{"type":"sent","req":{req:d},"messages":[{items_json}]}}')
+            ])))
         elif isinstance(exc, ServerError):
-            self.send_text(_dumps({"type": "error", "req": req, **exc.to_json()}))
+            self.send_text(_error_frame(req, exc))
         else:
             log.error("send over websocket failed: %s", type(exc).__name__)
-            self.send_text(_dumps({"type": "error", "req": req, "error": {
-                "code": "internal_error", "message": "internal error"}}))
+            self.send_text(encode(ErrorFrame(req=req, error=_INTERNAL_ERROR)))
 
 
 class DeviceConnection(_Socket):
@@ -257,27 +249,23 @@ class DeviceConnection(_Socket):
         self.refilling = False
         self.acked_while_fetching: set[int] | None = None
 
-    async def on_frame(self, frame: Any) -> None:
-        kind = frame.get("type") if isinstance(frame, dict) else None
-        if kind == "ack":
-            ids = fast_ack(frame) or self.c.schemas.ws_ack.validate(frame, "frame")["ids"]
+    async def on_frame(self, frame: SendFrame | AckFrame) -> None:
+        if isinstance(frame, AckFrame):
             # This socket acknowledges what it pushed; anything else would be database
             # work a client could ask for without limit (ids that were never pushed
             # here, or one id a thousand times).
             sent = self.sent
-            ids = [i for i in dict.fromkeys(ids) if i in sent]
+            ids = [i for i in dict.fromkeys(frame.ids) if i in sent]
             if not ids:
                 return
             await self.wait_for_slot()
             fut = self.c.messages.acknowledge_nowait(self.account_id, self.device_id, ids)
             self.inflight += 1
             fut.add_done_callback(partial(self._acked, ids))
-        elif kind == "send":
-            if "access_key" in frame:
+        else:
+            if frame.access_key is not UNSET:
                 raise ValidationFailed("access_key belongs on the sealed socket")
             await self.start_send(frame, DeviceSender(self.account_id, self.device_id))
-        else:
-            raise ValidationFailed("frame.type must be 'ack' or 'send'")
 
     def _mark_sent(self, id_: int) -> None:
         if self.sent is _NO_IDS:
@@ -316,7 +304,7 @@ class DeviceConnection(_Socket):
             self.behind = True
             return
         self._mark_sent(id_)
-        self.send_text(_envelope_frame(id_, event.ts, event.envelope))
+        self.send_text(encode(EnvelopeFrame(id=id_, ts=event.ts, envelope=event.envelope)))
 
     def replaced(self) -> None:
         self.closed = True
@@ -352,7 +340,7 @@ class DeviceConnection(_Socket):
                     if self.congested():
                         break  # a reader this slow gets the rest after its next ack
                     self._mark_sent(row.id)
-                    self.send_text(_envelope_frame(row.id, row.ts, b64encode(row.body)))
+                    self.send_text(encode(EnvelopeFrame(id=row.id, ts=row.ts, envelope=row.body)))
                     pushed += 1
                 if len(rows) >= window or len(fresh) > pushed:
                     self.behind = True  # more than fitted: continue when acks free room
@@ -372,9 +360,8 @@ class SealedConnection(_Socket):
         # holds a slot.
         return self.c.config.sealed_idle_timeout_s
 
-    async def on_frame(self, frame: Any) -> None:
-        kind = frame.get("type") if isinstance(frame, dict) else None
-        if kind != "send":
+    async def on_frame(self, frame: SendFrame | AckFrame) -> None:
+        if not isinstance(frame, SendFrame):
             raise ValidationFailed("the sealed socket accepts only 'send' frames")
         await self.start_send(frame, None)
 

@@ -33,11 +33,10 @@ from veil.server.storage.base import RecipientInfo, Storage, StoredEnvelope
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One envelope of a submission; ``text`` is its base64 form as received."""
+    """One envelope of a submission."""
 
     device_id: int
     body: bytes
-    text: str
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ class MessageService:
         publish = self._bus.publish
         for envelope, item in zip(stored.result(), items, strict=True):
             publish((recipient, envelope.device_id),
-                    EnvelopeQueued(envelope.id, envelope.ts, item.text))
+                    EnvelopeQueued(envelope.id, envelope.ts, item.body))
 
     async def submit(
         self, recipient: bytes, items: Sequence[Outgoing], sender: Sender

@@ -8,7 +8,9 @@ from aiohttp import web
 
 from veil.core.errors import CoreError
 from veil.core.submission import Submission
-from veil.server.encoding import b64encode, parse_account_id
+from veil.protocol import requests as rq
+from veil.protocol import responses as rs
+from veil.server.encoding import parse_account_id
 from veil.server.errors import BadRequest, MessageNotFound, PayloadTooLarge, ValidationFailed
 from veil.server.http.context import json_response
 from veil.server.http.endpoint import Auth, Call, IntQuery, PathParam, Route
@@ -25,9 +27,9 @@ MAX_AFTER = (1 << 53) - 1  # JSON-safe integers
 
 
 def _accepted(accepted: Sequence[Accepted]) -> web.Response:
-    return json_response({"messages": [
-        {"device_id": a.device_id, "id": a.id, "ts": a.ts} for a in accepted
-    ]})
+    return json_response(rs.Accepted(messages=[
+        rs.StoredEnvelope(device_id=a.device_id, id=a.id, ts=a.ts) for a in accepted
+    ]))
 
 
 def _message_id(text: str) -> int:
@@ -42,10 +44,8 @@ async def submit(call: Call) -> web.Response:
         SealedSender(call.access_key) if device is None
         else DeviceSender(device.account_id, device.device_id)
     )
-    items = [
-        Outgoing(m["device_id"], m["envelope"], r["envelope"])
-        for m, r in zip(call.body["messages"], call.raw["messages"], strict=True)
-    ]
+    body: rq.Submission = call.body
+    items = [Outgoing(m.device_id, m.envelope) for m in body.messages]
     return _accepted(await call.c.messages.submit(call.path["target"], items, sender))
 
 
@@ -55,7 +55,7 @@ async def relayed_submission(call: Call) -> web.Response:
     is the provider's, never the sender's."""
     config = call.c.config
     try:
-        submission = Submission.decode(call.body["submission"])
+        submission = Submission.decode(call.body.submission)
     except CoreError as exc:
         raise ValidationFailed(f"submission: {exc}") from None
     items = []
@@ -65,7 +65,7 @@ async def relayed_submission(call: Call) -> web.Response:
         if len(envelope) > config.max_envelope_bytes:
             raise PayloadTooLarge(f"an envelope is larger than {config.max_envelope_bytes} "
                                   "bytes")
-        items.append(Outgoing(device_id, envelope, b64encode(envelope)))
+        items.append(Outgoing(device_id, envelope))
     return _accepted(await call.c.messages.submit(
         submission.recipient, items, SealedSender(submission.access_key)
     ))
@@ -85,12 +85,10 @@ async def fetch_messages(call: Call) -> web.Response:
         if page and total > config.fetch_max_bytes:
             break
         page += 1
-    return json_response({
-        "messages": [
-            {"id": e.id, "ts": e.ts, "envelope": b64encode(e.body)} for e in rows[:page]
-        ],
-        "more": len(rows) > page,
-    })
+    return json_response(rs.MessagePage(
+        messages=[rs.QueuedEnvelope(id=e.id, ts=e.ts, envelope=e.body) for e in rows[:page]],
+        more=len(rows) > page,
+    ))
 
 
 async def delete_message(call: Call) -> web.Response:
@@ -109,26 +107,32 @@ ROUTES: tuple[Route, ...] = (
     # forbids two templates that differ only in the parameter name.
     Route("PUT", "/v1/messages/{target}", submit,
           "Submit one envelope per recipient device (sealed: Veil-Access-Key)",
-          auth=Auth.DEVICE_OR_ACCESS_KEY, query=(), body="submission", rate_limit="submit",
-          audit="none", responses={200: "Stored durably", 409: "Mismatched devices"},
+          auth=Auth.DEVICE_OR_ACCESS_KEY, query=(), body=rq.Submission, rate_limit="submit",
+          audit="none", responses={
+              200: ("Stored durably", rs.Accepted),
+              409: ("The devices named are not the account's (mismatched_devices; details: "
+                    "missing_devices, extra_devices)", None)},
           tag="messages",
           path_params={"target": PathParam(parse_account_id, ACCOUNT_ID_PATTERN,
                                                "recipient account id, hex")}),
     Route("POST", "/v1/mixnet/submissions", relayed_submission,
           "Deliver a sealed submission relayed by a mixnet provider (access key inside)",
-          auth=Auth.NONE, query=(), body="relayed_submission", rate_limit="relay",
-          audit="none", responses={200: "Stored durably", 409: "Mismatched devices"},
+          auth=Auth.NONE, query=(), body=rq.RelayedSubmission, rate_limit="relay",
+          audit="none", responses={
+              200: ("Stored durably", rs.Accepted),
+              409: ("The devices named are not the account's (mismatched_devices)", None)},
           tag="messages"),
     Route("GET", "/v1/messages", fetch_messages,
           "Queued envelopes of this device, oldest first (?limit, ?after)",
           auth=Auth.DEVICE,
           query=(IntQuery("limit", default="fetch_limit", low=1, high="fetch_limit"),
                  IntQuery("after", default=0, low=0, high=MAX_AFTER)),
-          body=None, rate_limit="fetch", audit="none", tag="messages"),
+          body=None, rate_limit="fetch", audit="none", tag="messages",
+          responses={200: ("A page of envelopes", rs.MessagePage)}),
     Route("DELETE", "/v1/messages/{target}", delete_message,
           "Acknowledge (delete) one queued envelope",
           auth=Auth.DEVICE, query=(), body=None, rate_limit="ack", audit="none",
-          responses={204: "Deleted"}, tag="messages",
+          responses={204: ("Deleted", None)}, tag="messages",
           path_params={"target": PathParam(_message_id, "^[0-9]{1,16}$", "envelope id")}),
 )
 
