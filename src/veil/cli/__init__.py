@@ -2,6 +2,7 @@
 
 __all__ = [
     "demo",
+    "entry",
     "main",
     "messaging",
     "mix",

@@ -1,12 +1,15 @@
 """The ``veil`` command: one click group; each sub-command lives in its own module.
 
-Every expected failure is a :class:`~veil.core.errors.VeilError`; it is printed as one
-line on standard error with a non-zero exit code, never as a traceback.
+Every expected failure is printed as one line on standard error, never as a traceback:
+a :class:`~veil.core.errors.VeilError` or a failed operation exits 1, a usage mistake
+(unknown option, missing argument) exits 2, an interruption (Ctrl-C) exits 130. With
+``--json`` the line is JSON too: ``{"error": {"code": ..., "message": ...}}``.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import click
@@ -23,10 +26,11 @@ _COMMAND_MODULES: tuple[str, ...] = (
 )
 
 EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="veil")
 def cli() -> None:
     """Veil: private communication you can host yourself."""
@@ -37,25 +41,49 @@ for _name in _COMMAND_MODULES:
         cli.add_command(_command)
 
 
+def _explain(exc: VeilError) -> str:
+    """The error as a person should read it."""
+    if getattr(exc, "status", None) == 401 and getattr(exc, "server_code", "") == \
+            "unauthorized":
+        return ("the server does not know this device any more (its data may have been "
+                "reset, or this device was removed); register again with 'veil init' in "
+                "a new --home, and tell your contacts your new safety number")
+    return str(exc)
+
+
+def _fail(as_json: bool, code: str, message: str, exit_code: int) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
+    else:
+        click.echo(f"veil: {message}", err=True)
+    sys.exit(exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run ``veil`` and turn Veil errors into one line."""
+    """Console-script entry point: run ``veil`` and turn every failure into one line."""
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
     try:
         cli.main(args=argv, prog_name="veil", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("veil: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _fail(as_json, "interrupted", "interrupted", EXIT_INTERRUPTED)
+    except click.UsageError as exc:
+        if as_json:
+            _fail(True, "usage", exc.format_message(), EXIT_USAGE)
+        exc.show()
+        sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
+        if as_json:
+            _fail(True, "usage" if exc.exit_code == EXIT_USAGE else "failed",
+                  exc.format_message(), exc.exit_code)
         exc.show()
         sys.exit(exc.exit_code)
     except VeilError as exc:
-        click.echo(f"veil: {exc}", err=True)
-        sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        click.echo("veil: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _fail(as_json, exc.code, _explain(exc), EXIT_USER_ERROR)
 
 __all__ = [
     "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
     "EXIT_USER_ERROR",
     "cli",
     "main",

@@ -9,22 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import io
 import json
+import logging
 import os
+import re
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
 
-from veil.client import Client, IncomingMessage
+from veil.client import Client, IncomingMessage, OutboxFailed, OutboxSent, SentMessage
+from veil.client.errors import ServerUnreachable
+from veil.client.events import MessageReceived
 from veil.client.store import Store
+from veil.core.errors import VeilError
 
 T = TypeVar("T")
 DEFAULT_HOME = Path.home() / ".veil"
@@ -35,11 +43,28 @@ def _home(value: str | None) -> Path:
     return Path(value).expanduser() if value else DEFAULT_HOME
 
 
-def _passphrase(home: Path, creating: bool, no_passphrase: bool = False) -> str | None:
+def _passphrase(home: Path, creating: bool, no_passphrase: bool = False,
+                passphrase_file: str | None = None) -> str | None:
+    if passphrase_file is not None:
+        try:
+            text = Path(passphrase_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.ClickException(f"cannot read {passphrase_file}: "
+                                       f"{getattr(exc, 'strerror', None) or exc}") from None
+        if not text:
+            raise click.ClickException(f"{passphrase_file} is empty")
+        return text
     env = os.environ.get("VEIL_PASSPHRASE")
     if env is not None:
         return env or None
-    if no_passphrase or not sys.stdin.isatty():
+    if no_passphrase:
+        return None
+    if not sys.stdin.isatty():
+        if creating:
+            # Never fall back silently to an unprotected key file.
+            raise BadValue(
+                "no terminal to ask for a passphrase: set VEIL_PASSPHRASE, give "
+                "--passphrase-file FILE, or choose --no-passphrase (a key file, mode 0600)")
         return None
     if creating:
         value = click.prompt("Passphrase for the local store (empty: key file instead)",
@@ -51,12 +76,52 @@ def _passphrase(home: Path, creating: bool, no_passphrase: bool = False) -> str 
     return str(click.prompt("Passphrase", hide_input=True))
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09}
+_USERNAME = re.compile(r"[A-Za-z0-9_]{3,32}")
+
+
+class BadValue(click.ClickException):
+    """An option or argument with a value that cannot work: a usage error (exit 2),
+    said in one line without the usage text."""
+
+    exit_code = 2
+
+
+def _server_url(text: str) -> str:
+    """A server URL: http(s)://host[:port]; a bare host:port means http on loopback."""
+    raw = text.strip()
+    if "://" not in raw and raw.split(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]"):
+        raw = "http://" + raw
+    parts = urlsplit(raw)
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok \
+            or parts.query or parts.fragment:
+        raise BadValue(f"--server {text!r} is not a server URL; it looks like "
+                               "https://chat.example.org or http://127.0.0.1:8470")
+    return raw.rstrip("/")
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+# C0 and C1 controls and DEL, and the invisible formatting characters that reorder or
+# hide text (bidirectional overrides and isolates, zero-width characters, the BOM):
+# shown escaped, never obeyed. A newline starts an indented continuation line instead.
+_INVISIBLE = [*range(0x20), *range(0x7F, 0xA0), 0xAD, 0x061C, *range(0x200B, 0x2010),
+              *range(0x202A, 0x202F), *range(0x2060, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFC)]
+_CONTROL: dict[int, str] = {c: _escape(chr(c)) for c in _INVISIBLE if c not in (0x09, 0x0A)}
+_CONTROL[0x0A] = "\n    "
 
 
 def _safe(text: str) -> str:
-    """Peer text for a terminal: control characters shown, not obeyed (no forged lines,
-    no escape sequences that hide a warning). JSON output needs none of this."""
+    """Peer text for a terminal: control and invisible formatting characters shown, not
+    obeyed (no forged lines, no escape sequences or reordering that hide a warning);
+    the lines of a multi-line message indented under the first. JSON output needs none
+    of this."""
     return text.translate(_CONTROL)
 
 
@@ -95,7 +160,24 @@ def home_options(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., 
     return wrapper
 
 
+def _quiet_client_logs() -> None:
+    """The SDK logs what it retries (a failed certificate refresh, prekey upkeep) as
+    warnings for programs; the commands report what matters themselves, in one line.
+    ``VEIL_LOG_LEVEL=INFO`` (or WARNING, DEBUG) shows the SDK's log on stderr."""
+    logger = logging.getLogger("veil.client")
+    level = os.environ.get("VEIL_LOG_LEVEL", "").upper()
+    if level in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("veil: %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    else:
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
 async def _open(home: str | None, proxy: str | None) -> Client:
+    _quiet_client_logs()
     path = _home(home)
     return await Client.open(path, passphrase=_passphrase(path, creating=False)
                              if Store.exists(path) else None, proxy=proxy)
@@ -116,19 +198,26 @@ async def _with_client(home: str | None, proxy: str | None,
 @click.option("--invite", default=None, help="Invite token (invite-only servers).")
 @click.option("--no-passphrase", is_flag=True,
               help="Protect the store with a key file (mode 0600) instead of a passphrase.")
+@click.option("--passphrase-file", type=click.Path(dir_okay=False), default=None,
+              help="Read the store's passphrase from this file (first line).")
 @click.option("--trust-root", "trust_root", default=None, metavar="FINGERPRINT",
               help="The server's trust-root fingerprint, from its operator: registration "
               "is refused if the server presents another.")
 @home_options
 async def init(server: str, username: str | None, invite: str | None, no_passphrase: bool,
-               trust_root: str | None, home: str | None, as_json: bool,
-               proxy: str | None) -> None:
+               passphrase_file: str | None, trust_root: str | None, home: str | None,
+               as_json: bool, proxy: str | None) -> None:
     """Create an identity and register it with a server."""
     path = _home(home)
     if Store.exists(path):
         raise click.ClickException(f"{path} already holds a Veil identity")
+    server = _server_url(server)
+    if username is not None and not _USERNAME.fullmatch(username):
+        raise BadValue(f"--username {username!r}: a username is 3–32 characters "
+                               "of a-z, A-Z, 0-9 and _")
+    passphrase = _passphrase(path, True, no_passphrase, passphrase_file)
     client = await Client.register(path, server, username=username, invite=invite,
-                                   passphrase=_passphrase(path, True, no_passphrase),
+                                   passphrase=passphrase,
                                    proxy=proxy, trust_root=trust_root)
     try:
         root = client.trust_root_fingerprint()
@@ -171,27 +260,141 @@ def via_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                         "(env VEIL_MIX_AUTHORITY).")(fn)
 
 
+def _sent_obj(sent: SentMessage) -> dict[str, Any]:
+    return {"status": "sent", "id": sent.id, "to": sent.recipient, "devices": sent.devices,
+            "sealed": sent.sealed, "via": sent.via, "timestamp": sent.timestamp}
+
+
+def _sent_text(to: str, sent: SentMessage) -> str:
+    return (f"sent to {to} ({sent.devices} device{'s' if sent.devices != 1 else ''}"
+            f"{', sealed sender' if sent.sealed else ''}, via {sent.via})")
+
+
+async def _flush_first(c: Client, as_json: bool) -> None:
+    """What earlier commands left in the outbox goes first (reported on stderr)."""
+    if not c.outbox():
+        return
+    try:
+        sent = await c.flush_outbox()
+    except ServerUnreachable:
+        return
+    for message in sent:
+        _err.print(f"sent a message that waited in the outbox ({message.id[:8]})")
+
+
+def _read_text(text: str | None, text_file: str | None) -> str:
+    if text_file is not None:
+        if text is not None:
+            raise BadValue("give the text or --text-file, not both")
+        try:
+            return Path(text_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.ClickException(f"cannot read {text_file}: "
+                                       f"{getattr(exc, 'strerror', None) or exc}") from None
+    if text is None:
+        raise BadValue("give the text to send, '-' to read it from standard input, "
+                               "or --text-file PATH")
+    if text == "-":
+        return sys.stdin.read()
+    return text
+
+
 @click.command()
 @click.argument("to")
-@click.argument("text")
+@click.argument("text", required=False)
+@click.option("--text-file", type=click.Path(dir_okay=False), default=None,
+              help="Read the message from this file (UTF-8).")
+@click.option("--wait", is_flag=True,
+              help="If the server cannot be reached, keep trying until it is sent.")
 @via_options
 @home_options
-async def send(to: str, text: str, via: str, mix_directory: str | None,
-               mix_authority: str | None, home: str | None, as_json: bool,
-               proxy: str | None) -> None:
-    """Send TEXT to TO (an account id or @username)."""
+async def send(to: str, text: str | None, text_file: str | None, wait: bool, via: str,
+               mix_directory: str | None, mix_authority: str | None, home: str | None,
+               as_json: bool, proxy: str | None) -> None:
+    """Send TEXT to TO (an account id or @username); TEXT '-' reads standard input.
+
+    The message is saved in the outbox first: if the server cannot be reached it is
+    sent by the next veil command that connects (or, with --wait, by this one)."""
+    message = _read_text(text, text_file)
+
     async def body(c: Client) -> None:
         relay = None
         if via == "mixnet":
             from veil.cli.relay import attach_mixnet
             relay = await attach_mixnet(c, mix_directory, mix_authority, proxy)
-        sent = await c.send(to, text)
+        await _flush_first(c, as_json)
+        try:
+            sent = await c.send(to, message)
+        except ServerUnreachable as exc:
+            queued = c.outbox()[-1]
+            if not wait:
+                _emit(as_json, {"status": "queued", "id": queued.id, "to": to,
+                                "reason": str(exc)},
+                      f"queued: {exc}; it will be sent by the next veil command "
+                      "that connects (or run 'veil send --wait', 'veil outbox --retry')")
+                return
+            sent = await _wait_for(c, queued.id, as_json)
         if relay is not None:
             await relay.finish(timeout=120)
-        _emit(as_json, {"id": sent.id, "to": sent.recipient, "devices": sent.devices,
-                        "sealed": sent.sealed, "via": sent.via, "timestamp": sent.timestamp},
-              f"sent to {to} ({sent.devices} device{'s' if sent.devices != 1 else ''}"
-              f"{', sealed sender' if sent.sealed else ''}, via {sent.via})")
+        _emit(as_json, _sent_obj(sent), _sent_text(to, sent))
+    await _with_client(home, proxy, body)
+
+
+async def _wait_for(c: Client, message_id: str, as_json: bool) -> SentMessage:
+    """Retry the outbox with backoff until ``message_id`` has gone out."""
+    if not as_json:
+        _err.print("the server cannot be reached; waiting (Ctrl-C to stop; the message "
+                   "stays in the outbox)")
+    delay = 1.0
+    while True:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+        with contextlib.suppress(ServerUnreachable):
+            for sent in await c.flush_outbox():
+                if sent.id == message_id:
+                    return sent
+        if all(m.id != message_id for m in c.outbox()):
+            raise click.ClickException("the message could not be sent and left the outbox")
+
+
+@click.command()
+@click.option("--retry", is_flag=True, help="Send what waits now.")
+@click.option("--cancel", "cancel_id", default=None, metavar="ID",
+              help="Remove the message with this id (or a unique prefix of it).")
+@home_options
+async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: bool,
+                 proxy: str | None) -> None:
+    """List the messages the server has not acknowledged yet; retry or cancel them."""
+    async def body(c: Client) -> None:
+        if cancel_id is not None:
+            matches = [m for m in c.outbox() if m.id.startswith(cancel_id.lower())]
+            if len(matches) != 1:
+                raise click.ClickException(
+                    f"no message in the outbox has an id starting with {cancel_id!r}"
+                    if not matches else f"{cancel_id!r} matches {len(matches)} messages; "
+                    "give more of the id")
+            c.cancel(matches[0].id)
+            _emit(as_json, {"status": "cancelled", "id": matches[0].id},
+                  f"cancelled {matches[0].id[:8]} (to {matches[0].to})"
+                  + (" — it may still arrive: an earlier attempt's outcome is unknown"
+                     if matches[0].attempts and matches[0].stage == "sealed" else ""))
+            return
+        if retry:
+            try:
+                for sent in await c.flush_outbox():
+                    _emit(as_json, _sent_obj(sent), _sent_text(sent.recipient, sent))
+            except ServerUnreachable as exc:
+                raise click.ClickException(f"{exc}; the outbox is kept") from None
+        waiting = c.outbox()
+        for m in waiting:
+            _emit(as_json, {"status": "pending", "id": m.id, "to": m.to, "stage": m.stage,
+                            "attempts": m.attempts, "last_error": m.last_error,
+                            "timestamp": m.timestamp, "text": m.text},
+                  f"{m.id[:8]}  [{_when(m.timestamp)}] to {m.to}: {_safe(m.text[:60])}"
+                  f"  ({m.stage}, {m.attempts} attempt{'s' if m.attempts != 1 else ''}"
+                  f"{', ' + m.last_error if m.last_error else ''})")
+        if not waiting and not as_json:
+            click.echo("the outbox is empty")
     await _with_client(home, proxy, body)
 
 
@@ -201,12 +404,46 @@ async def send(to: str, text: str, via: str, mix_directory: str | None,
 async def recv(follow: bool, home: str | None, as_json: bool, proxy: str | None) -> None:
     """Print received messages (sender, time, text)."""
     async def body(c: Client) -> None:
+        await _flush_first(c, as_json)
         async for message in c.pending():
             _show(message, as_json)
         if follow:
             async for message in c.messages():
                 _show(message, as_json)
     await _with_client(home, proxy, body)
+
+
+def _stdin_lines() -> asyncio.Queue[str]:
+    """Lines of standard input ('' at its end), read by a daemon thread: unlike the
+    event loop's executor, nothing waits for it at exit, so one Ctrl-C ends chat at once
+    instead of hanging until Enter."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+
+    def read() -> None:
+        while True:
+            line = sys.stdin.readline()
+            try:
+                asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
+            except (RuntimeError, concurrent.futures.CancelledError):
+                return                     # the loop is gone: chat ended
+            if not line:
+                return
+    threading.Thread(target=read, name="veil-chat-stdin", daemon=True).start()
+    return queue
+
+
+async def _chat_send(c: Client, to: str, text: str, as_json: bool) -> None:
+    """One line of chat: an error is shown and chat goes on; an unreachable server
+    leaves the line in the outbox, sent when the connection is back."""
+    try:
+        await c.send(to, text)
+    except ServerUnreachable:
+        _emit(as_json, {"status": "queued", "id": c.outbox()[-1].id},
+              "(pending: the server cannot be reached; it will be sent when it is back)")
+    except VeilError as exc:
+        _emit(as_json, {"status": "failed", "error": {"code": exc.code, "message": str(exc)}},
+              f"(not sent: {exc})")
 
 
 @click.command()
@@ -224,21 +461,31 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
         contact = await c.resolve(to)
         for entry in c.history(contact.account, 20):
             who = "you" if entry.direction == "out" else to
-            click.echo(f"[{_when(entry.timestamp)}] {who}: {_safe(entry.text)}")
+            _emit(as_json, {"history": True, "id": entry.id, "direction": entry.direction,
+                            "text": entry.text, "timestamp": entry.timestamp},
+                  f"[{_when(entry.timestamp)}] {who}: {_safe(entry.text)}")
 
         async def incoming() -> None:
-            async for message in c.messages():
-                _show(message, as_json)
+            async for event in c.events():
+                if isinstance(event, MessageReceived):
+                    _show(event.message, as_json)
+                elif isinstance(event, OutboxSent):
+                    _emit(as_json, {"status": "sent", "id": event.message_id},
+                          f"(sent {event.message_id[:8]}, which waited in the outbox)")
+                elif isinstance(event, OutboxFailed):
+                    _emit(as_json, {"status": "failed", "id": event.message_id,
+                                    "error": {"code": event.code, "message": event.reason}},
+                          f"(not sent: {event.message_id[:8]}: {event.reason})")
 
         listener = asyncio.create_task(incoming())
-        loop = asyncio.get_running_loop()
+        lines = _stdin_lines()
         try:
             while True:
-                line = await loop.run_in_executor(None, sys.stdin.readline)
+                line = await lines.get()
                 if not line:
                     break
                 if line.strip():
-                    await c.send(to, line.rstrip("\n"))
+                    await _chat_send(c, to, line.rstrip("\n"), as_json)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -321,7 +568,7 @@ async def history(to: str, limit: int, home: str | None, as_json: bool,
     await _with_client(home, proxy, body)
 
 
-COMMANDS = [init, show_id, send, recv, chat, safety, verify, conversations, history]
+COMMANDS = [init, show_id, send, outbox, recv, chat, safety, verify, conversations, history]
 
 __all__ = [
     "COMMANDS",

@@ -1,6 +1,7 @@
-"""``veil server``: run the server, ``veil server invite`` to mint invite tokens, and
+"""``veil server``: run the server, ``veil server invite`` to mint invite tokens,
 ``veil server keys`` to keep the trust root out of the data directory (review issue 8,
-item 6; see docs/server.md)."""
+item 6), and ``veil server backup`` / ``restore`` (issue 10 §5, item 3; see
+docs/server.md)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,39 @@ def invite(ctx: click.Context, count: int, hours: int) -> None:
     settings = _config(ctx.obj["data"], ctx.obj["config"])
     for token in asyncio.run(mint_invites(settings, count, hours)):
         click.echo(token)
+
+
+@server.command(name="backup")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None,
+              help="The server's data directory (the server may be running).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The backup file to write (must not exist; written with mode 0600).")
+@click.pass_context
+def backup_command(ctx: click.Context, data: str | None, out: str) -> None:
+    """Back up the database (online, while the server runs) and the key files."""
+    from veil.server.backup import backup
+
+    report = backup(_config(data or ctx.obj["data"], ctx.obj["config"]), Path(out))
+    for line in report.lines:
+        click.echo(line)
+
+
+@server.command(name="restore")
+@click.option("--from", "source", required=True, type=click.Path(dir_okay=False),
+              help="A file written by 'veil server backup'.")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None,
+              help="The data directory to restore into (new or empty).")
+@click.pass_context
+def restore_command(ctx: click.Context, source: str, data: str | None) -> None:
+    """Restore a backup into a new (or empty) data directory."""
+    from veil.server.backup import restore
+
+    target = data or ctx.obj["data"]
+    if target is None:
+        raise click.UsageError("restore needs --data NEWDIR, the directory to restore into")
+    report = restore(Path(source), Path(target))
+    for line in report.lines:
+        click.echo(line)
 
 
 COMMANDS: list[click.Command] = [server]

@@ -15,7 +15,15 @@ from veil.client.errors import (
     UnknownUser,
     WrongPassphrase,
 )
-from veil.client.events import ConnectionState, Event, KeysLow, MessageReceived
+from veil.client.events import (
+    ConnectionState,
+    Event,
+    KeysLow,
+    MessageReceived,
+    OutboxFailed,
+    OutboxSent,
+)
+from veil.client.pending import PendingMessage
 
 # ``IdentityChanged`` is both an event (veil.client.events) and an error
 # (veil.client.errors); import it from the module you mean.
@@ -31,7 +39,10 @@ __all__ = [
     "KeysLow",
     "MessageReceived",
     "NotInitialised",
+    "OutboxFailed",
+    "OutboxSent",
     "PassphraseRequired",
+    "PendingMessage",
     "Relay",
     "SentMessage",
     "ServerRejected",

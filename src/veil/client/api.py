@@ -6,6 +6,10 @@ and an answer that does not decode as its type a ``bad_response`` one, so caller
 never see transport exceptions or tracebacks from parsing. The transport is
 injectable (``Api(url, transport=...)``): unit tests drive real client logic against an
 in-memory server (tests/unit/client/memory_server.py).
+
+A request that carries an access key and no credentials is *sealed*: it goes to the
+transport with ``sealed=True``, so that it never shares a connection with an
+authenticated one (issue 10 §4, item 1; :mod:`veil.client.transport`).
 """
 
 from __future__ import annotations
@@ -80,9 +84,13 @@ class Api:
     async def request(self, method: str, path: str, body: Request | None = None, *,
                       auth: bool = True, access_key: bytes | None = None) -> Any:
         """The answer's JSON as it came (for answers without a body, such as 204)."""
-        status, answer = await self._transport.request(
-            method, self.base_url + path, None if body is None else to_builtins(body),
-            self._headers(auth, access_key))
+        headers = self._headers(auth, access_key)
+        url, data = self.base_url + path, None if body is None else to_builtins(body)
+        if is_sealed(headers):
+            status, answer = await self._transport.request(method, url, data, headers,
+                                                           sealed=True)
+        else:
+            status, answer = await self._transport.request(method, url, data, headers)
         if status >= 400:
             raise _rejected(status, answer)
         return answer
@@ -96,6 +104,11 @@ class Api:
     async def websocket(self) -> WebSocket:
         return await self._transport.websocket(self.base_url + "/v1/websocket",
                                                self._headers(True, None))
+
+
+def is_sealed(headers: dict[str, str]) -> bool:
+    """Whether a request with these headers is sealed: an access key, no credentials."""
+    return "Veil-Access-Key" in headers and "Authorization" not in headers
 
 
 def given(value: Any) -> Any:
@@ -127,6 +140,7 @@ __all__ = [
     "b64",
     "decode_answer",
     "given",
+    "is_sealed",
     "server_data",
     "unb64",
 ]

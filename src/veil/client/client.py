@@ -33,16 +33,26 @@ from pathlib import Path
 
 from msgspec import UNSET
 
-from veil.client import contacts, prekey_store, trust
+from veil.client import contacts, home_lock, home_place, prekey_store, trust
+from veil.client import pending as pending_store
 from veil.client.api import Api, given
 from veil.client.connection import Connection
 from veil.client.device import Clock, Context, DeviceInfo, DeviceState
 from veil.client.directory import Directory
 from veil.client.errors import ClientError, TrustRootMismatch
-from veil.client.events import Event, EventHub, IncomingMessage, KeysLow, MessageReceived
+from veil.client.events import (
+    Event,
+    EventHub,
+    IncomingMessage,
+    KeysLow,
+    MessageReceived,
+    OutboxFailed,
+    OutboxSent,
+)
 from veil.client.history import Conversation, History
 from veil.client.inbox import Inbox
 from veil.client.outbox import Outbox, Relay, SentMessage
+from veil.client.pending import PendingMessage
 from veil.client.prekey_store import PrekeyMaintenance
 from veil.client.records import Contact, HistoryEntry, SelfRecord
 from veil.client.store import DEFAULT_KDF, KdfParams, Store
@@ -76,6 +86,8 @@ class Client:
                             DeviceState(store, me), self._hub)
         self._directory = Directory(self._ctx)
         self._outbox = Outbox(self._ctx, self._directory)
+        # The sender certificate, refreshed ahead of need (veil.client.certificates).
+        self.certificates = self._outbox.certificates
         self._inbox = Inbox(self._ctx)
         self._history = History(store)
         # Rotation and top-up of this device's prekeys (a timer while connected).
@@ -86,6 +98,8 @@ class Client:
         self._live: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()   # cancelled, reaped by close()
         self._live_readers = 0
+        self._flushing: asyncio.Task[None] | None = None   # the outbox, after a connect
+        self._home_lock: home_lock.HomeLock | None = None   # set by open and register
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -134,6 +148,7 @@ class Client:
                 await api.close()
         account, device_id = result.account_id, result.device_id
         store = Store.create(home, passphrase, kdf)
+        lock = home_lock.acquire(home)
         me = SelfRecord(server, account, device_id, token,
                         username.lower() if username else None, profile_key, registration_id,
                         root, min_key_id)
@@ -141,14 +156,26 @@ class Client:
             store.put("self", "me", me.encode())
             store.put("self", "identity", identity.to_bytes())
             prekey_store.store_new(store, prekeys)
-        return cls(store, me, identity, proxy, clock, transport)
+            home_place.record(store, home)
+        client = cls(store, me, identity, proxy, clock, transport)
+        client._home_lock = lock
+        return client
 
     @classmethod
     async def open(cls, home: Path, *, passphrase: str | None = None,
                    proxy: str | None = None, clock: Clock | None = None,
-                   transport: Transport | None = None) -> Client:
-        """Open a home: the store is verified (rollback) and older layouts migrated."""
-        store = Store.open(home, passphrase)
+                   transport: Transport | None = None, adopt: bool = False) -> Client:
+        """Open a home: the store is verified (rollback) and older layouts migrated.
+        One process at a time owns a home: another that has it open (``veil chat``,
+        ``veil recv -f``, an agent) makes this raise :class:`HomeInUse`."""
+        if not Store.exists(home):
+            store = Store.open(home, passphrase)      # raises the "not initialised" error
+        lock = home_lock.acquire(home)
+        try:
+            store = Store.open(home, passphrase)
+        except BaseException:
+            lock.release()
+            raise
         try:
             raw_me, raw_id = store.get("self", "me"), store.get("self", "identity")
             if raw_me is None or raw_id is None:
@@ -157,22 +184,33 @@ class Client:
             me = SelfRecord.decode(raw_me)
             if prekey_store.migrate(store):
                 log.info("moved the prekeys into per-record storage")
+            if adopt:           # the person says the original is gone: this is the device
+                home_place.record(store, home)
+            else:
+                home_place.check(store, home)
         except BaseException:
             store.close()
+            lock.release()
             raise
-        return cls(store, me, identity, proxy, clock, transport)
+        client = cls(store, me, identity, proxy, clock, transport)
+        client._home_lock = lock
+        return client
 
     async def close(self) -> None:
         """Ends every ``events()``/``messages()`` iteration and the live connection."""
         self._hub.end()
-        tasks = [*self._stopping, *([self._live] if self._live is not None else [])]
-        self._live = None
+        tasks = [*self._stopping, *(t for t in (self._live, self._flushing) if t is not None)]
+        self._live = self._flushing = None
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.certificates.close()
         await self._api.close()
         self._store.close()
+        if self._home_lock is not None:
+            self._home_lock.release()
+            self._home_lock = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -267,8 +305,35 @@ class Client:
     # --- sending ------------------------------------------------------------------------
 
     async def send(self, to: str, text: str) -> SentMessage:
-        """Encrypt ``text`` for every device of ``to`` and hand it to the server."""
+        """Save ``text`` for ``to`` in the outbox, encrypt it for every device of ``to``
+        and hand it to the server. If the server cannot be reached (or the call is
+        interrupted) the message stays in the outbox, encrypted once, and is sent by
+        :meth:`flush_outbox` (which every connection runs); the exception says why."""
         return await self._outbox.send(to, text)
+
+    def outbox(self) -> list[PendingMessage]:
+        """Messages not yet acknowledged by the server, oldest first."""
+        return pending_store.all_pending(self._ctx.store)
+
+    def cancel(self, message_id: str) -> bool:
+        """Remove an unsent message from the outbox (False: there is none with that id).
+        One already encrypted may still reach the recipient if an earlier attempt's
+        outcome was unknown (the server may have stored it)."""
+        return pending_store.drop(self._ctx.store, message_id)
+
+    async def flush_outbox(self) -> list[SentMessage]:
+        """Send what waits in the outbox, oldest first, each exactly once to the
+        recipient; stops at the first the server cannot take now. Messages that cannot
+        be sent at all leave the outbox; each is reported as an ``OutboxFailed`` event
+        (and those sent as ``OutboxSent``)."""
+        sent = await self._outbox.flush()
+        failed, self._outbox.failed = self._outbox.failed, []
+        for done in sent:
+            self._hub.emit(OutboxSent(done.id, done.recipient, done.sealed))
+        for unsent, exc in failed:
+            self._hub.emit(OutboxFailed(unsent.id, unsent.to,
+                                        getattr(exc, "code", "error"), str(exc)))
+        return sent
 
     async def _certificate(self) -> sealed.SenderCertificate:
         return await self._outbox.certificate()
@@ -356,4 +421,15 @@ class Client:
             await self._refresh_statement()
         except ClientError as exc:
             log.warning("could not refresh the server key statement: %s", exc.code)
+        await self.certificates.maintain()       # only when none is usable: ahead of need
         await self.prekeys.run_quietly()
+        if self._ctx.store.count(pending_store.KIND) and (
+                self._flushing is None or self._flushing.done()):
+            # In the background: a slow server must not stall receiving.
+            self._flushing = asyncio.create_task(self._flush_quietly())
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self.flush_outbox()
+        except ClientError as exc:
+            log.warning("could not send the outbox: %s", exc.code)

@@ -9,7 +9,10 @@ Events are frozen dataclasses:
 - :class:`KeysLow` — the server holds fewer one-time prekeys than the client keeps in
   stock (a top-up follows);
 - :class:`ConnectionState` — the live connection is ``connecting``, ``connected`` or
-  ``disconnected`` (with a reason, never an identifier).
+  ``disconnected`` (with a reason, never an identifier);
+- :class:`OutboxSent` — a message that waited in the outbox reached the server;
+- :class:`OutboxFailed` — a message that waited in the outbox cannot be sent (the
+  recipient is unknown, a safety number changed, ...): it left the outbox unsent.
 
 Each subscriber has its own bounded queue (:data:`QUEUE_SIZE`). A message is never
 dropped: when a subscriber's queue is full, receiving waits for it (backpressure; the
@@ -67,7 +70,23 @@ class ConnectionState:
     reason: str | None = None      # for "disconnected": why (a short code)
 
 
-Event = MessageReceived | IdentityChanged | KeysLow | ConnectionState
+@dataclass(frozen=True)
+class OutboxSent:
+    message_id: str
+    conversation: str              # the recipient account
+    sealed: bool
+
+
+@dataclass(frozen=True)
+class OutboxFailed:
+    message_id: str
+    to: str                        # as typed
+    code: str                      # the error's stable code
+    reason: str                    # one line, for people
+
+
+Event = (MessageReceived | IdentityChanged | KeysLow | ConnectionState | OutboxSent
+         | OutboxFailed)
 
 
 class _Failure:
@@ -142,4 +161,6 @@ __all__ = [
     "IncomingMessage",
     "KeysLow",
     "MessageReceived",
+    "OutboxFailed",
+    "OutboxSent",
 ]

@@ -11,17 +11,26 @@ commits its own transaction in between.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from msgspec import UNSET
+import msgspec
 
-from veil.client import contacts, sessions
+from veil.client import contacts, pending, sessions
 from veil.client.api import decode_answer
+from veil.client.certificates import SenderCertificates
 from veil.client.content import Content
 from veil.client.device import Context
 from veil.client.directory import Directory
-from veil.client.errors import ClientError, IdentityChanged, ServerRejected, UnknownUser
+from veil.client.errors import (
+    ClientError,
+    IdentityChanged,
+    ServerRejected,
+    ServerUnreachable,
+    UnknownUser,
+)
 from veil.client.records import Contact, HistoryEntry
 from veil.core import keys, sealed, session
 from veil.core.errors import CoreError
@@ -29,8 +38,14 @@ from veil.core.submission import Submission
 from veil.protocol import requests as rq
 from veil.protocol import responses as rs
 
-CERT_REFRESH_MS = 10 * 60 * 1000
 ATTEMPTS = 3
+# Outcomes after which a message stays in the outbox: the server may or may not have
+# it, or could not be asked. An interrupted caller (CancelledError, Ctrl-C) keeps it too:
+# that is not caught at all.
+# Envelopes waiting in the outbox are sealed again when their certificate has less
+# than this left (the recipient judges it at the time the server accepts them).
+RESEAL_MARGIN_MS = 10 * 60 * 1000
+RETRYABLE: tuple[type[BaseException], ...] = (ServerUnreachable, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -62,44 +77,97 @@ class Outbox:
     def __init__(self, ctx: Context, directory: Directory) -> None:
         self._ctx = ctx
         self._directory = directory
-        self._cert: sealed.SenderCertificate | None = None
+        self.certificates = SenderCertificates(ctx)     # veil.client.certificates
         self.relay: Relay | None = None
+        # Outbox messages :meth:`flush` found unsendable (removed from the outbox), for
+        # the caller to report; bounded by the outbox's own bound.
+        self.failed: list[tuple[pending.PendingMessage, Exception]] = []
+        self._inflight: set[str] = set()  # ids being delivered in this process
 
     async def certificate(self) -> sealed.SenderCertificate:
-        ctx = self._ctx
-        if self._cert is not None and self._cert.expires_at - ctx.clock() > CERT_REFRESH_MS:
-            return self._cert
-        answer = await ctx.api.call("GET", "/v1/certificate", rs.SenderCertificate)
-        try:
-            cert = sealed.SenderCertificate.from_bytes(answer.certificate)
-            cert.validate(ctx.device.record.trust_root, ctx.clock())
-        except CoreError as exc:
-            raise ClientError(f"the server issued an unusable sender certificate: {exc}")\
-                from None
-        if answer.key_statement is not UNSET:
-            ctx.device.learn_statement(answer.key_statement)
-        if cert.server_certificate.key_id < ctx.device.min_server_key_id():
-            raise ClientError("the server issued a sender certificate from a revoked "
-                              "server key")
-        self._cert = cert
-        return cert
+        """The cached sender certificate; fetched here only when none is usable (it is
+        refreshed ahead of need on its own schedule: :mod:`veil.client.certificates`)."""
+        return await self.certificates.get()
 
     async def send(self, to: str, text: str) -> SentMessage:
-        """Encrypt ``text`` for every device of ``to`` and hand it to the server."""
+        """Queue ``text`` for ``to`` in the outbox (saved before anything goes to the
+        network), then deliver it. If delivery fails for a reason a retry can fix (the
+        server is unreachable, busy or timed out, or the caller is interrupted) the
+        message stays in the outbox and :meth:`flush` sends it later; otherwise it is
+        removed and the error says why it was not sent."""
         ctx = self._ctx
-        contact = await self._directory.resolve(to)
-        if contact.identity_changed:
-            raise IdentityChanged(f"the safety number with {to} changed since you verified "
-                                  "it; compare it again and run 'veil verify'")
         content = Content.text_message(text, ctx.clock(), ctx.device.record.profile_key)
-        cert = await self.certificate()
-        account = contact.account
+        message = pending.PendingMessage(id=content.id, to=to, text=text,
+                                         timestamp=content.timestamp)
+        pending.save(ctx.store, message)
+        return await self.deliver(message)
+
+    async def deliver(self, message: pending.PendingMessage) -> SentMessage:
+        """Send one outbox message; it leaves the outbox once the server stored it."""
+        store = self._ctx.store
+        self._inflight.add(message.id)
+        try:
+            return await self._deliver(message)
+        except RETRYABLE as exc:
+            current = pending.get(store, message.id)
+            if current is not None:       # keep its envelopes; count the attempt
+                pending.save(store, msgspec.structs.replace(
+                    current, attempts=current.attempts + 1,
+                    last_error=getattr(exc, "code", type(exc).__name__)))
+            raise
+        except ServerRejected as exc:
+            if exc.status >= 500 or exc.status == 429:
+                raise                     # the server's trouble: kept, retried later
+            pending.drop(store, message.id)
+            raise
+        except (ClientError, CoreError):
+            pending.drop(store, message.id)
+            raise
+        finally:
+            self._inflight.discard(message.id)
+
+    async def flush(self) -> list[SentMessage]:
+        """Deliver every outbox message, oldest first; stops at the first that the
+        server cannot take now (it and the rest stay queued). Messages that cannot be
+        sent at all are removed and reported in the returned failures' place by the
+        exception of :meth:`deliver` being logged by the caller."""
+        sent: list[SentMessage] = []
+        for message in pending.all_pending(self._ctx.store):
+            if message.id in self._inflight:
+                continue                  # a send in this process is delivering it
+            try:
+                sent.append(await self.deliver(message))
+            except RETRYABLE:
+                break
+            except ServerRejected as exc:
+                if exc.status >= 500 or exc.status == 429:
+                    break
+                self.failed.append((message, exc))
+            except (ClientError, CoreError) as exc:
+                self.failed.append((message, exc))
+        return sent
+
+    async def _deliver(self, message: pending.PendingMessage) -> SentMessage:
+        ctx = self._ctx
+        if message.envelopes is not None and \
+                (message.cert_expires or 0) - ctx.clock() < RESEAL_MARGIN_MS:
+            message = msgspec.structs.replace(message, envelopes=None)
+        if message.envelopes is None or message.account is None:
+            contact = await self._directory.resolve(message.to)
+            if contact.identity_changed:
+                raise IdentityChanged(f"the safety number with {message.to} changed since "
+                                      "you verified it; compare it again and run "
+                                      "'veil verify'")
+            message = await self._seal(message, contact)
+        assert message.envelopes is not None and message.account is not None
+        account = message.account
         via = "direct"
         for attempt in range(ATTEMPTS):
-            envelopes, contact = await self._encrypt_for(contact, content.encode(), cert)
+            contact = contacts.get(ctx.store, account) or Contact(account)
             stale_key = contact.profile_key
             use_sealed = stale_key is not None
             access = sealed.derive_access_key(stale_key) if stale_key is not None else None
+            envelopes = message.envelopes
             relay = self.relay
             if use_sealed and relay is not None:
                 await relay.submit(Submission(bytes.fromhex(account), access,
@@ -116,19 +184,44 @@ class Outbox:
             except ServerRejected as exc:
                 last = attempt == ATTEMPTS - 1
                 if exc.server_code == "mismatched_devices" and not last:
+                    # Nothing of this submission was stored: encrypting again, for the
+                    # device list the server named, cannot make a duplicate.
                     self._reconcile_devices(account, exc.details)
+                    message = await self._seal(message, contacts.get(ctx.store, account)
+                                               or Contact(account))
                     continue
                 if exc.status == 401 and use_sealed and not last:
                     def forget(c: Contact, stale: bytes | None = stale_key) -> None:
                         if c.profile_key == stale:     # not a newer one meanwhile
                             c.profile_key = None       # stale access key: authenticate
-                    contact = contacts.update(ctx.store, account, forget)[0]
+                    contacts.update(ctx.store, account, forget)
                     continue
                 raise
-        entry = HistoryEntry(content.id, "out", account, text, content.timestamp, 0)
-        ctx.store.append_history(account, entry.encode())
-        return SentMessage(content.id, account, len(envelopes), content.timestamp,
+        entry = HistoryEntry(message.id, "out", account, message.text, message.timestamp, 0)
+        with ctx.store.transaction():   # in history and out of the outbox, together
+            ctx.store.append_history(account, entry.encode())
+            pending.drop(ctx.store, message.id)
+        return SentMessage(message.id, account, len(message.envelopes or {}), message.timestamp,
                            use_sealed, via)
+
+    async def _seal(self, message: pending.PendingMessage,
+                    contact: Contact) -> pending.PendingMessage:
+        """Encrypt ``message`` for every device of ``contact``; the envelopes are saved
+        in the outbox in the transaction that advances the sessions."""
+        ctx = self._ctx
+        content = Content(message.id, message.timestamp, message.text,
+                          ctx.device.record.profile_key)
+        cert = await self.certificate()
+        sealed_message: list[pending.PendingMessage] = []
+
+        def keep(envelopes: dict[int, bytes], account: str) -> None:
+            updated = msgspec.structs.replace(message, account=account,
+                                              envelopes=envelopes,
+                                              cert_expires=cert.expires_at)
+            pending.save(ctx.store, updated)
+            sealed_message.append(updated)
+        await self._encrypt_for(contact, content.encode(), cert, keep)
+        return sealed_message[-1]
 
     def _reconcile_devices(self, account: str, details: dict[str, object] | None) -> None:
         store = self._ctx.store
@@ -144,7 +237,9 @@ class Outbox:
             contacts.save(store, contact)
 
     async def _encrypt_for(self, contact: Contact, plaintext: bytes,
-                           cert: sealed.SenderCertificate) -> tuple[dict[int, bytes], Contact]:
+                           cert: sealed.SenderCertificate,
+                           keep: Callable[[dict[int, bytes], str], None] | None = None,
+                           ) -> tuple[dict[int, bytes], Contact]:
         """One sealed envelope per device, and the contact as it was when they were made.
 
         Only sessions with the contact's identity are used, and the envelopes are sealed
@@ -170,7 +265,10 @@ class Outbox:
                 raise UnknownUser(f"account {account[:8]}… has no devices with keys")
             try:
                 with store.transaction():
-                    return self._seal_all(account, bundles, plaintext, cert)
+                    envelopes, sealed_for = self._seal_all(account, bundles, plaintext, cert)
+                    if keep is not None:      # in the transaction that advanced them
+                        keep(envelopes, account)
+                    return envelopes, sealed_for
             except _Retry:
                 continue
         raise ClientError(f"the contact {account[:8]}… kept changing while sending; "

@@ -20,6 +20,15 @@ one the inner session belongs to. Times are milliseconds since the Unix epoch, p
 
 Both layers' associated data begin with the envelope's version byte, so a version can
 never be re-labelled. A certificate's version is bound by its signed domain label.
+
+Envelope versions (docs/crypto.md, "Sealed envelopes"): version 3 (issue 10 §4, item 3)
+pads the static layer's plaintext so that the whole envelope is exactly one of a few
+sizes (:func:`veil.core.padding.bucket_length`: 2,560 bytes for a first message with a
+short text and for ordinary messages alike, then 4, 8, 16, 32, 64 KiB, then Padmé); the
+padding is inside the AEAD and is removed strictly: the terminator must be there, every
+byte after it zero, and the envelope exactly the size its content calls for. Version 2
+(Padmé-padded content, so a first message was about 2,050 bytes and a later one about
+770) is still opened, for envelopes queued before the upgrade; it is no longer written.
 Known limits of this v1 design, as of Signal's sealed sender v1 (docs/crypto.md): the
 static layer gives the sender's identity no forward secrecy (a later theft of the
 recipient's identity key reveals who sent recorded envelopes), and whoever steals a
@@ -46,7 +55,8 @@ from veil.core.errors import (
 from veil.core.keys import IdentityKeyPair, IdentityPublicKey
 
 VERSION = 1                      # of the certificates (their domain labels say v1)
-ENVELOPE_VERSION = 2
+ENVELOPE_VERSION = 3             # written; version 2 is still read
+READABLE_ENVELOPE_VERSIONS = (2, 3)
 ACCOUNT_ID_LEN = 16
 ACCESS_KEY_LEN = 16
 MAX_CONTENT = 1 << 20
@@ -60,6 +70,14 @@ _STATEMENT_VERSION = 1
 _FINGERPRINT_LABEL = b"veil trust root v1"
 _STATIC_CT_LEN = IdentityPublicKey.SIZE + p.AEAD_TAG_LEN
 _VERSION_BYTE = bytes((ENVELOPE_VERSION,))
+# Everything of a version-3 envelope around its padded plaintext.
+_ENVELOPE_OVERHEAD = 1 + 32 + _STATIC_CT_LEN + p.AEAD_TAG_LEN
+
+
+def envelope_length(inner_length: int) -> int:
+    """The size of the version-3 envelope whose static layer holds ``inner_length``
+    bytes (content type, sender certificate, content) before padding."""
+    return padding.bucket_length(inner_length + 1 + _ENVELOPE_OVERHEAD)
 
 
 def derive_access_key(profile_key: bytes) -> bytes:
@@ -301,7 +319,8 @@ def seal(sender: IdentityKeyPair, certificate: SenderCertificate,
     k2 = p.hkdf(sender.dh(recipient.dh_key), chain + static_ct, _STATIC_INFO,
                 p.MESSAGE_KEY_LEN)
     inner = (Writer().u8(content_type).raw(certificate.to_bytes()).var(content).finish())
-    body = p.seal_message(k2, padding.pad(inner), _VERSION_BYTE + e_pub + static_ct)
+    padded = padding.pad_to(inner, envelope_length(len(inner)) - _ENVELOPE_OVERHEAD)
+    body = p.seal_message(k2, padded, _VERSION_BYTE + e_pub + static_ct)
     return _VERSION_BYTE + e_pub + static_ct + body
 
 
@@ -310,8 +329,9 @@ def open_envelope(recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes
     """Decrypt and authenticate a sealed envelope; raises a ``CoreError`` on any fault."""
     if not isinstance(envelope, bytes) or len(envelope) < 1 + 32 + _STATIC_CT_LEN + 16:
         raise MalformedMessage("sealed envelope is truncated")
-    if envelope[0] != ENVELOPE_VERSION:
+    if envelope[0] not in READABLE_ENVELOPE_VERSIONS:
         raise UnsupportedVersion("sealed envelope: unknown version")
+    version = envelope[:1]
     e_pub = envelope[1:33]
     static_ct = envelope[33:33 + _STATIC_CT_LEN]
     body = envelope[33 + _STATIC_CT_LEN:]
@@ -319,11 +339,14 @@ def open_envelope(recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes
                                 recipient.public.dh)
     # Not verified here: the certificate (whose signature covers these same bytes and
     # whose identity is verified when parsed) must equal it, checked below.
-    sender = IdentityPublicKey.parse(p.open_message(k1, static_ct, _VERSION_BYTE + e_pub),
+    sender = IdentityPublicKey.parse(p.open_message(k1, static_ct, version + e_pub),
                                      verify=False)
     k2 = p.hkdf(recipient.dh(sender.dh_key), chain + static_ct, _STATIC_INFO,
                 p.MESSAGE_KEY_LEN)
-    inner = padding.unpad(p.open_message(k2, body, _VERSION_BYTE + e_pub + static_ct))
+    inner = padding.unpad(p.open_message(k2, body, version + e_pub + static_ct))
+    if version == _VERSION_BYTE and len(envelope) != envelope_length(len(inner)):
+        # Authenticated, but not the one padding this content calls for.
+        raise MalformedMessage("sealed envelope is not padded to its size class")
     r = Reader(inner, "sealed content")
     content_type = r.u8()
     certificate = SenderCertificate.read(r)
@@ -336,11 +359,13 @@ def open_envelope(recipient: IdentityKeyPair, envelope: bytes, trust_root: bytes
 
 __all__ = [
     "ENVELOPE_VERSION",
+    "READABLE_ENVELOPE_VERSIONS",
     "KeyStatement",
     "SenderCertificate",
     "ServerKey",
     "TrustRoot",
     "derive_access_key",
+    "envelope_length",
     "open_envelope",
     "seal",
     "trust_root_fingerprint",

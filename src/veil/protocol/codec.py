@@ -104,7 +104,7 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"Expected `bytes` of length <= (\d+)", "{path} is larger than \\1 bytes"),
         (r"Expected `bytes` of length >= (\d+)", "{path} is shorter than \\1 bytes"),
         (r"Expected `str` of length <= (\d+)", "{path} is longer than \\1 characters"),
-        (r"Expected `str` matching regex .*", "{path} has the wrong format"),
+        (r"Expected `str` matching regex '(.*)'", "{path} has the wrong format{rule}"),
         (r"Expected `array` of length <= (\d+)", "{path} has more than \\1 items"),
         (r"Expected `array` of length >= (\d+)", "{path} needs at least \\1 items"),
         (r"Expected `int` >= (-?\d+)", "{path} must be at least \\1"),
@@ -122,6 +122,14 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 
+# What the patterns of veil.protocol.fields and .requests mean, for people.
+_RULES = {
+    "^[A-Za-z0-9_]{3,32}$": "3–32 characters of a-z, A-Z, 0-9 and _",
+    "^[0-9a-f]{32}$": "32 lower-case hex digits",
+    "^[0-9a-f]{8,128}$": "8–128 lower-case hex digits",
+}
+
+
 def _invalid(exc: msgspec.ValidationError, what: str) -> InvalidFields:
     text = str(exc)
     match = _AT.match(text)
@@ -129,6 +137,10 @@ def _invalid(exc: msgspec.ValidationError, what: str) -> InvalidFields:
     for pattern, replacement in _REWRITES:
         found = pattern.fullmatch(message)
         if found:
+            if "{rule}" in replacement:      # the regex itself is not for people
+                known = _RULES.get(found.group(1))
+                return InvalidFields(replacement.format(
+                    path=path, rule=f": it must be {known}" if known else ""), path)
             return InvalidFields(found.expand(replacement.replace("{path}", path)), path)
     return InvalidFields(f"{path}: {message[:120]}", path)
 

@@ -7,9 +7,11 @@ no sender for sealed envelopes. Run it with ``veil server``; see docs/server.md.
 """
 
 __all__ = [
+    "backup",
     "bus",
     "certificates",
     "config",
+    "datadir_lock",
     "encoding",
     "errors",
     "http",

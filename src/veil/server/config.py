@@ -65,6 +65,11 @@ class ServerConfig:
     # Logging: a file under data_dir/logs as well as standard error.
     log_to_file: bool = True
     log_level: str = "INFO"
+    # The log file rotates when it reaches log_max_bytes; log_backups older files are
+    # kept (server.log.1 ... server.log.N), so the logs never take more than
+    # (log_backups + 1) * log_max_bytes of disk.
+    log_max_bytes: int = 10 << 20
+    log_backups: int = 5
 
     def __post_init__(self) -> None:
         if self.registration not in REGISTRATION_MODES:

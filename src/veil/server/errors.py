@@ -201,14 +201,52 @@ class TooManyConnections(ServerError):
     code = "too_many_connections"
     status = 503
 
+
+class DataDirectoryInUse(ServerError):
+    """Another server process holds the data directory's lock (issue 10 §5, item 1)."""
+
+    code = "data_directory_in_use"
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class NotAServerDirectory(ConfigError):
+    """A command that needs an existing server found no database in the data directory."""
+
+    code = "not_a_server_directory"
+
+
+class BackupError(ServerError):
+    """A backup or a restore cannot be made (missing files, existing output)."""
+
+    code = "backup_error"
+
+
+class InvalidBackup(BackupError):
+    """The file is not a Veil server backup, is damaged, or is of an unknown format."""
+
+    code = "invalid_backup"
+
+
+class RestoreTargetNotEmpty(BackupError):
+    """A backup is restored only into a new or empty data directory."""
+
+    code = "restore_target_not_empty"
+
+
 __all__ = [
     "AccountNotFound",
+    "BackupError",
     "BadRequest",
     "ConfigError",
+    "DataDirectoryInUse",
     "DatabaseTooNew",
     "DeviceNotFound",
     "DuplicatePreKey",
     "InvalidAccessKey",
+    "InvalidBackup",
     "InvalidInvite",
     "InvalidJson",
     "LastDevice",
@@ -216,10 +254,12 @@ __all__ = [
     "MessageNotFound",
     "MethodNotAllowed",
     "MismatchedDevices",
+    "NotAServerDirectory",
     "NotFound",
     "PayloadTooLarge",
     "QueueFull",
     "RegistrationClosed",
+    "RestoreTargetNotEmpty",
     "ServerError",
     "StorageError",
     "TooManyConnections",

@@ -4,6 +4,11 @@
 :func:`mint_invites`.
 Shutdown on SIGINT/SIGTERM is graceful (connections closed, database thread joined);
 ``kill -9`` loses nothing acknowledged (see ``veil.server.storage.sqlite``).
+
+A process holds its data directory's lock from before it opens the log file until it
+exits (``veil.server.datadir_lock``, issue 10 §5 item 1). The log file rotates by size
+(``log_max_bytes``, ``log_backups``), and a client that drops its connection mid-request
+is one DEBUG line, not a traceback (:class:`ClientGoneFilter`, issue 10 §5 item 4).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -20,18 +26,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from veil.protocol import Codec
 from veil.server.bus import InProcessBus
 from veil.server.certificates import CertificateAuthority
 from veil.server.config import ServerConfig
-from veil.server.errors import ConfigError
+from veil.server.datadir_lock import DataDirectoryLock
+from veil.server.errors import ConfigError, NotAServerDirectory
 from veil.server.http.app import create_app
 from veil.server.http.context import Context
 from veil.server.services.accounts import AccountService
 from veil.server.services.keys import KeyService
 from veil.server.services.messages import MessageService
-from veil.server.storage import storage_for
+from veil.server.storage import DATABASE_FILE, storage_for
 
 log = logging.getLogger("veil.server")
 LOG_FILE = "logs/server.log"
@@ -55,20 +63,92 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Loggers of the libraries the server runs on: their records go to the same handlers.
+LIBRARY_LOGGERS = ("aiohttp", "asyncio")
+# What a client causes by going away mid-request (reset, closed socket, broken pipe) or
+# by sending bytes that are not HTTP: its business, not an error of the server.
+CLIENT_FAULTS: tuple[type[BaseException], ...] = (
+    ConnectionResetError, ConnectionAbortedError, BrokenPipeError, asyncio.CancelledError,
+    HttpProcessingError,
+)
+
+
+def log_level(config: ServerConfig) -> int:
+    """``config.log_level`` as a number; a name logging does not know is a ConfigError."""
+    level = logging.getLevelName(config.log_level.upper())
+    if not isinstance(level, int):
+        raise ConfigError(f"log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL "
+                          f"(not {config.log_level!r})")
+    return level
+
+
+class ClientGoneFilter(logging.Filter):
+    """A library's record about a client that went away (or spoke no HTTP) becomes one
+    DEBUG line without its traceback, and is dropped unless DEBUG is on for its logger.
+
+    aiohttp logs such events at ERROR with the exception attached ("Error handling
+    request", "Unhandled exception"); a scanner or a flaky mobile network would fill
+    the log with tracebacks. Only records of :data:`LIBRARY_LOGGERS` are rewritten: the
+    server's own (``veil.*``) already decide their level (``http/app.py`` ``guard``).
+    """
+
+    MARK = "veil_client_gone"  # set on a rewritten record: every handler sees it
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, self.MARK, False):
+            if record.name.split(".", 1)[0] not in LIBRARY_LOGGERS or not record.exc_info:
+                return True
+            exc = record.exc_info[1]
+            if not isinstance(exc, CLIENT_FAULTS):
+                return True
+            # One line, bounded: parser errors quote (part of) the client's bytes.
+            text = " ".join(str(exc).split())[:200]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}" + (
+                f": {text}" if text else "")
+            record.args = ()
+            record.exc_info = record.exc_text = record.stack_info = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            setattr(record, self.MARK, True)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def log_handlers(config: ServerConfig) -> list[logging.Handler]:
+    """Standard error, and with ``log_to_file`` ``DATA/logs/server.log`` rotated at
+    ``log_max_bytes`` with ``log_backups`` older files kept; each with the one format and
+    :class:`ClientGoneFilter`."""
+    fmt = logging.Formatter(LOG_FORMAT)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if config.log_to_file:
+        path = config.data_dir / LOG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.handlers.RotatingFileHandler(
+            path, maxBytes=config.log_max_bytes, backupCount=config.log_backups,
+            encoding="utf-8"))
+    client_gone = ClientGoneFilter()
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        handler.addFilter(client_gone)
+    return handlers
+
+
 def setup_logging(config: ServerConfig) -> None:
+    """The ``veil`` logger and the libraries' (:data:`LIBRARY_LOGGERS`) write, at
+    ``log_level``, to :func:`log_handlers` (once per process)."""
+    level = log_level(config)
     root = logging.getLogger("veil")
-    root.setLevel(config.log_level.upper())
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not root.handlers:
-        stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(fmt)
-        root.addHandler(stream)
-        if config.log_to_file:
-            path = config.data_dir / LOG_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(path)
-            handler.setFormatter(fmt)
-            root.addHandler(handler)
+    root.setLevel(level)
+    if root.handlers:
+        return
+    handlers = log_handlers(config)
+    for name in ("veil", *LIBRARY_LOGGERS):
+        logger = logging.getLogger(name)
+        if name != "veil":
+            # Their warnings and errors count; their INFO chatter does not.
+            logger.setLevel(max(level, logging.WARNING) if level > logging.DEBUG else level)
+            logger.propagate = False
+        for handler in handlers:
+            logger.addHandler(handler)
 
 
 @dataclass
@@ -76,10 +156,15 @@ class RunningServer:
     context: Context
     runner: web.AppRunner
     port: int
+    lock: DataDirectoryLock | None = None
 
     async def close(self) -> None:
-        await self.runner.cleanup()
-        await self.context.storage.close()
+        try:
+            await self.runner.cleanup()
+            await self.context.storage.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 async def build_context(
@@ -104,10 +189,29 @@ async def build_context(
     )
 
 
-async def start(config: ServerConfig) -> RunningServer:
+async def start(
+    config: ServerConfig, *, lock: DataDirectoryLock | None = None
+) -> RunningServer:
+    """Open storage and listen. Takes the data directory's lock unless ``lock`` is given
+    (held, then, by the caller); either way the returned server releases it on close.
+    Raises DataDirectoryInUse when another process holds the directory."""
+    if lock is None:
+        lock = DataDirectoryLock.acquire(config.data_dir)
+    try:
+        return await _start(config, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+async def _start(config: ServerConfig, lock: DataDirectoryLock) -> RunningServer:
     context = await build_context(config)
-    runner = web.AppRunner(create_app(context), access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
+    try:
+        runner = web.AppRunner(create_app(context), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+    except BaseException:
+        await context.storage.close()
+        raise
     site = web.TCPSite(runner, config.host, config.port, backlog=4096, reuse_address=True)
     try:
         await site.start()
@@ -121,7 +225,7 @@ async def start(config: ServerConfig) -> RunningServer:
     port = config.port
     if server is not None and getattr(server, "sockets", None):
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    return RunningServer(context, runner, port)
+    return RunningServer(context, runner, port, lock)
 
 
 def run(config: ServerConfig, announce: Callable[[str], None] = print) -> None:
@@ -133,8 +237,32 @@ def run(config: ServerConfig, announce: Callable[[str], None] = print) -> None:
         pass
 
 
+def require_server(config: ServerConfig) -> None:
+    """Raise NotAServerDirectory unless the data directory holds a server's database.
+
+    For commands that act on an existing deployment (``invite``): run on a mistyped
+    ``--data`` they would otherwise create an empty database there and answer with
+    tokens that no server accepts. PostgreSQL deployments (``database_url``) keep the
+    database elsewhere; their storage refuses to start on an unreachable one.
+    """
+    if config.database_url:
+        return
+    path = config.data_dir / DATABASE_FILE
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    if size == 0:
+        raise NotAServerDirectory(
+            f"{config.data_dir} holds no Veil server (no {DATABASE_FILE}); give the --data "
+            f"of an existing server, or start one there first with "
+            f"'veil server --data {config.data_dir}'")
+
+
 async def mint_invites(config: ServerConfig, count: int, hours: int) -> list[str]:
-    """Single-use invite tokens, stored (hashed) in the deployment's database."""
+    """Single-use invite tokens, stored (hashed) in the deployment's database, which
+    must exist (:func:`require_server`). Works while the server runs."""
+    require_server(config)
     storage = storage_for(config)
     await storage.open()
     try:
@@ -145,8 +273,15 @@ async def mint_invites(config: ServerConfig, count: int, hours: int) -> list[str
 
 
 async def serve(config: ServerConfig, announce: Callable[[str], None] = print) -> None:
-    setup_logging(config)
-    running = await start(config)
+    log_level(config)  # a bad level is refused before anything is touched
+    # The lock first: a second process must not even open (and rotate) the log file.
+    lock = DataDirectoryLock.acquire(config.data_dir)
+    try:
+        setup_logging(config)
+        running = await start(config, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
     # Everything allocated so far lives as long as the process: keep it out of the
     # collector's way, so full collections stay short under load.
     gc.collect()
@@ -175,9 +310,18 @@ async def serve(config: ServerConfig, announce: Callable[[str], None] = print) -
         await running.close()
 
 __all__ = [
+    "CLIENT_FAULTS",
+    "LIBRARY_LOGGERS",
+    "LOG_FILE",
+    "ClientGoneFilter",
+    "RunningServer",
     "event_loop_factory",
+    "log_handlers",
+    "log_level",
     "mint_invites",
+    "require_server",
     "run",
     "serve",
+    "setup_logging",
     "start",
 ]

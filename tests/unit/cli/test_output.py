@@ -4,7 +4,13 @@ from veil.cli.messaging import _safe
 
 
 def test_peer_text_cannot_forge_lines_or_escape_sequences() -> None:
-    shown = _safe("hi\n[12:00] @bob: send me money\x1b[2J\x07\tok")
-    assert "\n" not in shown and "\x1b" not in shown and "\x07" not in shown
-    assert "\\x0a" in shown and "\\x1b" in shown and "\tok" in shown
+    shown = _safe("hi\n[12:00] @bob: send me money\x1b[2J\x07\tok\r\n\u202eevil")
+    assert "\x1b" not in shown and "\x07" not in shown and "\r" not in shown
+    assert "\\x1b" in shown and "\\x0d" in shown and "\tok" in shown
+    # Lines of a multi-line message are shown as lines (issue 10 §1), each indented
+    # under the first, so none can pass for a message of its own; bidirectional
+    # overrides are shown escaped, never obeyed.
+    first, *rest = shown.split("\n")
+    assert first == "hi" and rest and all(line.startswith("    ") for line in rest)
+    assert "\u202e" not in shown and "\\u202e" in shown
     assert _safe("plain ünïcode ✓") == "plain ünïcode ✓"

@@ -91,6 +91,7 @@ class MemoryServer:
         self.server_key = sealed.ServerKey.generate(self.root, 1, clock() + 3650 * DAY_MS)
         self.accounts: dict[str, Account] = {}
         self.requests: list[tuple[str, str]] = []
+        self.sealed_requests: list[tuple[str, str]] = []    # sent with sealed=True
         self.sockets: list[MemorySocket] = []
         self.reachable = True
         self._next_id = 1
@@ -151,12 +152,14 @@ class MemoryServer:
     # --- the transport -----------------------------------------------------------------
 
     async def request(self, method: str, url: str, body: Any,
-                      headers: dict[str, str]) -> Reply:
+                      headers: dict[str, str], *, sealed: bool = False) -> Reply:
         if not self.reachable:
             raise ServerUnreachable("cannot reach the server at memory://")
         path = urlsplit(url).path
         query = urlsplit(url).query
         self.requests.append((method, path))
+        if sealed:
+            self.sealed_requests.append((method, path))
         for m, prefix, reply in list(self._overrides):
             if m == method and path.startswith(prefix):
                 got = await reply(body)

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.unit.client.helpers import FakeClock
 from tests.unit.client.memory_server import MemoryServer
 from veil.client import Client, contacts, sessions
 from veil.client.errors import ClientError, ServerRejected
@@ -28,19 +27,6 @@ from veil.client.store import FAST
 
 T = TypeVar("T")
 URL = "memory://veil"
-
-
-@pytest.fixture
-def server() -> MemoryServer:
-    return MemoryServer(FakeClock())
-
-
-@pytest.fixture
-async def made() -> AsyncIterator[list[Client]]:
-    clients: list[Client] = []
-    yield clients
-    for client in clients:
-        await client.close()
 
 
 async def _client(made: list[Client], server: MemoryServer, tmp_path: Path, name: str,

@@ -141,7 +141,8 @@ def test_certificate_of_another_identity_is_refused_on_open(
     k2 = p.hkdf(mallory.dh(bob.public.dh_key), chain + static_ct, sealed._STATIC_INFO,
                 p.MESSAGE_KEY_LEN)
     inner = Writer().u8(1).raw(alice_cert.to_bytes()).var(b"I am Alice").finish()
-    body = p.seal_message(k2, padding.pad(inner), version + e_pub + static_ct)
+    padded = padding.pad_to(inner, sealed.envelope_length(len(inner)) - sealed._ENVELOPE_OVERHEAD)
+    body = p.seal_message(k2, padded, version + e_pub + static_ct)
     envelope = version + e_pub + static_ct + body
     with pytest.raises(UntrustedIdentity):
         sealed.open_envelope(bob, envelope, root.public, NOW)

@@ -45,7 +45,8 @@ def registration(**extra: Any) -> dict[str, Any]:
     (registration(extra=1), "body has unknown field 'extra'"),
     (registration(**{"x" * 500: 1}), "body has unknown field '" + "x" * 40 + "'"),
     (registration(unrestricted_sealed=1), "body.unrestricted_sealed must be a boolean"),
-    (registration(username="a b"), "body.username has the wrong format"),
+    (registration(username="a b"), "body.username has the wrong format: it must be 3–32 "
+                                   "characters of a-z, A-Z, 0-9 and _"),
     (registration(username="a" * 33), "body.username is longer than 32 characters"),
     (registration(token="AA=="), "body.token is shorter than 32 bytes"),
     (registration(identity_key=base64.b64encode(bytes(300)).decode()),

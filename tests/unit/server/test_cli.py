@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from veil.cli.serve import server
+from veil.server.storage.sqlite import SQLiteStorage
 
 
 def test_help_lists_options_and_invite():
@@ -19,7 +21,15 @@ def test_help_lists_options_and_invite():
         assert word in result.output
 
 
+async def _server_dir(path: Path) -> None:
+    """A data directory that holds a server (invite refuses one that does not)."""
+    storage = SQLiteStorage(path / "veil.sqlite3")
+    await storage.open()
+    await storage.close()
+
+
 def test_invite_mints_distinct_tokens(tmp_path: Path):
+    asyncio.run(_server_dir(tmp_path))
     result = CliRunner().invoke(server, ["--data", str(tmp_path), "invite", "--count", "3"])
     assert result.exit_code == 0, result.output
     tokens = result.output.split()

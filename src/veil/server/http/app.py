@@ -9,6 +9,7 @@ The access log is off on purpose: it would record account ids and client address
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -62,11 +63,31 @@ def guard(route: Route) -> _Handler:
                 raise
             code = "bad_request" if exc.status < 500 else "internal_error"
             return error_response(code, exc.reason or "error", exc.status)
+        except ConnectionError as exc:
+            # Reading the body or writing the answer of a client that reset or closed
+            # its connection: its business, one DEBUG line (issue 10 §5, item 4).
+            # A ConnectionError while the client is still there is a fault of ours.
+            if not _client_gone(request):
+                log.exception("unhandled error in %s", handler.__name__)
+                return error_response("internal_error", "internal server error", 500)
+            log.debug("client went away during %s %s (%s)", request.method, route.path,
+                      type(exc).__name__)
+            return web.Response(status=499)  # never sent: there is no one to send it to
+        except asyncio.CancelledError:
+            if _client_gone(request):
+                log.debug("client went away during %s %s (cancelled)", request.method,
+                          route.path)
+            raise
         except Exception:
             log.exception("unhandled error in %s", handler.__name__)
             return error_response("internal_error", "internal server error", 500)
 
     return guarded
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 _PATHS = [

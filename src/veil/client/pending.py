@@ -1,0 +1,92 @@
+"""The persistent outbox: messages a person sent that the server has not acknowledged
+(issue 10 §1, "Nothing typed is ever lost").
+
+A message is saved here, inside the encrypted store, before anything goes to the
+network, and leaves only when the server has acknowledged it (or when sending failed
+for a reason a retry cannot fix, which the sender is told). Two stages:
+
+- ``queued``: the text and the recipient as typed; nothing encrypted yet (the server
+  may have been unreachable for the directory lookup).
+- ``sealed``: the envelopes, one per recipient device, saved in the same transaction
+  that advanced the sessions. Every retry from here sends these same bytes, so a
+  retry after an unknown outcome (a timeout, Ctrl-C, a crash after the server stored
+  them) reaches the recipient as a duplicate ciphertext, which the recipient's
+  session drops: the message is shown once.
+
+The record is msgspec JSON inside the store's encryption (kind ``outbox``, one record
+per message id, kept in the order they were queued).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from veil.client.errors import ClientError, CorruptStore
+from veil.client.store import Store
+
+__all__ = [
+    "KIND",
+    "MAX_PENDING",
+    "PendingMessage",
+    "all_pending",
+    "drop",
+    "get",
+    "save",
+]
+
+KIND = "outbox"
+# Bounded like every queue: a person offline for a long time can still queue this many.
+MAX_PENDING = 10_000
+
+
+class PendingMessage(msgspec.Struct, kw_only=True, frozen=True):
+    id: str                       # the content id the recipient de-duplicates on
+    to: str                       # as typed: "@name" or an account id
+    text: str
+    timestamp: int                # when it was typed (ms)
+    account: str | None = None    # resolved recipient account, once known
+    # Sealed envelopes by device id (set once the sessions advanced for them).
+    envelopes: dict[int, bytes] | None = None
+    sealed: bool = False          # sent with an access key rather than credentials
+    # When the sender certificate inside the envelopes expires: envelopes the server
+    # accepts after that are dropped by the recipient, so they are sealed anew (the
+    # recipient also drops a second copy by the message id, so that is no duplicate).
+    cert_expires: int | None = None
+    attempts: int = 0
+    last_error: str | None = None
+
+    @property
+    def stage(self) -> str:
+        return "queued" if self.envelopes is None else "sealed"
+
+
+_DECODER = msgspec.json.Decoder(PendingMessage)
+_ENCODER = msgspec.json.Encoder()
+
+
+def save(store: Store, message: PendingMessage) -> None:
+    if store.get(KIND, message.id) is None and store.count(KIND) >= MAX_PENDING:
+        raise ClientError(f"the outbox already holds {MAX_PENDING} unsent messages; "
+                          "connect to the server or cancel some ('veil outbox')")
+    store.put(KIND, message.id, _ENCODER.encode(message))
+
+
+def _decode(raw: bytes) -> PendingMessage:
+    try:
+        return _DECODER.decode(raw)
+    except msgspec.MsgspecError:
+        raise CorruptStore("a stored outbox message is damaged") from None
+
+
+def get(store: Store, message_id: str) -> PendingMessage | None:
+    raw = store.get(KIND, message_id)
+    return None if raw is None else _decode(raw)
+
+
+def all_pending(store: Store) -> list[PendingMessage]:
+    """Every unsent message, oldest first."""
+    return [_decode(raw) for raw in store.values(KIND)]
+
+
+def drop(store: Store, message_id: str) -> bool:
+    return store.delete(KIND, message_id)
