@@ -28,7 +28,8 @@ from veil.server.storage import DATABASE_FILE
 # (sender, text, does the recipient read right after?)
 SCRIPT: list[tuple[str, str, bool]] = [
     ("alice", "Hi Bob! You are offline; the server keeps this envelope for you.", False),
-    ("alice", "It cannot read it, and its database has no column for who sent it.", True),
+    ("alice", "It cannot read it or store who sent it, though it saw me send these two "
+              "(first contact goes with my credentials until Bob answers).", True),
     ("bob", "Back online. Got both, and I answer with sealed sender.", True),
     ("alice", "Post-quantum from the first message: PQXDH with ML-KEM-768.", True),
 ]
