@@ -423,10 +423,12 @@ def _stdin_lines() -> asyncio.Queue[str]:
     def read() -> None:
         while True:
             line = sys.stdin.readline()
+            put = queue.put(line)          # waits while chat is behind (bounded)
             try:
-                asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
+                asyncio.run_coroutine_threadsafe(put, loop).result()
             except (RuntimeError, concurrent.futures.CancelledError):
-                return                     # the loop is gone: chat ended
+                put.close()                # never ran: the loop is gone, chat ended
+                return
             if not line:
                 return
     threading.Thread(target=read, name="veil-chat-stdin", daemon=True).start()
