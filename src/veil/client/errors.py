@@ -39,6 +39,15 @@ class ServerUnreachable(ClientError):
     code = "server_unreachable"
 
 
+class SealedRefused(ServerUnreachable):
+    """The server refused a sealed delivery (the recipient's access key changed, or a
+    server that wants to learn the sender). The message stays in the outbox and goes
+    later with credentials, sealed anew: never resent at once with credentials, which
+    would name the sender of what was just offered sealed."""
+
+    code = "sealed_refused"
+
+
 class ServerRejected(ClientError):
     """The server answered with an error: its stable code and message are kept."""
 

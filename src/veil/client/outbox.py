@@ -27,6 +27,7 @@ from veil.client.directory import Directory
 from veil.client.errors import (
     ClientError,
     IdentityChanged,
+    SealedRefused,
     ServerRejected,
     ServerUnreachable,
     UnknownUser,
@@ -190,12 +191,19 @@ class Outbox:
                     message = await self._seal(message, contacts.get(ctx.store, account)
                                                or Contact(account))
                     continue
-                if exc.status == 401 and use_sealed and not last:
+                if exc.status == 401 and use_sealed:
                     def forget(c: Contact, stale: bytes | None = stale_key) -> None:
                         if c.profile_key == stale:     # not a newer one meanwhile
                             c.profile_key = None       # stale access key: authenticate
                     contacts.update(ctx.store, account, forget)
-                    continue
+                    # Nothing was stored. Resending these envelopes with credentials now
+                    # would tell the server who sent what it was just offered sealed:
+                    # keep the message, seal it anew, and send it on a later attempt.
+                    pending.save(ctx.store, msgspec.structs.replace(message, envelopes=None))
+                    raise SealedRefused(
+                        f"{account[:8]}…'s access key was refused; the message stays in "
+                        "the outbox and goes, with your credentials, on the next attempt"
+                    ) from None
                 raise
         entry = HistoryEntry(message.id, "out", account, message.text, message.timestamp, 0)
         with ctx.store.transaction():   # in history and out of the outbox, together

@@ -16,7 +16,7 @@ import pytest
 from tests.unit.client.helpers import FakeClock
 from tests.unit.client.memory_server import MemoryServer
 from veil.client import Client, OutboxFailed, OutboxSent
-from veil.client.errors import ServerUnreachable, UnknownUser
+from veil.client.errors import SealedRefused, ServerUnreachable, UnknownUser
 from veil.client.store import FAST
 
 URL = "memory://veil"
@@ -179,3 +179,29 @@ async def test_envelopes_whose_certificate_expired_meanwhile_are_sealed_anew(
     await alice.flush_outbox()
     assert alice.outbox() == [] and seen[0] != seen[1]   # sealed anew
     assert [m.text for m in await bob.receive_pending()] == ["a day late"]
+
+
+async def test_a_refused_sealed_delivery_is_not_resent_at_once_with_credentials(
+        server: MemoryServer, made: list[Client], tmp_path: Path) -> None:
+    """A server that answers 401 to a sealed submission (or a recipient whose access key
+    changed) must not get the same envelopes straight back with the sender's
+    credentials: that would name the sender of what it was just offered sealed. The
+    message stays in the outbox, is sealed anew, and goes on a later attempt."""
+    alice = await _client(made, server, tmp_path, "alice")
+    bob = await _client(made, server, tmp_path, "bob")
+    await alice.send(bob.account, "hi")
+    await bob.send(alice.account, "hello")            # Alice learns Bob's profile key
+    await alice.receive_pending()
+    await bob.receive_pending()
+    server.accounts[bob.account].access_key = bytes(16)   # Bob's key "changed"
+    puts = f"/v1/messages/{bob.account}"
+    before = [r for r in server.requests if r == ("PUT", puts)]
+    with pytest.raises(SealedRefused, match="access key was refused"):
+        await alice.send(bob.account, "are you there?")
+    during = [r for r in server.requests if r == ("PUT", puts)]
+    assert len(during) == len(before) + 1             # one sealed attempt, no resend
+    [waiting] = alice.outbox()
+    assert waiting.stage == "queued" and waiting.last_error == "sealed_refused"
+    [sent] = await alice.flush_outbox()               # later: with credentials, anew
+    assert not sent.sealed
+    assert [m.text for m in await bob.receive_pending()] == ["are you there?"]
