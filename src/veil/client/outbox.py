@@ -130,8 +130,8 @@ class Outbox:
     async def flush(self) -> list[SentMessage]:
         """Deliver every outbox message, oldest first; stops at the first that the
         server cannot take now (it and the rest stay queued). Messages that cannot be
-        sent at all are removed and reported in the returned failures' place by the
-        exception of :meth:`deliver` being logged by the caller."""
+        sent at all leave the outbox and are listed in :attr:`failed` with their error,
+        for the caller to report (``Client.flush_outbox`` turns them into events)."""
         sent: list[SentMessage] = []
         for message in pending.all_pending(self._ctx.store):
             if message.id in self._inflight:
