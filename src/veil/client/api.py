@@ -24,7 +24,7 @@ from msgspec import UNSET
 
 from veil.client.errors import ServerRejected
 from veil.client.transport import AiohttpTransport, Transport, WebSocket
-from veil.protocol import ProtocolError, convert, to_builtins
+from veil.protocol import ProtocolError, convert, given, to_builtins
 from veil.protocol.requests import Request
 from veil.protocol.responses import ErrorResponse, Response
 
@@ -109,11 +109,6 @@ class Api:
 def is_sealed(headers: dict[str, str]) -> bool:
     """Whether a request with these headers is sealed: an access key, no credentials."""
     return "Veil-Access-Key" in headers and "Authorization" not in headers
-
-
-def given(value: Any) -> Any:
-    """An optional answer field: ``None`` when the server left it out."""
-    return None if value is UNSET else value
 
 
 def decode_answer(data: Any, answer: type[T]) -> T:

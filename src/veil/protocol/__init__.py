@@ -16,6 +16,7 @@ from veil.protocol.codec import (
     decode_server_frame,
     decode_value,
     encode,
+    given,
     to_builtins,
 )
 from veil.protocol.errors import InvalidFields, MalformedJson, ProtocolError
@@ -30,5 +31,6 @@ __all__ = [
     "decode_server_frame",
     "decode_value",
     "encode",
+    "given",
     "to_builtins",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "decode_server_frame",
     "decode_value",
     "encode",
+    "given",
     "to_builtins",
 ]
 
@@ -143,6 +144,12 @@ def _invalid(exc: msgspec.ValidationError, what: str) -> InvalidFields:
                     path=path, rule=f": it must be {known}" if known else ""), path)
             return InvalidFields(found.expand(replacement.replace("{path}", path)), path)
     return InvalidFields(f"{path}: {message[:120]}", path)
+
+
+def given(value: Any) -> Any:
+    """An optional field of a decoded document: ``None`` when it was left out
+    (``UNSET``), its value otherwise."""
+    return None if value is msgspec.UNSET else value
 
 
 def _malformed(what: str) -> MalformedJson:

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 from msgspec import UNSET
 
+from veil.protocol import given
 from veil.protocol import requests as rq
 from veil.protocol import responses as rs
 from veil.protocol.fields import ACCOUNT_HEX_PATTERN
@@ -15,11 +16,6 @@ from veil.server.http.context import json_response
 from veil.server.http.endpoint import Auth, Call, PathParam, Route
 from veil.server.services.keys import PreKeyUpload
 from veil.server.storage.base import DeviceBundle, OneTimeKey, PreKeyCounts
-
-
-def given(value: Any) -> Any:
-    """An optional request field: ``None`` when it was left out."""
-    return None if value is UNSET else value
 
 
 def prekey_upload(body: rq.PrekeyUpload) -> PreKeyUpload:
