@@ -1,8 +1,10 @@
 """Command-line programs (thin: they call the client, server and mixnet layers)."""
 
 __all__ = [
+    "catalog",
     "demo",
     "entry",
+    "i18n",
     "main",
     "messaging",
     "mix",

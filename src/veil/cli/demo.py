@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from veil.cli.i18n import t
 from veil.client import Client
 from veil.client.store import FAST
 from veil.server.config import load_config
@@ -27,11 +28,10 @@ from veil.server.storage import DATABASE_FILE
 
 # (sender, text, does the recipient read right after?)
 SCRIPT: list[tuple[str, str, bool]] = [
-    ("alice", "Hi Bob! You are offline; the server keeps this envelope for you.", False),
-    ("alice", "It cannot read it or store who sent it, though it saw me send these two "
-              "(first contact goes with my credentials until Bob answers).", True),
-    ("bob", "Back online. Got both, and I answer with sealed sender.", True),
-    ("alice", "Post-quantum from the first message: PQXDH with ML-KEM-768.", True),
+    ("alice", t("demo.script.1"), False),
+    ("alice", t("demo.script.2"), True),
+    ("bob", t("demo.script.3"), True),
+    ("alice", t("demo.script.4"), True),
 ]
 
 
@@ -82,28 +82,29 @@ async def run_demo(workdir: Path) -> dict[str, Any]:
 
 def _render(result: dict[str, Any]) -> None:
     console = Console()
-    console.rule("[bold]Veil demo: a throw-away server, Alice and Bob")
-    console.print(f"server {result['server']}  ·  alice {result['accounts']['alice']}  ·  "
-                  f"bob {result['accounts']['bob']}")
-    table = Table("sender", "what the recipient read", "what the server stored meanwhile",
+    console.rule(f"[bold]{t('demo.title')}")
+    console.print(t("demo.who", server=result["server"], alice=result["accounts"]["alice"],
+                    bob=result["accounts"]["bob"]))
+    table = Table(t("demo.col_sender"), t("demo.col_read"), t("demo.col_stored"),
                   show_lines=True)
     for step in result["steps"]:
-        rows = "\n".join(f"→ {r['recipient']} dev {r['device']}: {r['bytes']} B "
-                         f"{r['body_starts']}" for r in step["server_stored"]) or "(nothing)"
-        read = "\n".join(step["read"]) or "(offline: nothing read yet)"
-        sealed = " (sealed sender)" if step["sealed"] else ""
+        rows = "\n".join(t("demo.stored_row", recipient=r["recipient"], device=r["device"],
+                           size=r["bytes"], start=r["body_starts"])
+                         for r in step["server_stored"]) or t("demo.nothing")
+        read = "\n".join(step["read"]) or t("demo.nothing_read")
+        sealed = t("demo.sealed") if step["sealed"] else ""
         table.add_row(step["from"] + sealed, read, rows)
     console.print(table)
     columns: list[str] = next(
         (r["columns"] for s in result["steps"] for r in s["server_stored"]), [])
-    console.print(f"Columns of the server's envelope table: {', '.join(columns)} "
-                  "— none names a sender.")
-    console.print(f"Safety number (both sides): [bold]{result['safety_number']}[/]  "
-                  + ("[green]match[/]" if result["safety_numbers_match"] else "[red]MISMATCH[/]"))
+    console.print(t("demo.columns", columns=", ".join(columns)))
+    console.print(t("demo.safety_number", number=f"[bold]{result['safety_number']}[/]")
+                  + "  " + (f"[green]{t('demo.match')}[/]" if result["safety_numbers_match"]
+                           else f"[red]{t('demo.mismatch')}[/]"))
 
 
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+@click.command(help=t("cmd.demo"))
+@click.option("--json", "as_json", is_flag=True, help=t("opt.demo.json"))
 def demo(as_json: bool) -> None:
     """Alice and Bob talk through a throw-away Veil server started in-process."""
     with tempfile.TemporaryDirectory(prefix="veil-demo-") as tmp:

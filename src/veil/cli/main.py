@@ -15,6 +15,7 @@ import sys
 import click
 
 from veil import __version__
+from veil.cli.i18n import explain, localize_click, show_usage_error, t, usage_message
 from veil.core.errors import VeilError
 
 # Each module exports ``COMMANDS``: the click commands or groups it adds to ``veil``.
@@ -30,8 +31,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.version_option(__version__, prog_name="veil")
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+             help=t("cmd.veil"))
+@click.version_option(__version__, prog_name="veil", help=t("opt.version"))
 def cli() -> None:
     """Veil: private communication you can host yourself."""
 
@@ -39,23 +41,22 @@ def cli() -> None:
 for _name in _COMMAND_MODULES:
     for _command in importlib.import_module(_name).COMMANDS:
         cli.add_command(_command)
+localize_click(cli)
 
 
 def _explain(exc: VeilError) -> str:
     """The error as a person should read it."""
     if getattr(exc, "status", None) == 401 and getattr(exc, "server_code", "") == \
             "unauthorized":
-        return ("the server does not know this device any more (its data may have been "
-                "reset, or this device was removed); register again with 'veil init' in "
-                "a new --home, and tell your contacts your new safety number")
-    return str(exc)
+        return t("err.device_unknown")
+    return explain(exc)
 
 
 def _fail(as_json: bool, code: str, message: str, exit_code: int) -> None:
     if as_json:
         click.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
     else:
-        click.echo(f"veil: {message}", err=True)
+        click.echo(t("main.error_line", message=message), err=True)
     sys.exit(exit_code)
 
 
@@ -66,17 +67,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="veil", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        _fail(as_json, "interrupted", "interrupted", EXIT_INTERRUPTED)
+        _fail(as_json, "interrupted", t("main.interrupted"), EXIT_INTERRUPTED)
     except click.UsageError as exc:
         if as_json:
-            _fail(True, "usage", exc.format_message(), EXIT_USAGE)
-        exc.show()
+            _fail(True, "usage", usage_message(exc), EXIT_USAGE)
+        show_usage_error(exc)
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
         if as_json:
             _fail(True, "usage" if exc.exit_code == EXIT_USAGE else "failed",
-                  exc.format_message(), exc.exit_code)
-        exc.show()
+                  usage_message(exc), exc.exit_code)
+        show_usage_error(exc)
         sys.exit(exc.exit_code)
     except VeilError as exc:
         _fail(as_json, exc.code, _explain(exc), EXIT_USER_ERROR)

@@ -28,7 +28,15 @@ from urllib.parse import urlsplit
 import click
 from rich.console import Console
 
-from veil.client import Client, IncomingMessage, OutboxFailed, OutboxSent, SentMessage
+from veil.cli.i18n import explain, t, tn
+from veil.client import (
+    Client,
+    IncomingMessage,
+    OutboxFailed,
+    OutboxSent,
+    SentMessage,
+    contact_link,
+)
 from veil.client.errors import ServerUnreachable
 from veil.client.events import MessageReceived
 from veil.client.store import Store
@@ -49,10 +57,11 @@ def _passphrase(home: Path, creating: bool, no_passphrase: bool = False,
         try:
             text = Path(passphrase_file).read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
-            raise click.ClickException(f"cannot read {passphrase_file}: "
-                                       f"{getattr(exc, 'strerror', None) or exc}") from None
+            raise click.ClickException(t("err.cannot_read", path=passphrase_file,
+                                         reason=getattr(exc, "strerror", None) or exc)
+                                       ) from None
         if not text:
-            raise click.ClickException(f"{passphrase_file} is empty")
+            raise click.ClickException(t("err.file_empty", path=passphrase_file))
         return text
     env = os.environ.get("VEIL_PASSPHRASE")
     if env is not None:
@@ -62,18 +71,15 @@ def _passphrase(home: Path, creating: bool, no_passphrase: bool = False,
     if not sys.stdin.isatty():
         if creating:
             # Never fall back silently to an unprotected key file.
-            raise BadValue(
-                "no terminal to ask for a passphrase: set VEIL_PASSPHRASE, give "
-                "--passphrase-file FILE, or choose --no-passphrase (a key file, mode 0600)")
+            raise BadValue(t("err.no_terminal_passphrase"))
         return None
     if creating:
-        value = click.prompt("Passphrase for the local store (empty: key file instead)",
-                             default="", hide_input=True, confirmation_prompt=True,
-                             show_default=False)
+        value = click.prompt(t("prompt.new_passphrase"), default="", hide_input=True,
+                             confirmation_prompt=t("prompt.repeat"), show_default=False)
         return value or None
     if (home / "store.key").exists():
         return None
-    return str(click.prompt("Passphrase", hide_input=True))
+    return str(click.prompt(t("prompt.passphrase"), hide_input=True))
 
 
 _USERNAME = re.compile(r"[A-Za-z0-9_]{3,32}")
@@ -98,8 +104,7 @@ def _server_url(text: str) -> str:
         port_ok = False
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok \
             or parts.query or parts.fragment:
-        raise BadValue(f"--server {text!r} is not a server URL; it looks like "
-                               "https://chat.example.org or http://127.0.0.1:8470")
+        raise BadValue(t("err.bad_server_url", value=repr(text)))
     return raw.rstrip("/")
 
 
@@ -141,19 +146,16 @@ def _message_obj(m: IncomingMessage) -> dict[str, Any]:
 
 def _show(m: IncomingMessage, as_json: bool) -> None:
     if m.identity_changed:
-        _err.print(f"[bold red]WARNING: the safety number with {m.sender[:8]}… changed. "
-                   "Verify it again before trusting this conversation.[/]")
+        _err.print(f"[bold red]{t('recv.identity_changed', who=m.sender[:8])}[/]")
     who = f"@{m.sender_username}" if m.sender_username else m.sender[:8] + "…"
     _emit(as_json, _message_obj(m), f"[{_when(m.timestamp)}] {who}: {_safe(m.text)}")
 
 
 def home_options(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     """Adds --home/--json/--proxy and runs the coroutine command."""
-    @click.option("--home", envvar="VEIL_HOME", default=None,
-                  help="Identity directory (default ~/.veil; env VEIL_HOME).")
-    @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-    @click.option("--proxy", envvar="VEIL_PROXY", default=None,
-                  help="Route connections through SOCKS5, e.g. socks5://127.0.0.1:9050 (Tor).")
+    @click.option("--home", envvar="VEIL_HOME", default=None, help=t("opt.home"))
+    @click.option("--json", "as_json", is_flag=True, help=t("opt.json"))
+    @click.option("--proxy", envvar="VEIL_PROXY", default=None, help=t("opt.proxy"))
     @wraps(fn)
     def wrapper(**kwargs: Any) -> None:
         asyncio.run(fn(**kwargs))
@@ -192,17 +194,15 @@ async def _with_client(home: str | None, proxy: str | None,
         await client.close()
 
 
-@click.command()
-@click.option("--server", required=True, help="Server URL, e.g. http://127.0.0.1:8470")
-@click.option("--username", default=None, help="Optional unique username.")
-@click.option("--invite", default=None, help="Invite token (invite-only servers).")
-@click.option("--no-passphrase", is_flag=True,
-              help="Protect the store with a key file (mode 0600) instead of a passphrase.")
+@click.command(help=t("cmd.init"))
+@click.option("--server", required=True, help=t("opt.init.server"))
+@click.option("--username", default=None, help=t("opt.init.username"))
+@click.option("--invite", default=None, help=t("opt.init.invite"))
+@click.option("--no-passphrase", is_flag=True, help=t("opt.init.no_passphrase"))
 @click.option("--passphrase-file", type=click.Path(dir_okay=False), default=None,
-              help="Read the store's passphrase from this file (first line).")
+              help=t("opt.init.passphrase_file"))
 @click.option("--trust-root", "trust_root", default=None, metavar="FINGERPRINT",
-              help="The server's trust-root fingerprint, from its operator: registration "
-              "is refused if the server presents another.")
+              help=t("opt.init.trust_root"))
 @home_options
 async def init(server: str, username: str | None, invite: str | None, no_passphrase: bool,
                passphrase_file: str | None, trust_root: str | None, home: str | None,
@@ -210,11 +210,10 @@ async def init(server: str, username: str | None, invite: str | None, no_passphr
     """Create an identity and register it with a server."""
     path = _home(home)
     if Store.exists(path):
-        raise click.ClickException(f"{path} already holds a Veil identity")
+        raise click.ClickException(t("init.exists", path=path))
     server = _server_url(server)
     if username is not None and not _USERNAME.fullmatch(username):
-        raise BadValue(f"--username {username!r}: a username is 3–32 characters "
-                               "of a-z, A-Z, 0-9 and _")
+        raise BadValue(t("err.bad_username", value=repr(username)))
     passphrase = _passphrase(path, True, no_passphrase, passphrase_file)
     client = await Client.register(path, server, username=username, invite=invite,
                                    passphrase=passphrase,
@@ -224,40 +223,83 @@ async def init(server: str, username: str | None, invite: str | None, no_passphr
         _emit(as_json, {"account_id": client.account, "username": client.me.username,
                         "device_id": client.me.device_id, "home": str(path),
                         "trust_root": root, "trust_root_pinned": trust_root is not None},
-              f"Registered {client.account}"
-              + (f" as @{client.me.username}" if client.me.username else "")
-              + f" (device {client.me.device_id}) in {path}\n"
-              + (f"trust root {root} (pinned)" if trust_root is not None else
-                 f"trust root {root} (as the server presented it: compare it with the "
-                 "fingerprint the operator published)"))
+              (t("init.registered_as", account=client.account, username=client.me.username,
+                 device=client.me.device_id, path=path) if client.me.username else
+               t("init.registered", account=client.account, device=client.me.device_id,
+                 path=path))
+              + "\n" + (t("init.root_pinned", root=root) if trust_root is not None else
+                        t("init.root_presented", root=root)))
     finally:
         await client.close()
 
 
-@click.command("id")
+@click.command("id", help=t("cmd.id"))
+@click.option("--qr", is_flag=True, help=t("opt.id.qr"))
 @home_options
-async def show_id(home: str | None, as_json: bool, proxy: str | None) -> None:
+async def show_id(qr: bool, home: str | None, as_json: bool, proxy: str | None) -> None:
     """Show this account id, username, identity fingerprint and pinned trust root."""
     async def body(c: Client) -> None:
+        link = c.contact_link()
         _emit(as_json, {"account_id": c.account, "username": c.me.username,
                         "device_id": c.me.device_id, "fingerprint": c.fingerprint(),
-                        "server": c.me.server, "trust_root": c.trust_root_fingerprint()},
-              f"account  {c.account}\nusername {('@' + c.me.username) if c.me.username else '-'}"
-              f"\ndevice   {c.me.device_id}\nkey      {c.fingerprint()}\nserver   {c.me.server}"
-              f"\nroot     {c.trust_root_fingerprint()}")
+                        "server": c.me.server, "trust_root": c.trust_root_fingerprint(),
+                        "contact_link": link},
+              t("id.lines", account=c.account,
+                username=("@" + c.me.username) if c.me.username else "-",
+                device=c.me.device_id, key=c.fingerprint(), server=c.me.server,
+                root=c.trust_root_fingerprint(), link=link))
+        if not as_json:
+            click.echo(t("id.link_hint"))
+            if qr:
+                click.echo(_qr(link.encode("ascii")))
     await _with_client(home, proxy, body)
+
+
+def _qr(payload: bytes) -> str:
+    import segno
+    buffer = io.StringIO()
+    segno.make(payload, error="m").terminal(out=buffer, compact=True)
+    return buffer.getvalue()
+
+
+@click.group(help=t("cmd.contact"))
+def contact() -> None:
+    pass
+
+
+@contact.command("add", help=t("cmd.contact.add"))
+@click.argument("link")
+@home_options
+async def contact_add(link: str, home: str | None, as_json: bool, proxy: str | None) -> None:
+    async def body(c: Client) -> None:
+        kept = c.add_contact(link)
+        _emit(as_json, {"account_id": kept.account, "username": kept.username,
+                        "sealed": True},
+              t("contact.added", who=_who(kept.account, kept.username),
+                account=kept.account[:8] + "…"))
+    await _with_client(home, proxy, body)
+
+
+def _who(account: str, username: str | None) -> str:
+    return f"@{username}" if username else account[:8] + "…"
+
+
+async def _display(c: Client, to: str) -> str:
+    """How TO is shown: as typed, unless it is a contact link (then who it names)."""
+    if not contact_link.is_link(to):
+        return to
+    kept = await c.resolve(to)
+    return _who(kept.account, kept.username)
 
 
 def via_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--via direct|mixnet and where to find the mixnet's signed directory."""
     fn = click.option("--via", type=click.Choice(["direct", "mixnet"]), default="direct",
-                      show_default=True, help="Route sealed sends straight to the server "
-                      "or through the mixnet (the server then never sees your address).")(fn)
+                      show_default=True, help=t("opt.via"))(fn)
     fn = click.option("--mix-directory", envvar="VEIL_MIX_DIRECTORY", default=None,
-                      help="Signed mixnet directory file (env VEIL_MIX_DIRECTORY).")(fn)
+                      help=t("opt.mix_directory"))(fn)
     return click.option("--mix-authority", envvar="VEIL_MIX_AUTHORITY", default=None,
-                        help="Directory authority public key, hex "
-                        "(env VEIL_MIX_AUTHORITY).")(fn)
+                        help=t("opt.mix_authority"))(fn)
 
 
 def _sent_obj(sent: SentMessage) -> dict[str, Any]:
@@ -265,9 +307,14 @@ def _sent_obj(sent: SentMessage) -> dict[str, Any]:
             "sealed": sent.sealed, "via": sent.via, "timestamp": sent.timestamp}
 
 
+def _route(via: str) -> str:
+    return {"direct": t("route.direct"), "mixnet": t("route.mixnet")}.get(via, via)
+
+
 def _sent_text(to: str, sent: SentMessage) -> str:
-    return (f"sent to {to} ({sent.devices} device{'s' if sent.devices != 1 else ''}"
-            f"{', sealed sender' if sent.sealed else ''}, via {sent.via})")
+    line = tn("send.sent", sent.devices, to=to, route=_route(sent.via),
+              sealed=t("send.sealed") if sent.sealed else "")
+    return line if sent.sealed else line + "\n" + t("send.unsealed", to=to)
 
 
 async def _flush_first(c: Client, as_json: bool) -> None:
@@ -279,39 +326,39 @@ async def _flush_first(c: Client, as_json: bool) -> None:
     except ServerUnreachable:
         return
     for message in sent:
-        _err.print(f"sent a message that waited in the outbox ({message.id[:8]})")
+        _err.print(t("send.flushed", id=message.id[:8]))
 
 
 def _read_text(text: str | None, text_file: str | None) -> str:
     if text_file is not None:
         if text is not None:
-            raise BadValue("give the text or --text-file, not both")
+            raise BadValue(t("err.text_twice"))
         try:
             return Path(text_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise click.ClickException(f"cannot read {text_file}: "
-                                       f"{getattr(exc, 'strerror', None) or exc}") from None
+            raise click.ClickException(t("err.cannot_read", path=text_file,
+                                         reason=getattr(exc, "strerror", None) or exc)
+                                       ) from None
     if text is None:
-        raise BadValue("give the text to send, '-' to read it from standard input, "
-                               "or --text-file PATH")
+        raise BadValue(t("err.no_text"))
     if text == "-":
         return sys.stdin.read()
     return text
 
 
-@click.command()
+@click.command(help=t("cmd.send"))
 @click.argument("to")
 @click.argument("text", required=False)
 @click.option("--text-file", type=click.Path(dir_okay=False), default=None,
-              help="Read the message from this file (UTF-8).")
-@click.option("--wait", is_flag=True,
-              help="If the server cannot be reached, keep trying until it is sent.")
+              help=t("opt.send.text_file"))
+@click.option("--wait", is_flag=True, help=t("opt.send.wait"))
 @via_options
 @home_options
 async def send(to: str, text: str | None, text_file: str | None, wait: bool, via: str,
                mix_directory: str | None, mix_authority: str | None, home: str | None,
                as_json: bool, proxy: str | None) -> None:
-    """Send TEXT to TO (an account id or @username); TEXT '-' reads standard input.
+    """Send TEXT to TO (an account id, @username or contact link); TEXT '-' reads
+    standard input.
 
     The message is saved in the outbox first: if the server cannot be reached it is
     sent by the next veil command that connects (or, with --wait, by this one)."""
@@ -330,21 +377,19 @@ async def send(to: str, text: str | None, text_file: str | None, wait: bool, via
             if not wait:
                 _emit(as_json, {"status": "queued", "id": queued.id, "to": to,
                                 "reason": str(exc)},
-                      f"queued: {exc}; it will be sent by the next veil command "
-                      "that connects (or run 'veil send --wait', 'veil outbox --retry')")
+                      t("send.queued", reason=explain(exc)))
                 return
             sent = await _wait_for(c, queued.id, as_json)
         if relay is not None:
             await relay.finish(timeout=120)
-        _emit(as_json, _sent_obj(sent), _sent_text(to, sent))
+        _emit(as_json, _sent_obj(sent), _sent_text(await _display(c, to), sent))
     await _with_client(home, proxy, body)
 
 
 async def _wait_for(c: Client, message_id: str, as_json: bool) -> SentMessage:
     """Retry the outbox with backoff until ``message_id`` has gone out."""
     if not as_json:
-        _err.print("the server cannot be reached; waiting (Ctrl-C to stop; the message "
-                   "stays in the outbox)")
+        _err.print(t("send.waiting"))
     delay = 1.0
     while True:
         await asyncio.sleep(delay)
@@ -354,13 +399,13 @@ async def _wait_for(c: Client, message_id: str, as_json: bool) -> SentMessage:
                 if sent.id == message_id:
                     return sent
         if all(m.id != message_id for m in c.outbox()):
-            raise click.ClickException("the message could not be sent and left the outbox")
+            raise click.ClickException(t("send.gave_up"))
 
 
-@click.command()
-@click.option("--retry", is_flag=True, help="Send what waits now.")
+@click.command(help=t("cmd.outbox"))
+@click.option("--retry", is_flag=True, help=t("opt.outbox.retry"))
 @click.option("--cancel", "cancel_id", default=None, metavar="ID",
-              help="Remove the message with this id (or a unique prefix of it).")
+              help=t("opt.outbox.cancel"))
 @home_options
 async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: bool,
                  proxy: str | None) -> None:
@@ -370,13 +415,12 @@ async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: 
             matches = [m for m in c.outbox() if m.id.startswith(cancel_id.lower())]
             if len(matches) != 1:
                 raise click.ClickException(
-                    f"no message in the outbox has an id starting with {cancel_id!r}"
-                    if not matches else f"{cancel_id!r} matches {len(matches)} messages; "
-                    "give more of the id")
+                    t("outbox.no_match", prefix=repr(cancel_id)) if not matches else
+                    t("outbox.ambiguous", prefix=repr(cancel_id), count=len(matches)))
             c.cancel(matches[0].id)
             _emit(as_json, {"status": "cancelled", "id": matches[0].id},
-                  f"cancelled {matches[0].id[:8]} (to {matches[0].to})"
-                  + (" — it may still arrive: an earlier attempt's outcome is unknown"
+                  t("outbox.cancelled", id=matches[0].id[:8], to=matches[0].to)
+                  + (t("outbox.may_arrive")
                      if matches[0].attempts and matches[0].stage == "sealed" else ""))
             return
         if retry:
@@ -384,22 +428,23 @@ async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: 
                 for sent in await c.flush_outbox():
                     _emit(as_json, _sent_obj(sent), _sent_text(sent.recipient, sent))
             except ServerUnreachable as exc:
-                raise click.ClickException(f"{exc}; the outbox is kept") from None
+                raise click.ClickException(t("outbox.kept", reason=explain(exc))) from None
         waiting = c.outbox()
         for m in waiting:
             _emit(as_json, {"status": "pending", "id": m.id, "to": m.to, "stage": m.stage,
                             "attempts": m.attempts, "last_error": m.last_error,
                             "timestamp": m.timestamp, "text": m.text},
-                  f"{m.id[:8]}  [{_when(m.timestamp)}] to {m.to}: {_safe(m.text[:60])}"
-                  f"  ({m.stage}, {m.attempts} attempt{'s' if m.attempts != 1 else ''}"
-                  f"{', ' + m.last_error if m.last_error else ''})")
+                  tn("outbox.line", m.attempts, id=m.id[:8], when=_when(m.timestamp),
+                     to=m.to, text=_safe(m.text[:60]), stage=m.stage,
+                     error=t("outbox.last_error", error=m.last_error) if m.last_error
+                     else ""))
         if not waiting and not as_json:
-            click.echo("the outbox is empty")
+            click.echo(t("outbox.empty"))
     await _with_client(home, proxy, body)
 
 
-@click.command()
-@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new messages.")
+@click.command(help=t("cmd.recv"))
+@click.option("--follow", "-f", is_flag=True, help=t("opt.recv.follow"))
 @home_options
 async def recv(follow: bool, home: str | None, as_json: bool, proxy: str | None) -> None:
     """Print received messages (sender, time, text)."""
@@ -442,13 +487,13 @@ async def _chat_send(c: Client, to: str, text: str, as_json: bool) -> None:
         await c.send(to, text)
     except ServerUnreachable:
         _emit(as_json, {"status": "queued", "id": c.outbox()[-1].id},
-              "(pending: the server cannot be reached; it will be sent when it is back)")
+              t("chat.pending"))
     except VeilError as exc:
         _emit(as_json, {"status": "failed", "error": {"code": exc.code, "message": str(exc)}},
-              f"(not sent: {exc})")
+              t("chat.not_sent", reason=explain(exc)))
 
 
-@click.command()
+@click.command(help=t("cmd.chat"))
 @click.argument("to")
 @via_options
 @home_options
@@ -461,8 +506,11 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
             from veil.cli.relay import attach_mixnet
             relay = await attach_mixnet(c, mix_directory, mix_authority, proxy)
         contact = await c.resolve(to)
+        name = await _display(c, to)
+        if not as_json:
+            click.echo(t("chat.header", who=name))
         for entry in c.history(contact.account, 20):
-            who = "you" if entry.direction == "out" else to
+            who = t("chat.you") if entry.direction == "out" else name
             _emit(as_json, {"history": True, "id": entry.id, "direction": entry.direction,
                             "text": entry.text, "timestamp": entry.timestamp},
                   f"[{_when(entry.timestamp)}] {who}: {_safe(entry.text)}")
@@ -473,11 +521,12 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
                     _show(event.message, as_json)
                 elif isinstance(event, OutboxSent):
                     _emit(as_json, {"status": "sent", "id": event.message_id},
-                          f"(sent {event.message_id[:8]}, which waited in the outbox)")
+                          t("chat.sent_from_outbox", id=event.message_id[:8]))
                 elif isinstance(event, OutboxFailed):
                     _emit(as_json, {"status": "failed", "id": event.message_id,
                                     "error": {"code": event.code, "message": event.reason}},
-                          f"(not sent: {event.message_id[:8]}: {event.reason})")
+                          t("chat.outbox_failed", id=event.message_id[:8],
+                            reason=event.reason))
 
         listener = asyncio.create_task(incoming())
         lines = _stdin_lines()
@@ -497,7 +546,7 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
     await _with_client(home, proxy, body)
 
 
-@click.command()
+@click.command(help=t("cmd.safety"))
 @click.argument("to")
 @home_options
 async def safety(to: str, home: str | None, as_json: bool, proxy: str | None) -> None:
@@ -510,22 +559,18 @@ async def safety(to: str, home: str | None, as_json: bool, proxy: str | None) ->
             _emit(True, {"with": contact.account, "safety_number": number.digits,
                          "qr_payload": payload, "verified": contact.verified}, "")
             return
-        import segno
         groups = number.groups()
-        click.echo("Safety number with " + to + ":\n  " + " ".join(groups[:6])
-                   + "\n  " + " ".join(groups[6:]))
-        buffer = io.StringIO()
-        segno.make(number.qr_payload, error="m").terminal(out=buffer, compact=True)
-        click.echo(buffer.getvalue())
-        click.echo("verified" if contact.verified else
-                   "not verified: compare in person, then run 'veil verify " + to + "'")
+        click.echo(t("safety.number", to=to, first=" ".join(groups[:6]),
+                     second=" ".join(groups[6:])))
+        click.echo(_qr(number.qr_payload))
+        click.echo(t("safety.verified") if contact.verified else
+                   t("safety.not_verified", to=to))
     await _with_client(home, proxy, body)
 
 
-@click.command()
+@click.command(help=t("cmd.verify"))
 @click.argument("to")
-@click.option("--number", default=None,
-              help="The safety number you compared; refused if the key changed meanwhile.")
+@click.option("--number", default=None, help=t("opt.verify.number"))
 @home_options
 async def verify(to: str, number: str | None, home: str | None, as_json: bool,
                  proxy: str | None) -> None:
@@ -533,11 +578,11 @@ async def verify(to: str, number: str | None, home: str | None, as_json: bool,
     async def body(c: Client) -> None:
         contact = await c.verify(to, number)
         _emit(as_json, {"account_id": contact.account, "verified": True},
-              f"{to} is now verified")
+              t("verify.done", to=to))
     await _with_client(home, proxy, body)
 
 
-@click.command()
+@click.command(help=t("cmd.conversations"))
 @home_options
 async def conversations(home: str | None, as_json: bool, proxy: str | None) -> None:
     """List conversations, most recent first."""
@@ -553,7 +598,7 @@ async def conversations(home: str | None, as_json: bool, proxy: str | None) -> N
     await _with_client(home, proxy, body)
 
 
-@click.command()
+@click.command(help=t("cmd.history"))
 @click.argument("to")
 @click.option("--limit", default=50, show_default=True)
 @home_options
@@ -565,12 +610,13 @@ async def history(to: str, limit: int, home: str | None, as_json: bool,
         for e in c.history(contact.account, limit):
             _emit(as_json, {"id": e.id, "direction": e.direction, "text": e.text,
                             "timestamp": e.timestamp},
-                  f"[{_when(e.timestamp)}] {'you' if e.direction == 'out' else to}: "
+                  f"[{_when(e.timestamp)}] {t('chat.you') if e.direction == 'out' else to}: "
                   f"{_safe(e.text)}")
     await _with_client(home, proxy, body)
 
 
-COMMANDS = [init, show_id, send, outbox, recv, chat, safety, verify, conversations, history]
+COMMANDS = [init, show_id, contact, send, outbox, recv, chat, safety, verify, conversations,
+            history]
 
 __all__ = [
     "COMMANDS",

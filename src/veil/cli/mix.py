@@ -19,6 +19,7 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from veil.cli.i18n import explain, localized, t
 from veil.mixnet.client import MixClient
 from veil.mixnet.directory import (
     ROLE_MIX,
@@ -47,13 +48,13 @@ def _emit(event: str, **fields: object) -> None:
     click.echo(json.dumps({"event": event, **fields}, sort_keys=True))
 
 
-@click.group()
+@click.group(help=t("cmd.mix"))
 def mix() -> None:
     """Anonymous routing: Sphinx mix nodes, providers and the signed directory."""
 
 
-@mix.command("keygen")
-@click.option("--out", type=_PATH, required=True, help="Node key file to write (mode 600).")
+@mix.command("keygen", help=t("cmd.mix.keygen"))
+@click.option("--out", type=_PATH, required=True, help=t("opt.mix.keygen.out"))
 def keygen(out: Path) -> None:
     """Make a node key (16-byte id and the seed of its per-epoch Sphinx keys)."""
     key = NodeKey.generate()
@@ -61,34 +62,34 @@ def keygen(out: Path) -> None:
     _emit("keygen", node_id=key.node_id.hex())
 
 
-@mix.command("descriptor")
+@mix.command("descriptor", help=t("cmd.mix.descriptor"))
 @click.option("--key", "key_file", type=_EXISTING, required=True)
 @click.option("--role", type=click.Choice([ROLE_MIX, ROLE_PROVIDER]), default=ROLE_MIX)
-@click.option("--layer", type=int, default=0, help="Mix layer (1..L); 0 for a provider.")
-@click.option("--address", required=True, help="HOST:PORT the node listens on.")
+@click.option("--layer", type=int, default=0, help=t("opt.mix.layer"))
+@click.option("--address", required=True, help=t("opt.mix.address"))
 @click.option("--epoch-seconds", type=click.IntRange(1), default=3600)
 @click.option("--epochs", type=click.IntRange(1, 1000), default=24,
-              help="How many epochs of public keys to publish, from the current one.")
+              help=t("opt.mix.epochs"))
 @click.option("--out", type=_PATH, required=True)
 def descriptor(key_file: Path, role: str, layer: int, address: str, epoch_seconds: int,
                epochs: int, out: Path) -> None:
     """Write a node's public descriptor for the directory authority."""
     split_address(address)
     if (role == ROLE_MIX) != (layer > 0):
-        raise DirectoryError("a mix has a layer >= 1, a provider has layer 0")
+        raise localized(DirectoryError(t("mix.layer_rule")))
     now = int(time.time() // epoch_seconds)
     desc = NodeKey.load(key_file).descriptor(role, layer, address, range(now, now + epochs))
     out.write_text(json.dumps(desc.to_json(), indent=1))
     _emit("descriptor", node_id=desc.node_id.hex(), first_epoch=now, epochs=epochs)
 
 
-@mix.group("directory")
+@mix.group("directory", help=t("cmd.mix.directory"))
 def directory_group() -> None:
     """Make the authority key, sign a directory, verify one."""
 
 
-@directory_group.command("keygen")
-@click.option("--out", type=_PATH, required=True, help="Authority key file (mode 600).")
+@directory_group.command("keygen", help=t("cmd.mix.directory.keygen"))
+@click.option("--out", type=_PATH, required=True, help=t("opt.mix.authority_out"))
 def authority_keygen(out: Path) -> None:
     """Make the directory authority's Ed25519 key; prints its public key."""
     key = Ed25519PrivateKey.generate()
@@ -97,7 +98,7 @@ def authority_keygen(out: Path) -> None:
     _emit("authority_keygen", public_key=public.hex())
 
 
-@directory_group.command("sign")
+@directory_group.command("sign", help=t("cmd.mix.directory.sign"))
 @click.option("--authority-key", type=_EXISTING, required=True)
 @click.option("--layers", type=click.IntRange(1, 3), default=3)
 @click.option("--epoch-seconds", type=click.IntRange(1), default=3600)
@@ -111,15 +112,15 @@ def directory_sign(authority_key: Path, layers: int, epoch_seconds: int, out: Pa
         try:
             nodes.append(NodeDescriptor.from_json(json.loads(path.read_text())))
         except ValueError as exc:
-            raise DirectoryError(f"{path} is not a descriptor") from exc
+            raise localized(DirectoryError(t("mix.not_a_descriptor", path=path))) from exc
     body = Directory(layers, epoch_seconds, int(time.time()), tuple(nodes)).body()
     directory = Directory.from_body(body)  # the same checks a verifier runs
     out.write_bytes(directory.sign(load_authority_key(authority_key)))
     _emit("directory_signed", nodes=len(nodes), layers=layers)
 
 
-@directory_group.command("verify")
-@click.option("--authority", required=True, help="Authority public key (hex).")
+@directory_group.command("verify", help=t("cmd.mix.directory.verify"))
+@click.option("--authority", required=True, help=t("opt.mix.authority_public"))
 @click.argument("document", type=_EXISTING)
 def directory_verify(authority: str, document: Path) -> None:
     """Check a directory's signature and print its nodes by layer."""
@@ -153,13 +154,13 @@ async def _serve(server: MixNode | Provider, host: str, port: int) -> dict[str, 
 
 _IDLE_TIMEOUT = click.option(
     "--idle-timeout", type=click.FloatRange(0, min_open=True), default=60.0,
-    help="Seconds without a whole frame after which a link is closed.")
+    help=t("opt.mix.idle_timeout"))
 
 _COMMON = [
     click.option("--key", "key_file", type=_EXISTING, required=True),
     click.option("--directory", "directory_file", type=_EXISTING, required=True),
-    click.option("--authority", required=True, help="Directory authority public key (hex)."),
-    click.option("--listen", default=None, help="HOST:PORT; default: the directory's."),
+    click.option("--authority", required=True, help=t("opt.mix.authority")),
+    click.option("--listen", default=None, help=t("opt.mix.listen")),
     click.option("--verbose", is_flag=True),
 ]
 
@@ -170,13 +171,13 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-@mix.command("node")
+@mix.command("node", help=t("cmd.mix.node"))
 @click.option("--layer", type=click.IntRange(1, 3), required=True)
 @click.option("--max-pending", type=click.IntRange(1), default=50_000,
-              help="Packets held at once; beyond this new packets are shed.")
+              help=t("opt.mix.max_pending"))
 @click.option("--max-connections", type=click.IntRange(1), default=1024)
 @click.option("--replay-capacity", type=click.IntRange(1), default=1 << 21,
-              help="Replay tags kept per key epoch; when full the node fails closed.")
+              help=t("opt.mix.replay_capacity"))
 @_IDLE_TIMEOUT
 @_common
 def node(layer: int, max_pending: int, max_connections: int, replay_capacity: int,
@@ -186,15 +187,15 @@ def node(layer: int, max_pending: int, max_connections: int, replay_capacity: in
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     key, directory, me = _load(key_file, directory_file, authority)
     if me.role != ROLE_MIX or me.layer != layer:
-        raise DirectoryError(f"the directory lists this node as {me.role} layer {me.layer}")
+        raise localized(DirectoryError(t("mix.listed_as", role=me.role, layer=me.layer)))
     host, port = split_address(listen or me.address)
     server = MixNode(key, directory, max_pending=max_pending, max_connections=max_connections,
                      replay_capacity=replay_capacity, idle_timeout=idle_timeout)
     _emit("stopped", stats=asyncio.run(_serve(server, host, port)))
 
 
-@mix.command("provider")
-@click.option("--sink-url", required=True, help="Veil server URL that takes submissions.")
+@mix.command("provider", help=t("cmd.mix.provider"))
+@click.option("--sink-url", required=True, help=t("opt.mix.sink_url"))
 @click.option("--sink-method", type=click.Choice(["POST", "PUT"]), default="POST")
 @_IDLE_TIMEOUT
 @_common
@@ -205,23 +206,22 @@ def provider(sink_url: str, sink_method: str, idle_timeout: float, key_file: Pat
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     key, directory, me = _load(key_file, directory_file, authority)
     if me.role != ROLE_PROVIDER:
-        raise DirectoryError("the directory does not list this node as a provider")
+        raise localized(DirectoryError(t("mix.not_a_provider")))
     host, port = split_address(listen or me.address)
     server = Provider(key, directory, HttpSink(sink_url, method=sink_method),
                       idle_timeout=idle_timeout)
     _emit("stopped", stats=asyncio.run(_serve(server, host, port)))
 
 
-@mix.command("send")
+@mix.command("send", help=t("cmd.mix.send"))
 @click.option("--directory", "directory_file", type=_EXISTING, required=True)
-@click.option("--authority", required=True, help="Directory authority public key (hex).")
-@click.option("--rate", type=click.FloatRange(0.1), default=20.0, help="Packets per second.")
+@click.option("--authority", required=True, help=t("opt.mix.authority"))
+@click.option("--rate", type=click.FloatRange(0.1), default=20.0, help=t("opt.mix.rate"))
 @click.option("--mean-delay", type=click.FloatRange(0), default=0.05,
-              help="Mean per-hop mixing delay in seconds.")
-@click.option("--proxy", default=None, help="socks5://[user:pass@]HOST:PORT (e.g. Tor).")
+              help=t("opt.mix.mean_delay"))
+@click.option("--proxy", default=None, help=t("opt.mix.proxy"))
 @click.option("--loop-fraction", type=click.FloatRange(0, 1), default=0.0,
-              help="Share of cover packets that are loops (a one-shot sender leaves "
-                   "before they return, so the default is drop cover only).")
+              help=t("opt.mix.loop_fraction"))
 @click.option("--timeout", type=click.FloatRange(1), default=120.0)
 @click.argument("message_file", type=click.File("rb"))
 def send(directory_file: Path, authority: str, rate: float, mean_delay: float,
@@ -246,7 +246,7 @@ def send(directory_file: Path, authority: str, rate: float, mean_delay: float,
 
     stats = asyncio.run(run())
     if stats["queued"]:
-        raise MixnetError("timed out before every fragment left")
+        raise localized(MixnetError(t("mix.timeout")))
     _emit("sent", bytes=len(message), stats=stats)
 
 
@@ -257,15 +257,16 @@ def main() -> None:
     """``python -m veil.cli.mix``: the ``veil mix`` group on its own (used by tests)."""
     import sys
 
+    from veil.cli.i18n import show_usage_error
     from veil.core.errors import VeilError
 
     try:
         mix.main(prog_name="veil mix", standalone_mode=False)
     except click.ClickException as exc:
-        exc.show()
+        show_usage_error(exc)
         sys.exit(exc.exit_code)
     except VeilError as exc:
-        click.echo(f"veil: {exc}", err=True)
+        click.echo(t("main.error_line", message=explain(exc)), err=True)
         sys.exit(1)
 
 __all__ = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from veil.cli.i18n import localized, t
 from veil.client import Client
 from veil.mixnet.client import MixClient
 from veil.mixnet.directory import load_directory, parse_authority_public
@@ -38,15 +39,14 @@ class MixnetRelay:
         queued = self.mix.stats()["queued"]
         await self.mix.close()
         if queued:
-            raise MixnetError("timed out before every packet left for the mixnet")
+            raise localized(MixnetError(t("relay.timeout")))
 
 
 async def attach_mixnet(client: Client, directory_file: str | None, authority: str | None,
                         proxy: str | None, rate: float = 20.0,
                         mean_delay: float = 0.05) -> MixnetRelay:
     if not directory_file or not authority:
-        raise MixnetError("--via mixnet needs --mix-directory FILE and --mix-authority HEX "
-                          "(or VEIL_MIX_DIRECTORY and VEIL_MIX_AUTHORITY)")
+        raise localized(MixnetError(t("relay.needs_directory")))
     directory = load_directory(Path(directory_file), parse_authority_public(authority))
     connect = socks5_connector(proxy) if proxy else tcp_connect
     mix = MixClient(directory, rate=rate, mean_delay=mean_delay, loop_fraction=0.0,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from veil.cli.i18n import localized, t
 from veil.server.config import ServerConfig, load_config
 
 if TYPE_CHECKING:
@@ -22,13 +23,13 @@ def _config(data: str | None, config: str | None, **overrides: object) -> Server
     return load_config(Path(config) if config else None, data_dir=data, **overrides)
 
 
-@click.group(name="server", invoke_without_command=True)
+@click.group(name="server", invoke_without_command=True, help=t("cmd.server"))
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None,
-              help="Data directory (database, keys, logs). Default: ./veil-data")
-@click.option("--host", default=None, help="Address to listen on. Default: 127.0.0.1")
-@click.option("--port", type=int, default=None, help="Port to listen on. Default: 8470")
+              help=t("opt.server.data"))
+@click.option("--host", default=None, help=t("opt.server.host"))
+@click.option("--port", type=int, default=None, help=t("opt.server.port"))
 @click.option("--config", "config", type=click.Path(dir_okay=False, exists=True),
-              default=None, help="TOML file overriding the embedded defaults.")
+              default=None, help=t("opt.server.config"))
 @click.pass_context
 def server(
     ctx: click.Context, data: str | None, host: str | None, port: int | None,
@@ -43,10 +44,10 @@ def server(
     run(_config(data, config, host=host, port=port), announce=click.echo)
 
 
-@server.command(name="invite")
+@server.command(name="invite", help=t("cmd.server.invite"))
 @click.option("--count", type=click.IntRange(1, 1000), default=1, show_default=True)
 @click.option("--hours", type=click.IntRange(1, 24 * 365), default=72, show_default=True,
-              help="How long each invite stays valid.")
+              help=t("opt.invite.hours"))
 @click.pass_context
 def invite(ctx: click.Context, count: int, hours: int) -> None:
     """Mint single-use invite tokens for invite-only registration."""
@@ -57,11 +58,11 @@ def invite(ctx: click.Context, count: int, hours: int) -> None:
         click.echo(token)
 
 
-@server.command(name="backup")
+@server.command(name="backup", help=t("cmd.server.backup"))
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None,
-              help="The server's data directory (the server may be running).")
+              help=t("opt.backup.data"))
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="The backup file to write (must not exist; written with mode 0600).")
+              help=t("opt.backup.out"))
 @click.pass_context
 def backup_command(ctx: click.Context, data: str | None, out: str) -> None:
     """Back up the database (online, while the server runs) and the key files."""
@@ -72,11 +73,11 @@ def backup_command(ctx: click.Context, data: str | None, out: str) -> None:
         click.echo(line)
 
 
-@server.command(name="restore")
+@server.command(name="restore", help=t("cmd.server.restore"))
 @click.option("--from", "source", required=True, type=click.Path(dir_okay=False),
-              help="A file written by 'veil server backup'.")
+              help=t("opt.restore.from"))
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None,
-              help="The data directory to restore into (new or empty).")
+              help=t("opt.restore.data"))
 @click.pass_context
 def restore_command(ctx: click.Context, source: str, data: str | None) -> None:
     """Restore a backup into a new (or empty) data directory."""
@@ -84,7 +85,7 @@ def restore_command(ctx: click.Context, source: str, data: str | None) -> None:
 
     target = data or ctx.obj["data"]
     if target is None:
-        raise click.UsageError("restore needs --data NEWDIR, the directory to restore into")
+        raise click.UsageError(t("restore.needs_data"))
     report = restore(Path(source), Path(target))
     for line in report.lines:
         click.echo(line)
@@ -110,19 +111,20 @@ def _load_root(path: str) -> TrustRoot:
     try:
         return TrustRoot.from_bytes(Path(path).read_bytes())
     except OSError as exc:
-        raise ConfigError(f"cannot read the trust root {path}: {exc.strerror}") from None
+        raise localized(ConfigError(t("keys.cannot_read_root", path=path,
+                                      reason=exc.strerror))) from None
     except CoreError as exc:
-        raise ConfigError(f"{path} is not a trust root key: {exc}") from None
+        raise localized(ConfigError(t("keys.not_a_root", path=path, reason=exc))) from None
 
 
-@server.group(name="keys")
+@server.group(name="keys", help=t("cmd.server.keys"))
 def keys_group() -> None:
     """The trust root (kept offline) and the server signing key it certifies."""
 
 
-@keys_group.command(name="init-root")
+@keys_group.command(name="init-root", help=t("cmd.keys.init_root"))
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the root's private key (not the data directory).")
+              help=t("opt.init_root.out"))
 def init_root(out: str) -> None:
     """Create a trust root; print the fingerprint clients pin (veil init --trust-root)."""
     from veil.core.sealed import TrustRoot
@@ -134,22 +136,21 @@ def init_root(out: str) -> None:
     try:
         write_secret(Path(out), root.to_bytes())
     except FileExistsError:
-        raise ConfigError(f"{out} exists; refusing to overwrite a trust root") from None
-    click.echo(f"trust root written to {out} (keep it offline)")
-    click.echo(f"fingerprint {fingerprint(root.public)}")
+        raise localized(ConfigError(t("keys.root_exists", path=out))) from None
+    click.echo(t("keys.root_written", path=out))
+    click.echo(t("keys.fingerprint", fingerprint=fingerprint(root.public)))
 
 
-@keys_group.command(name="certify")
+@keys_group.command(name="certify", help=t("cmd.keys.certify"))
 @click.option("--root", "root_file", required=True, type=click.Path(dir_okay=False),
-              help="The trust root's private key (from init-root).")
+              help=t("opt.certify.root"))
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None,
-              help="The server's data directory.")
+              help=t("opt.keys.data"))
 @click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True,
-              help="How long the server key's certificate is valid.")
+              help=t("opt.certify.days"))
 @click.option("--key-id", type=click.IntRange(1, 0xFFFFFFFF), default=None,
-              help="Id of the new server key (default: the installed one's + 1).")
-@click.option("--revoke-older", is_flag=True,
-              help="Clients stop accepting every older server key (after a compromise).")
+              help=t("opt.certify.key_id"))
+@click.option("--revoke-older", is_flag=True, help=t("opt.certify.revoke_older"))
 @click.pass_context
 def certify_command(ctx: click.Context, root_file: str, data: str | None, days: int,
                     key_id: int | None, revoke_older: bool) -> None:
@@ -161,17 +162,16 @@ def certify_command(ctx: click.Context, root_file: str, data: str | None, days: 
     root = _load_root(root_file)
     key = certify(data_dir, root, _now_ms(), days=days, key_id=key_id,
                   revoke_older=revoke_older)
-    click.echo(f"server key {key.certificate.key_id} certified for {days} days in {data_dir}"
-               + ("; older keys revoked" if revoke_older else "")
-               + "; restart the server to use it")
-    click.echo(f"fingerprint {fingerprint(root.public)}")
+    click.echo(t("keys.certified", key_id=key.certificate.key_id, days=days, path=data_dir,
+                 revoked=t("keys.older_revoked") if revoke_older else ""))
+    click.echo(t("keys.fingerprint", fingerprint=fingerprint(root.public)))
 
 
-@keys_group.command(name="move-root")
+@keys_group.command(name="move-root", help=t("cmd.keys.move_root"))
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None,
-              help="The server's data directory.")
+              help=t("opt.keys.data"))
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Where to keep the root's private key, outside the data directory.")
+              help=t("opt.move_root.out"))
 @click.pass_context
 def move_root_command(ctx: click.Context, data: str | None, out: str) -> None:
     """Take the trust root out of a data directory written by an earlier version."""
@@ -183,14 +183,13 @@ def move_root_command(ctx: click.Context, data: str | None, out: str) -> None:
     try:
         root = move_root(data_dir, Path(out), _now_ms())
     except FileExistsError:
-        raise ConfigError(f"{out} exists; refusing to overwrite it") from None
-    click.echo(f"trust root moved to {out} (keep it offline); fingerprint "
-               f"{fingerprint(root.public)}")
+        raise localized(ConfigError(t("keys.target_exists", path=out))) from None
+    click.echo(t("keys.root_moved", path=out, fingerprint=fingerprint(root.public)))
 
 
-@keys_group.command(name="show")
+@keys_group.command(name="show", help=t("cmd.keys.show"))
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None,
-              help="The server's data directory.")
+              help=t("opt.keys.data"))
 @click.pass_context
 def show_keys(ctx: click.Context, data: str | None) -> None:
     """Print the root fingerprint, server key id and expiry, and the revocation floor."""
@@ -199,11 +198,11 @@ def show_keys(ctx: click.Context, data: str | None) -> None:
     data_dir = _data_dir(ctx, data)
     if not (data_dir / "server_signing.key").exists():
         from veil.server.errors import ConfigError
-        raise ConfigError(f"{data_dir} holds no server key yet")
+        raise localized(ConfigError(t("keys.no_server_key", path=data_dir)))
     ca = CertificateAuthority(data_dir, _now_ms())
     expires = time.strftime("%Y-%m-%d", time.gmtime(ca.expires_ms / 1000))
-    click.echo(f"fingerprint {ca.fingerprint}\nserver key  {ca.key_id} (expires {expires})"
-               f"\nrevoked     ids below {ca.min_key_id}")
+    click.echo(t("keys.show", fingerprint=ca.fingerprint, key_id=ca.key_id, expires=expires,
+                 floor=ca.min_key_id))
 
 __all__ = [
     "COMMANDS",

@@ -37,6 +37,7 @@ from veil.client import contacts, home_lock, home_place, prekey_store, trust
 from veil.client import pending as pending_store
 from veil.client.api import Api, given
 from veil.client.connection import Connection
+from veil.client.contact_link import ContactLink, identity_fingerprint
 from veil.client.device import Clock, Context, DeviceInfo, DeviceState
 from veil.client.directory import Directory
 from veil.client.errors import ClientError, TrustRootMismatch
@@ -277,8 +278,22 @@ class Client:
     # --- contacts, safety numbers, history ----------------------------------------------
 
     async def resolve(self, who: str) -> Contact:
-        """``@username`` or an account id → the contact (created on first use)."""
+        """``@username``, an account id or a contact link → the contact (created on
+        first use)."""
         return await self._directory.resolve(who)
+
+    def contact_link(self) -> str:
+        """This account's contact link (``veil.client.contact_link``): who holds it can
+        write to this account sealed from the first message on, and the server cannot
+        substitute keys at that first contact."""
+        record = self._ctx.device.record
+        return ContactLink(record.account, sealed.derive_access_key(record.profile_key),
+                           identity_fingerprint(self._identity.public.to_bytes()),
+                           record.username).encode()
+
+    def add_contact(self, link: str) -> Contact:
+        """Keep a contact from their link; nothing goes to the network."""
+        return self._directory.add_link(link)
 
     def contacts(self) -> list[Contact]:
         return contacts.every(self._store)

@@ -8,7 +8,9 @@ outside any transaction and outside any lock.
 
 from __future__ import annotations
 
-from veil.client import contacts
+import hmac
+
+from veil.client import contact_link, contacts
 from veil.client.api import server_data
 from veil.client.device import Context
 from veil.client.errors import IdentityChanged, ServerRejected, UnknownUser
@@ -21,10 +23,34 @@ class Directory:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
+    def add_link(self, text: str) -> Contact:
+        """Keep what a contact link says (``veil.client.contact_link``); no network."""
+        link = contact_link.parse(text)
+        if link.account == self._ctx.device.record.account:
+            raise UnknownUser("that is your own contact link")
+
+        def take(contact: Contact) -> bool:
+            if contact.identity is not None and not link.matches(contact.identity):
+                return False       # a link that contradicts a key we already hold
+            contact.link_access_key = link.access_key
+            contact.pinned_identity = link.fingerprint
+            if link.username is not None and contact.username is None:
+                contact.username = link.username
+            return True
+        contact, taken = contacts.update(self._ctx.store, link.account, take)
+        if not taken:
+            raise IdentityChanged(f"this contact link names another identity key than the "
+                                  f"one {link.account[:8]}… uses; compare safety numbers "
+                                  "before you trust either")
+        return contact
+
     async def resolve(self, who: str) -> Contact:
-        """``@username`` or an account id → the contact (created on first use)."""
+        """``@username``, an account id or a contact link → the contact (created on
+        first use)."""
         store = self._ctx.store
         who = who.strip()
+        if contact_link.is_link(who):
+            return self.add_link(who)
         if who.startswith("@"):
             name = who[1:].lower()
             known_by_name = contacts.by_username(store, name)
@@ -62,7 +88,7 @@ class Directory:
                  else [f"/v1/keys/{account}/*"])
         bundles: dict[int, keys.PreKeyBundle] = {}
         for path in paths:
-            answer = await self._ctx.api.call("GET", path, rs.Bundles)
+            answer = await self._claim(account, path)
             with server_data("key bundle"):
                 for dev in answer.devices:
                     if dev.signed_prekey is None or dev.last_resort_kem_prekey is None:
@@ -73,11 +99,41 @@ class Directory:
                         opk.key if opk else None, pqopk.key if pqopk else None)
         return bundles
 
+    async def _claim(self, account: str, path: str) -> rs.Bundles:
+        """A bundle claim, sealed (access key, no credentials, a connection of its own)
+        when we hold the contact's access key, so the server does not learn who asks."""
+        api = self._ctx.api
+        access = (contacts.get(self._ctx.store, account) or Contact(account)).access_key()
+        if access is None:
+            return await api.call("GET", path, rs.Bundles)
+        try:
+            return await api.call("GET", path, rs.Bundles, auth=False, access_key=access)
+        except ServerRejected as exc:
+            if exc.status != 401:
+                raise
+        # The key is stale (the contact changed it): forget it and ask as ourselves,
+        # which tells the server who asks — what a claim without a key always does.
+        def forget(contact: Contact) -> None:
+            if contact.access_key() == access:
+                contact.profile_key = contact.link_access_key = None
+        contacts.update(self._ctx.store, account, forget)
+        return await api.call("GET", path, rs.Bundles)
+
     def note_bundles(self, account: str, bundles: dict[int, keys.PreKeyBundle],
                      devices: set[int] | None) -> Contact:
         """Record the identities bundles present (and, with ``devices``, the device
         list) in one transaction; a verified contact's changed key is refused after the
-        warning is committed."""
+        warning is committed. Bundles whose identity is not the one a contact link
+        pinned are refused and nothing is recorded."""
+        pinned = (contacts.get(self._ctx.store, account) or Contact(account)).pinned_identity
+        if pinned is not None:
+            for bundle in bundles.values():
+                if not hmac.compare_digest(
+                        contact_link.identity_fingerprint(bundle.identity.to_bytes()), pinned):
+                    raise IdentityChanged(
+                        f"the server offered keys for {account[:8]}… that are not the "
+                        "ones their contact link names; nothing was sent")
+
         def note(contact: Contact) -> bool:
             changed = False
             for bundle in bundles.values():

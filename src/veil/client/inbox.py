@@ -76,6 +76,9 @@ class Inbox:
             sessions.save(store, account, device, held)
             if content.profile_key is not None:
                 contact.profile_key = content.profile_key
+            named = opened.certificate.username
+            if named is not None and contact.username != named:
+                contact.username = named     # vouched for by the server, as a lookup is
             if device not in contact.devices:
                 contact.devices = sorted({*contact.devices, device})
             if contact.encode() != before:     # most messages change nothing here

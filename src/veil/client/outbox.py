@@ -165,9 +165,8 @@ class Outbox:
         via = "direct"
         for attempt in range(ATTEMPTS):
             contact = contacts.get(ctx.store, account) or Contact(account)
-            stale_key = contact.profile_key
-            use_sealed = stale_key is not None
-            access = sealed.derive_access_key(stale_key) if stale_key is not None else None
+            access = contact.access_key()
+            use_sealed = access is not None
             envelopes = message.envelopes
             relay = self.relay
             if use_sealed and relay is not None:
@@ -192,9 +191,9 @@ class Outbox:
                                                or Contact(account))
                     continue
                 if exc.status == 401 and use_sealed:
-                    def forget(c: Contact, stale: bytes | None = stale_key) -> None:
-                        if c.profile_key == stale:     # not a newer one meanwhile
-                            c.profile_key = None       # stale access key: authenticate
+                    def forget(c: Contact, stale: bytes | None = access) -> None:
+                        if c.access_key() == stale:    # not a newer one meanwhile
+                            c.profile_key = c.link_access_key = None   # authenticate
                     contacts.update(ctx.store, account, forget)
                     # Nothing was stored. Resending these envelopes with credentials now
                     # would tell the server who sent what it was just offered sealed:

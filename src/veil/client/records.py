@@ -9,6 +9,7 @@ from typing import Any
 from veil.client.api import b64, unb64
 from veil.client.errors import CorruptStore
 from veil.core.keys import IdentityPublicKey
+from veil.core.sealed import derive_access_key
 
 
 def _load(kind: str, data: bytes) -> dict[str, Any]:
@@ -54,6 +55,9 @@ class SelfRecord:
             raise CorruptStore("stored identity record is damaged") from None
 
 
+_CONTACT_BYTES = ("identity", "profile_key", "link_access_key", "pinned_identity")
+
+
 @dataclass
 class Contact:
     """Someone we talk to: identity as first seen (or verified), devices, profile key."""
@@ -65,13 +69,24 @@ class Contact:
     identity_changed: bool = False          # the key changed after it was verified
     profile_key: bytes | None = None
     devices: list[int] = field(default_factory=list)
+    # From a contact link (veil.client.contact_link): the access key it carried, used
+    # until a message brings the profile key, and the identity fingerprint that the
+    # server's bundles must match.
+    link_access_key: bytes | None = None
+    pinned_identity: bytes | None = None
 
     def identity_key(self) -> IdentityPublicKey | None:
         return None if self.identity is None else IdentityPublicKey.from_bytes(self.identity)
 
+    def access_key(self) -> bytes | None:
+        """The key that lets us send to this contact sealed, if we have one."""
+        if self.profile_key is not None:
+            return derive_access_key(self.profile_key)
+        return self.link_access_key
+
     def encode(self) -> bytes:
         body = asdict(self)
-        for name in ("identity", "profile_key"):
+        for name in _CONTACT_BYTES:
             body[name] = None if body[name] is None else b64(body[name])
         return json.dumps(body).encode()
 
@@ -79,7 +94,9 @@ class Contact:
     def decode(cls, data: bytes) -> Contact:
         body = _load("contact", data)
         try:
-            for name in ("identity", "profile_key"):
+            for name in _CONTACT_BYTES:
+                if name not in body:
+                    continue              # written before the field existed
                 body[name] = None if body[name] is None else unb64(body[name])
             return cls(**body)
         except (KeyError, TypeError, ValueError):

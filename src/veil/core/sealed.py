@@ -4,7 +4,8 @@ Modelled on Signal's sealed sender (v1). The chain of trust is
 
     trust root (Ed25519, pinned by clients)
       └─ server certificate: key id, server Ed25519 key, expiry — signed by the root
-           └─ sender certificate: account, device, identity key, expiry — signed by the server
+           └─ sender certificate: account, device, identity key, expiry, and (version 2)
+              the account's username — signed by the server
 
 An envelope to recipient R with identity X25519 key ``IK_R`` is built in two layers:
 
@@ -55,6 +56,11 @@ from veil.core.errors import (
 from veil.core.keys import IdentityKeyPair, IdentityPublicKey
 
 VERSION = 1                      # of the certificates (their domain labels say v1)
+# A sender certificate that names the sender's username (issue 10 §3: a first message
+# shows ``@alice``, vouched for by the server as a username lookup would be) is version
+# 2; without a username it stays version 1, byte for byte.
+SENDER_VERSION_WITH_USERNAME = 2
+MAX_USERNAME = 32
 ENVELOPE_VERSION = 3             # written; version 2 is still read
 READABLE_ENVELOPE_VERSIONS = (2, 3)
 ACCOUNT_ID_LEN = 16
@@ -62,6 +68,7 @@ ACCESS_KEY_LEN = 16
 MAX_CONTENT = 1 << 20
 _SERVER_CERT_DOMAIN = b"veil server certificate v1"
 _SENDER_CERT_DOMAIN = b"veil sender certificate v1"
+_SENDER_CERT_DOMAIN_V2 = b"veil sender certificate v2"
 _EPHEMERAL_INFO = b"VeilSealedSenderEphemeral"
 _STATIC_INFO = b"VeilSealedSenderStatic"
 _ACCESS_INFO = b"veil access key v1"
@@ -223,13 +230,21 @@ class ServerKey:
         return cls(key, cert)
 
     def issue(self, account_id: bytes, device_id: int, identity: IdentityPublicKey,
-              expires_at: int) -> SenderCertificate:
+              expires_at: int, username: str | None = None) -> SenderCertificate:
         if len(account_id) != ACCOUNT_ID_LEN:
             raise MalformedMessage("account id must be 16 bytes")
+        _check_username(username)
         body = SenderCertificate.body(account_id, device_id, identity.to_bytes(), expires_at,
-                                      self.certificate)
+                                      self.certificate, username)
         return SenderCertificate(account_id, device_id, identity, expires_at, self.certificate,
-                                 self._key.sign(body))
+                                 self._key.sign(body), username)
+
+
+def _check_username(username: str | None) -> None:
+    if username is not None and not (
+            0 < len(username) <= MAX_USERNAME and username.isascii() and username.isprintable()):
+        raise MalformedMessage("sender certificate: the username must be 1-32 printable "
+                               "ASCII characters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,27 +255,43 @@ class SenderCertificate:
     expires_at: int
     server_certificate: ServerCertificate
     signature: bytes
+    username: str | None = None      # as the server knew it when it signed (version 2)
 
     @staticmethod
     def body(account_id: bytes, device_id: int, identity: bytes, expires_at: int,
-             server_certificate: ServerCertificate) -> bytes:
-        return (Writer().raw(_SENDER_CERT_DOMAIN).raw(account_id).u32(device_id).raw(identity)
-                .u64(expires_at).var(server_certificate.to_bytes()).finish())
+             server_certificate: ServerCertificate, username: str | None = None) -> bytes:
+        w = Writer().raw(_SENDER_CERT_DOMAIN if username is None else _SENDER_CERT_DOMAIN_V2)
+        w.raw(account_id).u32(device_id).raw(identity).u64(expires_at)
+        if username is not None:
+            w.var(username.encode("ascii"))
+        return w.var(server_certificate.to_bytes()).finish()
 
     def to_bytes(self) -> bytes:
-        return (Writer().u8(VERSION).raw(self.account_id).u32(self.device_id)
-                .raw(self.identity.to_bytes()).u64(self.expires_at)
-                .raw(self.server_certificate.to_bytes()).raw(self.signature).finish())
+        w = Writer().u8(VERSION if self.username is None else SENDER_VERSION_WITH_USERNAME)
+        w.raw(self.account_id).u32(self.device_id).raw(self.identity.to_bytes())
+        w.u64(self.expires_at)
+        if self.username is not None:
+            w.var(self.username.encode("ascii"))
+        return w.raw(self.server_certificate.to_bytes()).raw(self.signature).finish()
 
     @classmethod
     def read(cls, r: Reader) -> SenderCertificate:
-        if r.u8() != VERSION:
+        version = r.u8()
+        if version not in (VERSION, SENDER_VERSION_WITH_USERNAME):
             raise UnsupportedVersion("sender certificate: unknown version")
         account_id, device_id = r.raw(ACCOUNT_ID_LEN), r.u32()
         identity = IdentityPublicKey.from_bytes(r.raw(IdentityPublicKey.SIZE))
         expires_at = r.u64()
+        username = None
+        if version == SENDER_VERSION_WITH_USERNAME:
+            try:
+                username = r.var(MAX_USERNAME).decode("ascii")
+            except UnicodeDecodeError:
+                raise MalformedMessage("sender certificate: the username is not ASCII") \
+                    from None
+            _check_username(username)
         return cls(account_id, device_id, identity, expires_at, ServerCertificate.read(r),
-                   r.raw(64))
+                   r.raw(64), username)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SenderCertificate:
@@ -274,7 +305,7 @@ class SenderCertificate:
         self.server_certificate.validate(trust_root, now)
         server_key = p.ed25519_public(self.server_certificate.server_public)
         body = self.body(self.account_id, self.device_id, self.identity.to_bytes(),
-                         self.expires_at, self.server_certificate)
+                         self.expires_at, self.server_certificate, self.username)
         p.ed25519_verify(server_key, self.signature, body, "sender certificate")
         _check_expiry(self.expires_at, now, "sender certificate")
 

@@ -2,6 +2,8 @@
 
     python -m veil.server [--data DIR] [--host H] [--port P] [--config FILE]
     python -m veil.server [--data DIR] [--config FILE] invite [--count N] [--hours H]
+    python -m veil.server [--data DIR] [--config FILE] backup --out FILE
+    python -m veil.server restore --from FILE --data DIR
 
 The same as ``veil server``; kept here so the server runs without the user-facing CLI
 layer (imports point downwards only). Configuration errors print one line, exit 1.
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from veil.core.errors import VeilError
+from veil.server.backup import backup, restore
 from veil.server.config import load_config
 from veil.server.runner import mint_invites, run
 
@@ -41,11 +44,24 @@ def main(argv: list[str] | None = None) -> int:
     invite = commands.add_parser("invite", help="mint single-use invite tokens")
     invite.add_argument("--count", type=_bounded(1, 1000), default=1)
     invite.add_argument("--hours", type=_bounded(1, 24 * 365), default=72)
+    save = commands.add_parser("backup", help="online backup of the database and key files")
+    save.add_argument("--out", required=True, help="the backup file to write")
+    load = commands.add_parser("restore", help="restore a backup into a new data directory")
+    load.add_argument("--from", dest="source", required=True, help="the backup file")
     args = parser.parse_args(argv)
+    if args.command == "restore" and args.data is None:
+        parser.error("restore needs --data DIR: the new (or empty) data directory")
     try:
+        if args.command == "restore":
+            for line in restore(Path(args.source), Path(args.data)).lines:
+                print(line)
+            return 0
         config = load_config(Path(args.config) if args.config else None, data_dir=args.data,
                              host=args.host, port=args.port)
-        if args.command == "invite":
+        if args.command == "backup":
+            for line in backup(config, Path(args.out)).lines:
+                print(line)
+        elif args.command == "invite":
             for token in asyncio.run(mint_invites(config, args.count, args.hours)):
                 print(token)
         else:

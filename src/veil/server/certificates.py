@@ -176,14 +176,16 @@ class CertificateAuthority:
         self.key_statement = statement.to_bytes()
 
     def issue(self, account_id: bytes, device_id: int, identity_key: bytes, now_ms: int,
-              ttl_s: int) -> SenderCertificate:
+              ttl_s: int, username: str | None = None) -> SenderCertificate:
+        """A sender certificate; it names ``username`` (version 2) when the account
+        has one, so a recipient shows ``@name`` from the first message on."""
         try:
             identity = IdentityPublicKey.from_bytes(identity_key)
         except CoreError:
             raise ValidationFailed("this device's identity key is not a Veil identity key")\
                 from None
         expires = now_ms + ttl_s * 1000
-        cert = self._server.issue(account_id, device_id, identity, expires)
+        cert = self._server.issue(account_id, device_id, identity, expires, username)
         return SenderCertificate(cert.to_bytes(), expires)
 
 __all__ = [

@@ -291,3 +291,26 @@ async def test_through_socks5_both_pools_work_and_stay_apart(
         await proxy.stop()
     assert all(t == ("127.0.0.1", proxy.port) for t in socks.targets)
     assert len(_check_connections(proxy)) == 4
+
+
+async def test_with_a_contact_link_first_contact_is_sealed_too(
+        server: ServerProcess, tmp_path: Path) -> None:
+    """Bob hands Alice his contact link: her bundle claim and her first message go
+    sealed, each on a connection of its own, and Bob sees her username at once."""
+    proxy = await RecordingProxy(server.port).start()
+    made: list[Client] = []
+    try:
+        alice = await _register(made, tmp_path, proxy.url, "alice_ln")
+        bob = await _register(made, tmp_path, proxy.url, "bob_ln")
+        sent = await alice.send(bob.contact_link(), "first contact, sealed")
+        assert sent.sealed
+        [got] = await bob.receive_pending()
+        assert (got.text, got.sender_username) == ("first contact, sealed", "alice_ln")
+    finally:
+        await _close_all(made)
+        await proxy.stop()
+    sealed = _check_connections(proxy)
+    about_bob = [h for _, h in proxy.heads() if bob.account in h.path]
+    assert {h.method for h in about_bob} == {"GET", "PUT"}    # the claim, the message
+    assert all(h.sealed for h in about_bob) and len(sealed) == len(about_bob)
+    assert not any(h.path.startswith("/v1/usernames/") for _, h in proxy.heads())

@@ -228,6 +228,33 @@ async def test_online_backup_restores_every_queued_envelope(
     assert not (tmp_path / "x").exists()
 
 
+async def test_python_m_veil_server_backs_up_and_restores_too(
+    tmp_path: Path, http: aiohttp.ClientSession
+):
+    """The server's own entry point (no user-facing CLI layer) has both commands."""
+    origin = ServerProcess(tmp_path / "origin").start()
+    out = tmp_path / "plain.tar.gz"
+    try:
+        bob = await register(http, origin.url)
+        queued = await _queue(http, origin.url, bob, "bob", 3)
+        made = run([*SERVER, "--data", str(origin.data_dir), "backup", "--out", str(out)])
+        assert made.returncode == 0 and f"backup written to {out}" in made.stdout, made.stderr
+    finally:
+        origin.stop()
+    missing = run([*SERVER, "restore", "--from", str(out)])
+    assert missing.returncode == 2 and "restore needs --data" in missing.stderr
+    restored_dir = tmp_path / "restored"
+    done = run([*SERVER, "--data", str(restored_dir), "restore", "--from", str(out)])
+    assert done.returncode == 0, done.stderr
+    restored = ServerProcess(restored_dir).start()
+    try:
+        assert await _receive(http, restored.url, bob, 3) == queued
+    finally:
+        restored.stop()
+    again = run([*SERVER, "--data", str(restored_dir), "restore", "--from", str(out)])
+    assert "is not empty" in one_line_error(again)
+
+
 # --- item 4: clients that drop their connection -----------------------------------------
 
 

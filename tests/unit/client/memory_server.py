@@ -214,6 +214,13 @@ class MemoryServer:
             return _error(404, "not_found")
         if method == "PUT" and parts[:1] == ["messages"]:
             return self._submit(parts[1], body, headers)
+        if method == "GET" and parts[:1] == ["keys"] and len(parts) == 3 and \
+                self._auth(headers) is None:
+            target = self.accounts.get(parts[1])
+            access = headers.get("Veil-Access-Key")
+            if target is None or access is None or _unb64(access) != target.access_key:
+                return _error(401, "unauthorised")
+            return self._claim(parts[1], parts[2])
         who = self._auth(headers)
         if who is None:
             return _error(401, "unauthorised")
@@ -222,7 +229,7 @@ class MemoryServer:
         if (method, parts) == ("GET", ["certificate"]):
             cert = self.server_key.issue(bytes.fromhex(account), device,
                                          keys.IdentityPublicKey.from_bytes(me.identity),
-                                         self.clock() + DAY_MS)
+                                         self.clock() + DAY_MS, me.username)
             return 200, to_builtins(rs.SenderCertificate(
                 certificate=cert.to_bytes(), server_certificate=cert.server_certificate.to_bytes(),
                 expires=cert.expires_at))
@@ -237,21 +244,9 @@ class MemoryServer:
             dev.last_resort = body.get("last_resort_kem_prekey", dev.last_resort)
             return 200, self._status(dev)
         if method == "GET" and parts[:1] == ["keys"]:
-            target = self.accounts.get(parts[1])
-            if target is None:
+            if parts[1] not in self.accounts:
                 return _error(404, "not_found")
-            wanted = list(target.devices) if parts[2] == "*" else [int(parts[2])]
-            out = []
-            for d in wanted:
-                dev = target.devices[d]
-                out.append({"device_id": d, "registration_id": 1,
-                            "identity_key": _b64(target.identity),
-                            "signed_prekey": dev.signed_prekey,
-                            "last_resort_kem_prekey": dev.last_resort,
-                            "one_time_prekey": dev.one_time.pop(0) if dev.one_time else None,
-                            "one_time_kem_prekey":
-                                dev.one_time_kem.pop(0) if dev.one_time_kem else None})
-            return 200, {"account_id": parts[1], "devices": out}
+            return self._claim(parts[1], parts[2])
         if (method, parts) == ("GET", ["messages"]):
             queue = me.devices[device].queue
             return 200, {"messages": [{"id": i, "ts": ts, "envelope": env}
@@ -260,6 +255,21 @@ class MemoryServer:
             me.devices[device].queue.pop(int(parts[1]), None)
             return 200, {}
         return _error(404, "no_route")
+
+    def _claim(self, account: str, which: str) -> Reply:
+        target = self.accounts[account]
+        wanted = list(target.devices) if which == "*" else [int(which)]
+        out = []
+        for d in wanted:
+            dev = target.devices[d]
+            out.append({"device_id": d, "registration_id": 1,
+                        "identity_key": _b64(target.identity),
+                        "signed_prekey": dev.signed_prekey,
+                        "last_resort_kem_prekey": dev.last_resort,
+                        "one_time_prekey": dev.one_time.pop(0) if dev.one_time else None,
+                        "one_time_kem_prekey":
+                            dev.one_time_kem.pop(0) if dev.one_time_kem else None})
+        return 200, {"account_id": account, "devices": out}
 
     def _register(self, body: Any) -> Reply:
         account = os.urandom(16).hex()

@@ -146,3 +146,32 @@ def test_certificate_of_another_identity_is_refused_on_open(
     envelope = version + e_pub + static_ct + body
     with pytest.raises(UntrustedIdentity):
         sealed.open_envelope(bob, envelope, root.public, NOW)
+
+
+def test_a_certificate_can_name_the_username_and_signs_it(
+        server: sealed.ServerKey, alice: keys.IdentityKeyPair, bob: keys.IdentityKeyPair,
+        root: sealed.TrustRoot) -> None:
+    plain = server.issue(ACCOUNT, 1, alice.public, LATER)
+    named = server.issue(ACCOUNT, 1, alice.public, LATER, "alice")
+    assert plain.to_bytes()[0] == 1 and named.to_bytes()[0] == 2   # v1 stays v1
+    again = sealed.SenderCertificate.from_bytes(named.to_bytes())
+    assert again == named and again.username == "alice"
+    again.validate(root.public, NOW)
+    envelope = sealed.seal(alice, named, bob.public, b"hi")
+    assert sealed.open_envelope(bob, envelope, root.public, NOW).certificate.username == "alice"
+    # The username is signed: renaming the sender breaks the certificate.
+    renamed = named.to_bytes().replace(b"alice", b"carol")
+    with pytest.raises(InvalidSignature):
+        sealed.SenderCertificate.from_bytes(renamed).validate(root.public, NOW)
+    # Nor can a version-2 certificate be passed off as version 1 (domain labels differ).
+    relabelled = sealed.SenderCertificate(named.account_id, 1, alice.public, LATER,
+                                          named.server_certificate, named.signature)
+    with pytest.raises(InvalidSignature):
+        relabelled.validate(root.public, NOW)
+    for bad in ("", "x" * 33, "al\nice", "ålice"):
+        with pytest.raises(MalformedMessage):
+            server.issue(ACCOUNT, 1, alice.public, LATER, bad)
+    broken = bytearray(named.to_bytes())
+    broken[1 + 16 + 4 + keys.IdentityPublicKey.SIZE + 8 + 4] = 0xFF   # not ASCII
+    with pytest.raises(MalformedMessage):
+        sealed.SenderCertificate.from_bytes(bytes(broken))

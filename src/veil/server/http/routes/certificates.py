@@ -11,9 +11,10 @@ from veil.server.http.endpoint import Auth, Call, Route
 
 async def sender_certificate(call: Call) -> web.Response:
     device, c = call.me, call.c
+    account = await c.accounts.account(device.account_id)
     cert = c.ca.issue(
         device.account_id, device.device_id, device.identity_key, c.clock_ms(),
-        c.config.sender_certificate_ttl_s,
+        c.config.sender_certificate_ttl_s, account.username,
     )
     return json_response(rs.SenderCertificate(
         certificate=cert.encoded, server_certificate=c.ca.server_certificate,
