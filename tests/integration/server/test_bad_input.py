@@ -157,16 +157,26 @@ async def test_bad_frames_close_only_their_socket(
     victim = await register(http, server.url)
     async with http.ws_connect(server.url + "/v1/websocket", headers=victim.auth()) as ok, \
             http.ws_connect(server.url + "/v1/websocket", headers=bob.auth()) as bad:
-        if isinstance(frame, bytes):
-            await bad.send_bytes(frame)
-        else:
-            await bad.send_str(frame)
+        try:
+            if isinstance(frame, bytes):
+                await bad.send_bytes(frame)
+            else:
+                await bad.send_str(frame)
+            written = True
+        except ConnectionError:
+            # The server refused the oversized frame and closed the socket while the
+            # client was still writing it (seen on a loaded machine): the close frame
+            # may then never be read, but the socket must still end.
+            assert code == 1009
+            written = False
         while True:
             msg = await bad.receive(timeout=5)
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
-        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        assert bad.close_code == code
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                            aiohttp.WSMsgType.ERROR)
+        if written or bad.close_code is not None:
+            assert bad.close_code == code
         if msg.type == aiohttp.WSMsgType.CLOSE:
             assert msg.extra, "a close carries a reason"
         # The other connection and the server are unaffected.
