@@ -159,8 +159,10 @@ def bench_create_batched(n: int, batch: int = 1000) -> list[dict[str, object]]:
              "what": "slowest commit / slowest processing by the first member"}]
 
 
-def warm_pair(n: int) -> tuple[Group, Group]:
-    """Two members of an n-member group whose parent nodes all hold keys."""
+def warm_pair(n: int, *, epoch: int = 1,
+              private_handshakes: bool = False) -> tuple[Group, Group]:
+    """Two members of an n-member group whose parent nodes all hold keys (at ``epoch``;
+    ``private_handshakes`` as the Delivery Service requires, bench/groups.py)."""
     suite = get_suite(SUITE)
     bundles = _bundles(n)
     gid = os.urandom(16)
@@ -180,7 +182,7 @@ def warm_pair(n: int) -> tuple[Group, Group]:
             node = tree.nodes[x]
             assert node is not None
             keys[x] = (node.encryption_key, priv)
-    ctx = GroupContext(SUITE, gid, 1, tree.tree_hash(), os.urandom(32))
+    ctx = GroupContext(SUITE, gid, epoch, tree.tree_hash(), os.urandom(32))
     secrets = ks.epoch_from_joiner(suite, os.urandom(32), None, ctx.encoded())
     tag = suite.mac(secrets.confirmation_key, ctx.confirmed_transcript_hash)
     members = []
@@ -193,7 +195,7 @@ def warm_pair(n: int) -> tuple[Group, Group]:
                 suite, ctx.confirmed_transcript_hash, tag),
             tag, secrets, SecretTree(suite, secrets.encryption_secret, tree.n_leaves), leaf,
             bundles[leaf].signature_priv, mine)
-        members.append(Group(state))
+        members.append(Group(state, private_handshakes=private_handshakes))
     return members[0], members[1]
 
 

@@ -11,23 +11,29 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import io
-import json
-import logging
-import os
-import re
 import sys
 import threading
-import time
-from collections.abc import Awaitable, Callable, Coroutine
-from functools import wraps
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import click
-from rich.console import Console
 
+from veil.cli.common import (
+    USERNAME,
+    BadValue,
+    emit,
+    err_console,
+    home_options,
+    home_path,
+    passphrase_for,
+    qr_text,
+    safe_text,
+    server_url,
+    when,
+    with_client,
+)
+from veil.cli.groups import group_info, is_group
 from veil.cli.i18n import explain, t, tn
 from veil.client import (
     Client,
@@ -42,156 +48,28 @@ from veil.client.events import MessageReceived
 from veil.client.store import Store
 from veil.core.errors import VeilError
 
-T = TypeVar("T")
-DEFAULT_HOME = Path.home() / ".veil"
-_err = Console(stderr=True)
-
-
-def _home(value: str | None) -> Path:
-    return Path(value).expanduser() if value else DEFAULT_HOME
-
-
-def _passphrase(home: Path, creating: bool, no_passphrase: bool = False,
-                passphrase_file: str | None = None) -> str | None:
-    if passphrase_file is not None:
-        try:
-            text = Path(passphrase_file).read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise click.ClickException(t("err.cannot_read", path=passphrase_file,
-                                         reason=getattr(exc, "strerror", None) or exc)
-                                       ) from None
-        if not text:
-            raise click.ClickException(t("err.file_empty", path=passphrase_file))
-        return text
-    env = os.environ.get("VEIL_PASSPHRASE")
-    if env is not None:
-        return env or None
-    if no_passphrase:
-        return None
-    if not sys.stdin.isatty():
-        if creating:
-            # Never fall back silently to an unprotected key file.
-            raise BadValue(t("err.no_terminal_passphrase"))
-        return None
-    if creating:
-        value = click.prompt(t("prompt.new_passphrase"), default="", hide_input=True,
-                             confirmation_prompt=t("prompt.repeat"), show_default=False)
-        return value or None
-    if (home / "store.key").exists():
-        return None
-    return str(click.prompt(t("prompt.passphrase"), hide_input=True))
-
-
-_USERNAME = re.compile(r"[A-Za-z0-9_]{3,32}")
-
-
-class BadValue(click.ClickException):
-    """An option or argument with a value that cannot work: a usage error (exit 2),
-    said in one line without the usage text."""
-
-    exit_code = 2
-
-
-def _server_url(text: str) -> str:
-    """A server URL: http(s)://host[:port]; a bare host:port means http on loopback."""
-    raw = text.strip()
-    if "://" not in raw and raw.split(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]"):
-        raw = "http://" + raw
-    parts = urlsplit(raw)
-    try:
-        port_ok = parts.port is None or 0 < parts.port < 65536
-    except ValueError:
-        port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok \
-            or parts.query or parts.fragment:
-        raise BadValue(t("err.bad_server_url", value=repr(text)))
-    return raw.rstrip("/")
-
-
-def _escape(c: str) -> str:
-    n = ord(c)
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
-
-
-# C0 and C1 controls and DEL, and the invisible formatting characters that reorder or
-# hide text (bidirectional overrides and isolates, zero-width characters, the BOM):
-# shown escaped, never obeyed. A newline starts an indented continuation line instead.
-_INVISIBLE = [*range(0x20), *range(0x7F, 0xA0), 0xAD, 0x061C, *range(0x200B, 0x2010),
-              *range(0x202A, 0x202F), *range(0x2060, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFC)]
-_CONTROL: dict[int, str] = {c: _escape(chr(c)) for c in _INVISIBLE if c not in (0x09, 0x0A)}
-_CONTROL[0x0A] = "\n    "
-
-
-def _safe(text: str) -> str:
-    """Peer text for a terminal: control and invisible formatting characters shown, not
-    obeyed (no forged lines, no escape sequences or reordering that hide a warning);
-    the lines of a multi-line message indented under the first. JSON output needs none
-    of this."""
-    return text.translate(_CONTROL)
-
-
-def _emit(as_json: bool, obj: dict[str, Any], text: str) -> None:
-    click.echo(json.dumps(obj) if as_json else text)
-
-
-def _when(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
-
 
 def _message_obj(m: IncomingMessage) -> dict[str, Any]:
     return {"id": m.id, "sender": m.sender, "sender_username": m.sender_username,
             "device": m.device, "text": m.text, "timestamp": m.timestamp,
-            "identity_changed": m.identity_changed}
+            "identity_changed": m.identity_changed, "group": m.group}
 
 
-def _show(m: IncomingMessage, as_json: bool) -> None:
+def _group_name(c: Client, group_id: str) -> str:
+    for g in c.groups():
+        if g.id == group_id:
+            return "#" + safe_text(g.name)
+    return group_id[:8] + "…"
+
+
+def _show(m: IncomingMessage, as_json: bool, c: Client | None = None) -> None:
     if m.identity_changed:
-        _err.print(f"[bold red]{t('recv.identity_changed', who=m.sender[:8])}[/]")
+        err_console.print(f"[bold red]{t('recv.identity_changed', who=m.sender[:8])}[/]")
     who = f"@{m.sender_username}" if m.sender_username else m.sender[:8] + "…"
-    _emit(as_json, _message_obj(m), f"[{_when(m.timestamp)}] {who}: {_safe(m.text)}")
-
-
-def home_options(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Adds --home/--json/--proxy and runs the coroutine command."""
-    @click.option("--home", envvar="VEIL_HOME", default=None, help=t("opt.home"))
-    @click.option("--json", "as_json", is_flag=True, help=t("opt.json"))
-    @click.option("--proxy", envvar="VEIL_PROXY", default=None, help=t("opt.proxy"))
-    @wraps(fn)
-    def wrapper(**kwargs: Any) -> None:
-        asyncio.run(fn(**kwargs))
-    return wrapper
-
-
-def _quiet_client_logs() -> None:
-    """The SDK logs what it retries (a failed certificate refresh, prekey upkeep) as
-    warnings for programs; the commands report what matters themselves, in one line.
-    ``VEIL_LOG_LEVEL=INFO`` (or WARNING, DEBUG) shows the SDK's log on stderr."""
-    logger = logging.getLogger("veil.client")
-    level = os.environ.get("VEIL_LOG_LEVEL", "").upper()
-    if level in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("veil: %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(level)
-    else:
-        logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-
-
-async def _open(home: str | None, proxy: str | None) -> Client:
-    _quiet_client_logs()
-    path = _home(home)
-    return await Client.open(path, passphrase=_passphrase(path, creating=False)
-                             if Store.exists(path) else None, proxy=proxy)
-
-
-async def _with_client(home: str | None, proxy: str | None,
-                       body: Callable[[Client], Awaitable[T]]) -> T:
-    client = await _open(home, proxy)
-    try:
-        return await body(client)
-    finally:
-        await client.close()
+    if m.group is not None:
+        where = _group_name(c, m.group) if c is not None else m.group[:8] + "…"
+        who = f"{where} {who}"
+    emit(as_json, _message_obj(m), f"[{when(m.timestamp)}] {who}: {safe_text(m.text)}")
 
 
 @click.command(help=t("cmd.init"))
@@ -208,19 +86,19 @@ async def init(server: str, username: str | None, invite: str | None, no_passphr
                passphrase_file: str | None, trust_root: str | None, home: str | None,
                as_json: bool, proxy: str | None) -> None:
     """Create an identity and register it with a server."""
-    path = _home(home)
+    path = home_path(home)
     if Store.exists(path):
         raise click.ClickException(t("init.exists", path=path))
-    server = _server_url(server)
-    if username is not None and not _USERNAME.fullmatch(username):
+    server = server_url(server)
+    if username is not None and not USERNAME.fullmatch(username):
         raise BadValue(t("err.bad_username", value=repr(username)))
-    passphrase = _passphrase(path, True, no_passphrase, passphrase_file)
+    passphrase = passphrase_for(path, True, no_passphrase, passphrase_file)
     client = await Client.register(path, server, username=username, invite=invite,
                                    passphrase=passphrase,
                                    proxy=proxy, trust_root=trust_root)
     try:
         root = client.trust_root_fingerprint()
-        _emit(as_json, {"account_id": client.account, "username": client.me.username,
+        emit(as_json, {"account_id": client.account, "username": client.me.username,
                         "device_id": client.me.device_id, "home": str(path),
                         "trust_root": root, "trust_root_pinned": trust_root is not None},
               (t("init.registered_as", account=client.account, username=client.me.username,
@@ -240,7 +118,7 @@ async def show_id(qr: bool, home: str | None, as_json: bool, proxy: str | None) 
     """Show this account id, username, identity fingerprint and pinned trust root."""
     async def body(c: Client) -> None:
         link = c.contact_link()
-        _emit(as_json, {"account_id": c.account, "username": c.me.username,
+        emit(as_json, {"account_id": c.account, "username": c.me.username,
                         "device_id": c.me.device_id, "fingerprint": c.fingerprint(),
                         "server": c.me.server, "trust_root": c.trust_root_fingerprint(),
                         "contact_link": link},
@@ -251,15 +129,8 @@ async def show_id(qr: bool, home: str | None, as_json: bool, proxy: str | None) 
         if not as_json:
             click.echo(t("id.link_hint"))
             if qr:
-                click.echo(_qr(link.encode("ascii")))
-    await _with_client(home, proxy, body)
-
-
-def _qr(payload: bytes) -> str:
-    import segno
-    buffer = io.StringIO()
-    segno.make(payload, error="m").terminal(out=buffer, compact=True)
-    return buffer.getvalue()
+                click.echo(qr_text(link.encode("ascii")))
+    await with_client(home, proxy, body)
 
 
 @click.group(help=t("cmd.contact"))
@@ -273,11 +144,11 @@ def contact() -> None:
 async def contact_add(link: str, home: str | None, as_json: bool, proxy: str | None) -> None:
     async def body(c: Client) -> None:
         kept = c.add_contact(link)
-        _emit(as_json, {"account_id": kept.account, "username": kept.username,
+        emit(as_json, {"account_id": kept.account, "username": kept.username,
                         "sealed": True},
               t("contact.added", who=_who(kept.account, kept.username),
                 account=kept.account[:8] + "…"))
-    await _with_client(home, proxy, body)
+    await with_client(home, proxy, body)
 
 
 def _who(account: str, username: str | None) -> str:
@@ -326,7 +197,7 @@ async def _flush_first(c: Client, as_json: bool) -> None:
     except ServerUnreachable:
         return
     for message in sent:
-        _err.print(t("send.flushed", id=message.id[:8]))
+        err_console.print(t("send.flushed", id=message.id[:8]))
 
 
 def _read_text(text: str | None, text_file: str | None) -> str:
@@ -370,26 +241,32 @@ async def send(to: str, text: str | None, text_file: str | None, wait: bool, via
             from veil.cli.relay import attach_mixnet
             relay = await attach_mixnet(c, mix_directory, mix_authority, proxy)
         await _flush_first(c, as_json)
+        if is_group(to):
+            posted = await c.send_group(to, message)
+            emit(as_json, {"status": "sent", "id": posted.id, "group": posted.group,
+                           "seq": posted.seq, "timestamp": posted.timestamp},
+                 t("send.group_sent", to=_group_name(c, posted.group)))
+            return
         try:
             sent = await c.send(to, message)
         except ServerUnreachable as exc:
             queued = c.outbox()[-1]
             if not wait:
-                _emit(as_json, {"status": "queued", "id": queued.id, "to": to,
+                emit(as_json, {"status": "queued", "id": queued.id, "to": to,
                                 "reason": str(exc)},
                       t("send.queued", reason=explain(exc)))
                 return
             sent = await _wait_for(c, queued.id, as_json)
         if relay is not None:
             await relay.finish(timeout=120)
-        _emit(as_json, _sent_obj(sent), _sent_text(await _display(c, to), sent))
-    await _with_client(home, proxy, body)
+        emit(as_json, _sent_obj(sent), _sent_text(await _display(c, to), sent))
+    await with_client(home, proxy, body)
 
 
 async def _wait_for(c: Client, message_id: str, as_json: bool) -> SentMessage:
     """Retry the outbox with backoff until ``message_id`` has gone out."""
     if not as_json:
-        _err.print(t("send.waiting"))
+        err_console.print(t("send.waiting"))
     delay = 1.0
     while True:
         await asyncio.sleep(delay)
@@ -418,7 +295,7 @@ async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: 
                     t("outbox.no_match", prefix=repr(cancel_id)) if not matches else
                     t("outbox.ambiguous", prefix=repr(cancel_id), count=len(matches)))
             c.cancel(matches[0].id)
-            _emit(as_json, {"status": "cancelled", "id": matches[0].id},
+            emit(as_json, {"status": "cancelled", "id": matches[0].id},
                   t("outbox.cancelled", id=matches[0].id[:8], to=matches[0].to)
                   + (t("outbox.may_arrive")
                      if matches[0].attempts and matches[0].stage == "sealed" else ""))
@@ -426,21 +303,21 @@ async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: 
         if retry:
             try:
                 for sent in await c.flush_outbox():
-                    _emit(as_json, _sent_obj(sent), _sent_text(sent.recipient, sent))
+                    emit(as_json, _sent_obj(sent), _sent_text(sent.recipient, sent))
             except ServerUnreachable as exc:
                 raise click.ClickException(t("outbox.kept", reason=explain(exc))) from None
         waiting = c.outbox()
         for m in waiting:
-            _emit(as_json, {"status": "pending", "id": m.id, "to": m.to, "stage": m.stage,
+            emit(as_json, {"status": "pending", "id": m.id, "to": m.to, "stage": m.stage,
                             "attempts": m.attempts, "last_error": m.last_error,
                             "timestamp": m.timestamp, "text": m.text},
-                  tn("outbox.line", m.attempts, id=m.id[:8], when=_when(m.timestamp),
-                     to=m.to, text=_safe(m.text[:60]), stage=m.stage,
+                  tn("outbox.line", m.attempts, id=m.id[:8], when=when(m.timestamp),
+                     to=m.to, text=safe_text(m.text[:60]), stage=m.stage,
                      error=t("outbox.last_error", error=m.last_error) if m.last_error
                      else ""))
         if not waiting and not as_json:
             click.echo(t("outbox.empty"))
-    await _with_client(home, proxy, body)
+    await with_client(home, proxy, body)
 
 
 @click.command(help=t("cmd.recv"))
@@ -451,11 +328,11 @@ async def recv(follow: bool, home: str | None, as_json: bool, proxy: str | None)
     async def body(c: Client) -> None:
         await _flush_first(c, as_json)
         async for message in c.pending():
-            _show(message, as_json)
+            _show(message, as_json, c)
         if follow:
             async for message in c.messages():
-                _show(message, as_json)
-    await _with_client(home, proxy, body)
+                _show(message, as_json, c)
+    await with_client(home, proxy, body)
 
 
 def _stdin_lines() -> asyncio.Queue[str]:
@@ -484,12 +361,15 @@ async def _chat_send(c: Client, to: str, text: str, as_json: bool) -> None:
     """One line of chat: an error is shown and chat goes on; an unreachable server
     leaves the line in the outbox, sent when the connection is back."""
     try:
-        await c.send(to, text)
+        if is_group(to):
+            await c.send_group(to, text)
+        else:
+            await c.send(to, text)
     except ServerUnreachable:
-        _emit(as_json, {"status": "queued", "id": c.outbox()[-1].id},
+        emit(as_json, {"status": "queued", "id": c.outbox()[-1].id},
               t("chat.pending"))
     except VeilError as exc:
-        _emit(as_json, {"status": "failed", "error": {"code": exc.code, "message": str(exc)}},
+        emit(as_json, {"status": "failed", "error": {"code": exc.code, "message": str(exc)}},
               t("chat.not_sent", reason=explain(exc)))
 
 
@@ -505,25 +385,29 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
         if via == "mixnet":
             from veil.cli.relay import attach_mixnet
             relay = await attach_mixnet(c, mix_directory, mix_authority, proxy)
-        contact = await c.resolve(to)
-        name = await _display(c, to)
+        if is_group(to):
+            conversation = group_info(c, to).id
+            name = _group_name(c, conversation)
+        else:
+            conversation = (await c.resolve(to)).account
+            name = await _display(c, to)
         if not as_json:
             click.echo(t("chat.header", who=name))
-        for entry in c.history(contact.account, 20):
+        for entry in c.history(conversation, 20):
             who = t("chat.you") if entry.direction == "out" else name
-            _emit(as_json, {"history": True, "id": entry.id, "direction": entry.direction,
+            emit(as_json, {"history": True, "id": entry.id, "direction": entry.direction,
                             "text": entry.text, "timestamp": entry.timestamp},
-                  f"[{_when(entry.timestamp)}] {who}: {_safe(entry.text)}")
+                  f"[{when(entry.timestamp)}] {who}: {safe_text(entry.text)}")
 
         async def incoming() -> None:
             async for event in c.events():
                 if isinstance(event, MessageReceived):
-                    _show(event.message, as_json)
+                    _show(event.message, as_json, c)
                 elif isinstance(event, OutboxSent):
-                    _emit(as_json, {"status": "sent", "id": event.message_id},
+                    emit(as_json, {"status": "sent", "id": event.message_id},
                           t("chat.sent_from_outbox", id=event.message_id[:8]))
                 elif isinstance(event, OutboxFailed):
-                    _emit(as_json, {"status": "failed", "id": event.message_id,
+                    emit(as_json, {"status": "failed", "id": event.message_id,
                                     "error": {"code": event.code, "message": event.reason}},
                           t("chat.outbox_failed", id=event.message_id[:8],
                             reason=event.reason))
@@ -543,7 +427,7 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
                 await listener
             if relay is not None:
                 await relay.finish(timeout=120)
-    await _with_client(home, proxy, body)
+    await with_client(home, proxy, body)
 
 
 @click.command(help=t("cmd.safety"))
@@ -556,16 +440,16 @@ async def safety(to: str, home: str | None, as_json: bool, proxy: str | None) ->
         contact = await c.resolve(to)
         payload = base64.b64encode(number.qr_payload).decode()
         if as_json:
-            _emit(True, {"with": contact.account, "safety_number": number.digits,
+            emit(True, {"with": contact.account, "safety_number": number.digits,
                          "qr_payload": payload, "verified": contact.verified}, "")
             return
         groups = number.groups()
         click.echo(t("safety.number", to=to, first=" ".join(groups[:6]),
                      second=" ".join(groups[6:])))
-        click.echo(_qr(number.qr_payload))
+        click.echo(qr_text(number.qr_payload))
         click.echo(t("safety.verified") if contact.verified else
                    t("safety.not_verified", to=to))
-    await _with_client(home, proxy, body)
+    await with_client(home, proxy, body)
 
 
 @click.command(help=t("cmd.verify"))
@@ -577,9 +461,9 @@ async def verify(to: str, number: str | None, home: str | None, as_json: bool,
     """Mark TO's current identity key as verified."""
     async def body(c: Client) -> None:
         contact = await c.verify(to, number)
-        _emit(as_json, {"account_id": contact.account, "verified": True},
+        emit(as_json, {"account_id": contact.account, "verified": True},
               t("verify.done", to=to))
-    await _with_client(home, proxy, body)
+    await with_client(home, proxy, body)
 
 
 @click.command(help=t("cmd.conversations"))
@@ -591,11 +475,11 @@ async def conversations(home: str | None, as_json: bool, proxy: str | None) -> N
             last = conv.last
             assert last is not None
             name = f"@{conv.username}" if conv.username else conv.peer
-            _emit(as_json, {"peer": conv.peer, "username": conv.username,
+            emit(as_json, {"peer": conv.peer, "username": conv.username,
                             "verified": conv.verified, "last_text": last.text,
                             "last_timestamp": last.timestamp},
-                  f"{name:<34} {_when(last.timestamp)}  {_safe(last.text[:40])}")
-    await _with_client(home, proxy, body)
+                  f"{name:<34} {when(last.timestamp)}  {safe_text(last.text[:40])}")
+    await with_client(home, proxy, body)
 
 
 @click.command(help=t("cmd.history"))
@@ -608,11 +492,11 @@ async def history(to: str, limit: int, home: str | None, as_json: bool,
     async def body(c: Client) -> None:
         contact = await c.resolve(to)
         for e in c.history(contact.account, limit):
-            _emit(as_json, {"id": e.id, "direction": e.direction, "text": e.text,
+            emit(as_json, {"id": e.id, "direction": e.direction, "text": e.text,
                             "timestamp": e.timestamp},
-                  f"[{_when(e.timestamp)}] {t('chat.you') if e.direction == 'out' else to}: "
-                  f"{_safe(e.text)}")
-    await _with_client(home, proxy, body)
+                  f"[{when(e.timestamp)}] {t('chat.you') if e.direction == 'out' else to}: "
+                  f"{safe_text(e.text)}")
+    await with_client(home, proxy, body)
 
 
 COMMANDS = [init, show_id, contact, send, outbox, recv, chat, safety, verify, conversations,

@@ -101,6 +101,24 @@ class Api:
         data = await self.request(method, path, body, auth=auth, access_key=access_key)
         return decode_answer(data, answer)
 
+    async def group_call(self, method: str, path: str, answer: type[T],
+                         body: Request | None = None, *, read: bytes | None = None,
+                         write: bytes | None = None) -> T:
+        """A group mailbox request (docs/groups.md): a capability header, never
+        credentials or an access key, and always on the sealed pool, so the server
+        cannot tie the group to this device's connections."""
+        headers: dict[str, str] = {}
+        if read is not None:
+            headers["Veil-Group-Read"] = b64(read)
+        if write is not None:
+            headers["Veil-Group-Write"] = b64(write)
+        data = None if body is None else to_builtins(body)
+        status, got = await self._transport.request(method, self.base_url + path, data,
+                                                    headers, sealed=True)
+        if status >= 400:
+            raise _rejected(status, got)
+        return decode_answer(got, answer)
+
     async def websocket(self) -> WebSocket:
         return await self._transport.websocket(self.base_url + "/v1/websocket",
                                                self._headers(True, None))

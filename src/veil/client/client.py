@@ -24,23 +24,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 
 from msgspec import UNSET
 
-from veil.client import contacts, home_lock, home_place, prekey_store, trust
+from veil.client import contacts, home_lock, home_place, prekey_store, provisioning, trust
 from veil.client import pending as pending_store
 from veil.client.api import Api, given
 from veil.client.connection import Connection
 from veil.client.contact_link import ContactLink, identity_fingerprint
 from veil.client.device import Clock, Context, DeviceInfo, DeviceState
+from veil.client.devices import DeviceInfo as LinkedDeviceInfo
+from veil.client.devices import Devices
 from veil.client.directory import Directory
-from veil.client.errors import ClientError, TrustRootMismatch
+from veil.client.errors import (
+    AlreadyInitialised,
+    ClientError,
+    LinkFailed,
+    ServerRejected,
+    TrustRootMismatch,
+)
 from veil.client.events import (
     Event,
     EventHub,
@@ -50,11 +59,13 @@ from veil.client.events import (
     OutboxFailed,
     OutboxSent,
 )
+from veil.client.groups import GroupInfo, GroupMember, Groups, SentGroupMessage
 from veil.client.history import Conversation, History
 from veil.client.inbox import Inbox
 from veil.client.outbox import Outbox, Relay, SentMessage
 from veil.client.pending import PendingMessage
 from veil.client.prekey_store import PrekeyMaintenance
+from veil.client.provisioning import PendingLink, Provisioned
 from veil.client.records import Contact, HistoryEntry, SelfRecord
 from veil.client.store import DEFAULT_KDF, KdfParams, Store
 from veil.client.transport import Transport
@@ -63,7 +74,19 @@ from veil.core import prekeys as core_prekeys
 from veil.protocol import requests as rq
 from veil.protocol import responses as rs
 
-__all__ = ["Client", "Conversation", "IncomingMessage", "Relay", "SentMessage", "now_ms"]
+__all__ = [
+    "Client",
+    "Conversation",
+    "GroupInfo",
+    "GroupMember",
+    "IncomingMessage",
+    "LinkedDeviceInfo",
+    "PendingLink",
+    "Relay",
+    "SentGroupMessage",
+    "SentMessage",
+    "now_ms",
+]
 
 log = logging.getLogger("veil.client")
 
@@ -90,12 +113,16 @@ class Client:
         # The sender certificate, refreshed ahead of need (veil.client.certificates).
         self.certificates = self._outbox.certificates
         self._inbox = Inbox(self._ctx)
-        self._history = History(store)
+        # MLS groups (veil.client.groups): Welcomes arrive as 1:1 content of their kind.
+        self._groups = Groups(self._ctx, self._directory, self._outbox)
+        self._inbox.on_content = self._groups.accept_welcome
+        self._history = History(store, me.account)
+        self._own_devices = Devices(self._ctx)
         # Rotation and top-up of this device's prekeys (a timer while connected).
         self.prekeys = PrekeyMaintenance(store, self._api, identity, self._ctx.clock,
                                          self._keys_low)
         self._connection = Connection(self._ctx, self._inbox, self.prekeys,
-                                      self._housekeeping)
+                                      self._housekeeping, self._groups)
         self._live: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()   # cancelled, reaped by close()
         self._live_readers = 0
@@ -148,19 +175,101 @@ class Client:
             if transport is None:            # an injected transport is the caller's
                 await api.close()
         account, device_id = result.account_id, result.device_id
-        store = Store.create(home, passphrase, kdf)
-        lock = home_lock.acquire(home)
         me = SelfRecord(server, account, device_id, token,
                         username.lower() if username else None, profile_key, registration_id,
                         root, min_key_id)
+        client = cls._create_home(home, passphrase, kdf, me, identity, prekeys, proxy, clock,
+                                  transport)
+        # The first device approves itself (docs/devices.md); retried on connect.
+        await client._own_devices.upload_own_approval_quietly()
+        await client._groups.key_packages.run_quietly()   # so others can invite it
+        return client
+
+    @classmethod
+    def _create_home(cls, home: Path, passphrase: str | None, kdf: KdfParams,
+                     me: SelfRecord, identity: keys.IdentityKeyPair,
+                     prekeys: core_prekeys.PreKeys, proxy: str | None, clock: Clock,
+                     transport: Transport | None,
+                     fill: Callable[[Store], None] | None = None) -> Client:
+        """Write a new home for a device the server just registered (a new account's
+        first device, or a linked one: ``fill`` adds what it was provisioned with, in
+        the same first transaction) and open it."""
+        store = Store.create(home, passphrase, kdf)
+        lock = home_lock.acquire(home)
         with store.transaction():
             store.put("self", "me", me.encode())
             store.put("self", "identity", identity.to_bytes())
             prekey_store.store_new(store, prekeys)
             home_place.record(store, home)
+            if fill is not None:
+                fill(store)
         client = cls(store, me, identity, proxy, clock, transport)
         client._home_lock = lock
         return client
+
+    @classmethod
+    async def begin_link(cls, home: Path, server: str, *, passphrase: str | None = None,
+                         kdf: KdfParams = DEFAULT_KDF, proxy: str | None = None,
+                         clock: Clock | None = None,
+                         transport: Transport | None = None) -> PendingLink:
+        """Start linking this (new) device to an existing account (docs/devices.md).
+
+        Show ``link.code`` (or ``link.qr_payload``) to the person; on a device of the
+        account they run ``approve_device(code)``; ``await link.finish()`` then returns
+        the opened client with the account's identity, contacts and recent history."""
+        if Store.exists(home):
+            raise AlreadyInitialised(f"{home} holds an identity already")
+        tick = clock or now_ms
+
+        async def make(given: Provisioned, fill: Callable[[Store], None]) -> Client:
+            identity = given.identity
+            prekeys = core_prekeys.PreKeys.generate(
+                identity, one_time=prekey_store.ONE_TIME_BATCH, now_ms=tick())
+            token = provisioning.new_token()
+            me = dataclasses.replace(given.me, token=token)
+            await cls._register_linked(me, identity, given.approval, prekeys, proxy,
+                                       transport)
+            return cls._create_home(home, passphrase, kdf, me, identity, prekeys, proxy,
+                                    tick, transport, fill)
+        api = Api(server, proxy, transport)
+        try:
+            return await provisioning.begin(api, server, make, owns_api=transport is None)
+        except BaseException:
+            if transport is None:
+                await api.close()
+            raise
+
+    @staticmethod
+    async def _register_linked(me: SelfRecord, identity: keys.IdentityKeyPair,
+                               approval: bytes, prekeys: core_prekeys.PreKeys,
+                               proxy: str | None, transport: Transport | None) -> None:
+        api = Api(me.server, proxy, transport)
+        try:
+            root = await api.call("GET", "/v1/certificate/trust_root", rs.TrustRoot,
+                                  auth=False)
+            if root.public_key != me.trust_root:
+                raise TrustRootMismatch(
+                    f"the server's trust root {trust.fingerprint(root.public_key)} is not "
+                    f"the one the approving device pinned "
+                    f"({trust.fingerprint(me.trust_root)}); refusing to link")
+            upload = prekey_store.upload_body(prekeys.upload(), full=True)
+            await api.call("POST", f"/v1/accounts/{me.account}/linked_devices", rs.DeviceAdded,
+                           rq.DeviceLink(
+                               device_id=me.device_id, registration_id=me.registration_id,
+                               identity_key=identity.public.to_bytes(), token=me.token,
+                               approval=approval, signed_prekey=upload.signed_prekey,
+                               last_resort_kem_prekey=upload.last_resort_kem_prekey,
+                               one_time_prekeys=upload.one_time_prekeys,
+                               one_time_kem_prekeys=upload.one_time_kem_prekeys),
+                           auth=False)
+        except ServerRejected as exc:
+            if 400 <= exc.status < 500:
+                raise LinkFailed(f"the server refused to link this device ({exc.server_code}):"
+                                 " approve it again") from None
+            raise
+        finally:
+            if transport is None:
+                await api.close()
 
     @classmethod
     async def open(cls, home: Path, *, passphrase: str | None = None,
@@ -206,6 +315,7 @@ class Client:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._groups.close()
         await self.certificates.close()
         await self._api.close()
         self._store.close()
@@ -296,7 +406,8 @@ class Client:
         return self._directory.add_link(link)
 
     def contacts(self) -> list[Contact]:
-        return contacts.every(self._store)
+        mine = self._ctx.device.record.account      # our other devices are not a contact
+        return [c for c in contacts.every(self._store) if c.account != mine]
 
     async def safety_number(self, who: str) -> safety.SafetyNumber:
         """The number to compare, computed from the identity key the sessions with
@@ -316,6 +427,98 @@ class Client:
 
     def conversations(self) -> list[Conversation]:
         return self._history.conversations()
+
+    # --- groups (docs/groups.md, "The client") ------------------------------------------
+    # ``group`` is a group id (64 hex, ``GroupInfo.id``) or ``#name``; ``who`` is an
+    # @username, an account id or a contact link, as for ``send``.
+
+    async def create_group(self, name: str, description: str | None = None,
+                           members: Sequence[str] = ()) -> GroupInfo:
+        """A new group with this account as its admin; ``members`` are invited (every
+        device of each). If an invitation fails the group exists all the same."""
+        gid = await self._groups.create(name, description, list(members))
+        return self._groups.info(gid)
+
+    async def invite(self, group: str, *who: str) -> GroupInfo:
+        """Add people (all their devices): one commit, then a Welcome to each, sealed
+        as a 1:1 message. Admins only (``NotGroupAdmin``)."""
+        gid = self._groups.resolve(group)
+        await self._groups.invite(gid, list(who))
+        return self._groups.info(gid)
+
+    async def remove(self, group: str, who: str) -> GroupInfo:
+        """Remove a member (all its devices); from that commit on it can neither read
+        nor post. Admins only."""
+        gid = self._groups.resolve(group)
+        await self._groups.remove(gid, who)
+        return self._groups.info(gid)
+
+    async def leave(self, group: str) -> None:
+        """Leave: the removal is proposed to the group (an admin's next commit carries
+        it out) and this device forgets the group's keys at once; history stays."""
+        await self._groups.leave(self._groups.resolve(group))
+
+    async def rename(self, group: str, name: str, description: str | None = None
+                     ) -> GroupInfo:
+        """New name (and description, when given). Admins only."""
+        gid = self._groups.resolve(group)
+        await self._groups.rename(gid, name, description)
+        return self._groups.info(gid)
+
+    async def set_admin(self, group: str, who: str, admin: bool = True) -> GroupInfo:
+        """Promote (``admin=True``) or demote a member. Admins only."""
+        gid = self._groups.resolve(group)
+        await self._groups.set_admin(gid, who, admin)
+        return self._groups.info(gid)
+
+    def groups(self) -> list[GroupInfo]:
+        """Every group this device is or was in (``active`` False once left/removed)."""
+        return self._groups.all()
+
+    def members(self, group: str) -> list[GroupMember]:
+        return self._groups.members(self._groups.resolve(group))
+
+    def group(self, group: str) -> GroupInfo:
+        """The group ``#name`` or its id names (``UnknownGroup`` if none here)."""
+        gid = self._groups.resolve(group)
+        return next(g for g in self._groups.all() if g.id == gid)
+
+    async def send_group(self, group: str, text: str) -> SentGroupMessage:
+        """Post ``text`` to the group: one upload, stored once for every member. An
+        epoch that ended meanwhile is caught up with and the text re-encrypted."""
+        return await self._groups.send(self._groups.resolve(group), text)
+
+    async def sync_groups(self) -> list[IncomingMessage]:
+        """Catch up with every group's mailbox over HTTP (``pending()`` does this too;
+        the live connection does it on each push)."""
+        return await self._groups.sync_all()
+
+    # --- linked devices (docs/devices.md) ------------------------------------------------
+
+    async def approve_device(self, code: str, *, name: str | None = None,
+                             history_days: int = provisioning.DEFAULT_HISTORY_DAYS) -> int:
+        """Approve the new device showing ``code`` (from its ``begin_link``): check the
+        code against the key the server relays, sign the device's approval and send it,
+        end-to-end encrypted, this account's identity, contacts and the last
+        ``history_days`` days of history (0: none). Returns the new device's id.
+        Raises ``LinkCodeMismatch`` when the key is not the code's (a typo, or someone
+        in between), ``LinkFailed`` when no device waits with that code."""
+        return await provisioning.approve(self._ctx, code, name, history_days)
+
+    async def devices(self) -> list[LinkedDeviceInfo]:
+        """This account's devices (id, name as known here, when linked, last seen by
+        this device, whether this is it); devices without a valid approval are left
+        out (and get no syncs)."""
+        return await self._own_devices.refresh()
+
+    async def remove_device(self, device_id: int) -> None:
+        """Unlink a device: the server revokes its credentials at once (its socket is
+        closed), its keys leave the directory; contacts drop it on their next send. Its
+        leaves leave every group: removed by a commit where this account is an admin,
+        else proposed for removal by the next admin's commit (docs/groups.md)."""
+        await self._own_devices.remove(device_id)
+        if device_id != self._ctx.device.record.device_id:
+            await self._groups.remove_device(device_id)
 
     # --- sending ------------------------------------------------------------------------
 
@@ -364,6 +567,8 @@ class Client:
                 yield message
         finally:
             await stream.aclose()
+        for message in await self._groups.sync_all():     # then every group's mailbox
+            yield message
 
     async def receive_pending(self) -> list[IncomingMessage]:
         """Everything :meth:`pending` yields, as a list."""
@@ -438,6 +643,9 @@ class Client:
             log.warning("could not refresh the server key statement: %s", exc.code)
         await self.certificates.maintain()       # only when none is usable: ahead of need
         await self.prekeys.run_quietly()
+        await self._groups.key_packages.run_quietly()
+        await self._own_devices.upload_own_approval_quietly()
+        await self._own_devices.refresh_quietly()
         if self._ctx.store.count(pending_store.KIND) and (
                 self._flushing is None or self._flushing.done()):
             # In the background: a slow server must not stall receiving.

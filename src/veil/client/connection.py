@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from veil.client.device import Context
 from veil.client.errors import ServerUnreachable
@@ -23,7 +24,31 @@ from veil.client.inbox import Inbox
 from veil.client.prekey_store import PrekeyMaintenance
 from veil.client.transport import WebSocket
 from veil.protocol import ProtocolError, decode_server_frame, to_builtins
-from veil.protocol.frames import AckFrame, EnvelopeFrame, KeysLowFrame
+from veil.protocol.frames import (
+    AckFrame,
+    EnvelopeFrame,
+    GroupDroppedFrame,
+    GroupEpochFrame,
+    GroupMessageFrame,
+    GroupSubscribedFrame,
+    KeysLowFrame,
+    MlsKeysLowFrame,
+    ServerFrame,
+)
+
+GROUP_FRAMES = (GroupSubscribedFrame, GroupMessageFrame, GroupEpochFrame, GroupDroppedFrame)
+
+
+class GroupFrames(Protocol):
+    """What the connection needs of the groups component (veil.client.groups)."""
+
+    def attach(self, ws: WebSocket) -> None: ...
+
+    def detach(self) -> None: ...
+
+    def on_frame(self, frame: ServerFrame) -> None: ...
+
+    async def key_packages_low(self) -> None: ...
 
 log = logging.getLogger("veil.client")
 
@@ -49,11 +74,13 @@ class Backoff:
 
 class Connection:
     def __init__(self, ctx: Context, inbox: Inbox, prekeys: PrekeyMaintenance,
-                 housekeeping: Callable[[], Awaitable[None]]) -> None:
+                 housekeeping: Callable[[], Awaitable[None]],
+                 groups: GroupFrames | None = None) -> None:
         self._ctx = ctx
         self._inbox = inbox
         self._prekeys = prekeys
         self._housekeeping = housekeeping
+        self._groups = groups
 
     async def run(self) -> None:
         """Until cancelled. A refused connection (:class:`ServerRejected`) ends it."""
@@ -85,6 +112,8 @@ class Connection:
         try:
             await self._housekeeping()
             timer = asyncio.create_task(self._prekeys.timer())
+            if self._groups is not None:
+                self._groups.attach(ws)      # subscribes every group, catches up
             while True:
                 text = await ws.receive_text()
                 if text is None:
@@ -104,7 +133,13 @@ class Connection:
                         return "ack_failed"    # redelivered after the reconnect, then seen
                 elif isinstance(frame, KeysLowFrame):
                     await self._prekeys.run_quietly()
+                elif self._groups is not None and isinstance(frame, GROUP_FRAMES):
+                    self._groups.on_frame(frame)
+                elif self._groups is not None and isinstance(frame, MlsKeysLowFrame):
+                    await self._groups.key_packages_low()
         finally:
+            if self._groups is not None:
+                self._groups.detach()
             if timer is not None:
                 timer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -95,6 +95,19 @@ def note_identity(contact: Contact, identity: keys.IdentityPublicKey) -> bool:
     return True
 
 
+def note_linked(contact: Contact, device: int) -> bool:
+    """Record an approved (or identity-proving) device of the contact. True when it is
+    news worth a ``DeviceLinked`` event: not on first contact, and not for the first
+    device of a contact known from before approvals existed."""
+    if device in contact.linked_devices:
+        return False
+    known_before = contact.identity is not None and bool(
+        contact.linked_devices or contact.devices)
+    legacy_first = not contact.linked_devices and device in contact.devices[:1]
+    contact.linked_devices = sorted({*contact.linked_devices, device})
+    return known_before and not legacy_first
+
+
 def usable_sessions(store: Store, contact: Contact, device: int
                     ) -> tuple[list[session.Session], bool]:
     """The device's sessions that belong to the contact's identity, and whether any
@@ -127,6 +140,7 @@ __all__ = [
     "every",
     "get",
     "note_identity",
+    "note_linked",
     "save",
     "session_identity",
     "update",

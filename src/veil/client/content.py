@@ -4,6 +4,8 @@ A small JSON object, padded by the session layer before encryption:
 ``{"v": 1, "id": hex, "ts": ms, "kind": "text", "text": str, "pk": base64}``, where
 ``pk`` is the sender's profile key, so the recipient can derive the sender's access key
 and answer with sealed sender afterwards (as Signal shares profile keys in messages).
+A sync of a sent message to the sender's own other devices is ``"kind": "sent"`` with
+``"to"``, the recipient account (docs/devices.md).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Content:
     text: str
     profile_key: bytes | None = None
     kind: str = "text"
+    # kind "sent" (a sync to this account's other devices): the recipient account.
+    to: str | None = None
 
     @classmethod
     def text_message(cls, text: str, now_ms: int, profile_key: bytes) -> Content:
@@ -38,6 +42,8 @@ class Content:
                                    "kind": self.kind, "text": self.text}
         if self.profile_key is not None:
             body["pk"] = base64.b64encode(self.profile_key).decode()
+        if self.to is not None:
+            body["to"] = self.to
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -55,7 +61,11 @@ class Content:
             profile_key = base64.b64decode(pk, validate=True) if isinstance(pk, str) else None
             if profile_key is not None and len(profile_key) != 32:
                 raise ValueError("profile key has the wrong size")
-            return cls(msg_id, ts, text, profile_key, kind)
+            to = body.get("to")
+            if to is not None and not (isinstance(to, str) and len(to) == 32
+                                       and all(c in "0123456789abcdef" for c in to)):
+                raise ValueError("the recipient of a sync is not an account id")
+            return cls(msg_id, ts, text, profile_key, kind, to)
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise MalformedMessage(f"message content is malformed: {type(exc).__name__}")\
                 from None

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hmac
 
+from msgspec import UNSET
+
 from veil.client import contact_link, contacts
 from veil.client.api import server_data
 from veil.client.device import Context
-from veil.client.errors import IdentityChanged, ServerRejected, UnknownUser
+from veil.client.errors import IdentityChanged, ServerRejected, UnapprovedDevice, UnknownUser
+from veil.client.events import DeviceLinked
 from veil.client.records import Contact
-from veil.core import keys, safety
+from veil.core import devices, keys, safety
+from veil.core.errors import CoreError
 from veil.protocol import responses as rs
 
 
@@ -94,10 +98,38 @@ class Directory:
                     if dev.signed_prekey is None or dev.last_resort_kem_prekey is None:
                         continue
                     opk, pqopk = dev.one_time_prekey, dev.one_time_kem_prekey
-                    bundles[dev.device_id] = keys.PreKeyBundle.from_parts(
+                    bundle = keys.PreKeyBundle.from_parts(
                         dev.identity_key, dev.signed_prekey, dev.last_resort_kem_prekey,
                         opk.key if opk else None, pqopk.key if pqopk else None)
+                    try:
+                        _check_approval(account, dev, bundle.identity)
+                    except UnapprovedDevice:
+                        # Another identity as well: that is the louder warning.
+                        self._note_identity(account, bundle.identity)
+                        raise
+                    bundles[dev.device_id] = bundle
         return bundles
+
+    def _check_pinned(self, account: str, identity: keys.IdentityPublicKey) -> None:
+        pinned = (contacts.get(self._ctx.store, account) or Contact(account)).pinned_identity
+        if pinned is not None and not hmac.compare_digest(
+                contact_link.identity_fingerprint(identity.to_bytes()), pinned):
+            raise IdentityChanged(
+                f"the server offered keys for {account[:8]}… that are not the "
+                "ones their contact link names; nothing was sent")
+
+    def _note_identity(self, account: str, identity: keys.IdentityPublicKey) -> None:
+        """Record (and announce) only an identity change, nothing of any device."""
+        self._check_pinned(account, identity)
+        known = contacts.get(self._ctx.store, account)
+        if known is None or known.identity is None or known.identity == identity.to_bytes():
+            return
+        contact, changed = contacts.update(
+            self._ctx.store, account, lambda c: contacts.note_identity(c, identity))
+        self._ctx.announce(changed, account)
+        if changed and contact.identity_changed:
+            raise IdentityChanged(f"the identity key of {account[:8]}… changed after you "
+                                  "verified it; compare safety numbers again")
 
     async def _claim(self, account: str, path: str) -> rs.Bundles:
         """A bundle claim, sealed (access key, no credentials, a connection of its own)
@@ -125,16 +157,14 @@ class Directory:
         list) in one transaction; a verified contact's changed key is refused after the
         warning is committed. Bundles whose identity is not the one a contact link
         pinned are refused and nothing is recorded."""
-        pinned = (contacts.get(self._ctx.store, account) or Contact(account)).pinned_identity
-        if pinned is not None:
-            for bundle in bundles.values():
-                if not hmac.compare_digest(
-                        contact_link.identity_fingerprint(bundle.identity.to_bytes()), pinned):
-                    raise IdentityChanged(
-                        f"the server offered keys for {account[:8]}… that are not the "
-                        "ones their contact link names; nothing was sent")
+        for bundle in bundles.values():
+            self._check_pinned(account, bundle.identity)
+
+        linked: list[int] = []
 
         def note(contact: Contact) -> bool:
+            linked.clear()
+            linked.extend(d for d in sorted(bundles) if contacts.note_linked(contact, d))
             changed = False
             for bundle in bundles.values():
                 changed = contacts.note_identity(contact, bundle.identity) or changed
@@ -143,6 +173,9 @@ class Directory:
             return changed
         contact, changed = contacts.update(self._ctx.store, account, note)
         self._ctx.announce(changed, account)
+        if account != self._ctx.device.record.account:
+            for device in linked:                 # after the commit, as announce
+                self._ctx.hub.emit(DeviceLinked(account, device))
         if changed and contact.identity_changed:
             raise IdentityChanged(f"the identity key of {account[:8]}… changed after you "
                                   "verified it; compare safety numbers again")
@@ -203,6 +236,19 @@ class Directory:
         if contact is None:
             raise IdentityChanged(f"the safety number with {who} is not the one you compared")
         return contact
+
+def _check_approval(account: str, dev: rs.DeviceBundle,
+                    identity: keys.IdentityPublicKey) -> None:
+    """Refuse a device the account's identity did not approve (docs/devices.md)."""
+    approval = None if dev.approval is UNSET else dev.approval
+    try:
+        devices.check_device(identity, bytes.fromhex(account), dev.device_id,
+                             dev.registration_id, approval)
+    except CoreError:
+        raise UnapprovedDevice(
+            f"device {dev.device_id} of {account[:8]}… was not approved by the account's "
+            "identity (added by the server?); nothing was sent or recorded") from None
+
 
 __all__ = [
     "Directory",

@@ -82,11 +82,62 @@ class TrustRootMismatch(ClientError):
 
     code = "trust_root_mismatch"
 
+# --- linked devices (docs/devices.md) ---------------------------------------------------
+class UnapprovedDevice(ClientError):
+    """A contact's device (or one of our own) that the account's identity did not
+    approve: nothing is recorded for it or sent to it."""
+
+    code = "unapproved_device"
+
+
+class LinkFailed(ClientError):
+    """Linking a device did not work (a bad or expired code, a refused approval)."""
+
+    code = "link_failed"
+
+
+class LinkCodeMismatch(LinkFailed):
+    """The new device's key does not match the link code: a mistyped code,
+    or someone in between (the server) substituted it. Nothing was sent."""
+
+    code = "link_code_mismatch"
+
+
+# --- groups (docs/groups.md, "The client") ---------------------------------------------
+class UnknownGroup(ClientError):
+    """No group of this device has that id or name."""
+
+    code = "unknown_group"
+
+
+class NotGroupMember(ClientError):
+    """This device is no longer in the group, or the person named is not in it."""
+
+    code = "not_group_member"
+
+
+class NotGroupAdmin(ClientError):
+    """Only an admin may add, remove, rename or promote."""
+
+    code = "not_group_admin"
+
+
+class GroupBusy(ClientError):
+    """A commit lost its epoch too many times in a row (others kept committing)."""
+
+    code = "group_busy"
+
+
 __all__ = [
     "AlreadyInitialised",
     "ClientError",
     "CorruptStore",
+    "GroupBusy",
     "IdentityChanged",
+    "LinkCodeMismatch",
+    "LinkFailed",
+    "NotGroupAdmin",
+    "NotGroupMember",
     "NotInitialised",
     "PassphraseRequired",
     "ServerRejected",
@@ -94,6 +145,8 @@ __all__ = [
     "StoreError",
     "StoreRolledBack",
     "TrustRootMismatch",
+    "UnapprovedDevice",
+    "UnknownGroup",
     "UnknownUser",
     "WrongPassphrase",
 ]

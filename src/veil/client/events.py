@@ -12,7 +12,11 @@ Events are frozen dataclasses:
   ``disconnected`` (with a reason, never an identifier);
 - :class:`OutboxSent` — a message that waited in the outbox reached the server;
 - :class:`OutboxFailed` — a message that waited in the outbox cannot be sent (the
-  recipient is unknown, a safety number changed, ...): it left the outbox unsent.
+  recipient is unknown, a safety number changed, ...): it left the outbox unsent;
+- :class:`DeviceLinked` — a contact gained a device its identity approved;
+- :class:`SentSynced` — another device of this account sent a message (now in history);
+- :class:`GroupUpdated` — a group's members, name or admins changed, or this device
+  joined or was removed (docs/groups.md).
 
 Each subscriber has its own bounded queue (:data:`QUEUE_SIZE`). A message is never
 dropped: when a subscriber's queue is full, receiving waits for it (backpressure; the
@@ -44,12 +48,15 @@ class IncomingMessage:
     text: str
     timestamp: int                 # sender's clock, ms
     identity_changed: bool = False  # warn loudly: the sender's key is not the verified one
+    group: str | None = None       # a group message: the group id (64 hex), else None
 
 
 @dataclass(frozen=True)
 class MessageReceived:
     message: IncomingMessage
-    conversation: str              # the peer's account id: the key of ``history()``
+    # The key of ``history()``: the peer's account id (32 hex) for a 1:1 message, the
+    # group id (64 hex) for a group message (``message.group``).
+    conversation: str
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,46 @@ class OutboxFailed:
     reason: str                    # one line, for people
 
 
+@dataclass(frozen=True)
+class DeviceLinked:
+    """A contact gained a device its identity approved ("bob linked a new device"):
+    the safety number is the same, nothing to verify again."""
+
+    account: str
+    device_id: int
+
+
+@dataclass(frozen=True)
+class SentSynced:
+    """One of this account's other devices sent a message; it is in the history as
+    outgoing (docs/devices.md, sync)."""
+
+    message_id: str
+    conversation: str              # the recipient account
+    text: str
+    timestamp: int
+    device: int                    # which of our devices sent it
+
+
+@dataclass(frozen=True)
+class GroupUpdated:
+    """Something changed in a group (committed to the store before the event).
+
+    ``change``: ``joined``, ``added``, ``removed``, ``left`` (a member left),
+    ``removed_me`` (this device was removed), ``renamed``, ``admins``, or
+    ``policy_violation`` (a non-admin's commit changed membership or metadata: merged,
+    so the group does not fork, but its metadata change was ignored).
+    ``by``: the account that made the change, when known; ``accounts``: whom it
+    concerns."""
+
+    group: str                     # group id, 64 hex
+    change: str
+    by: str | None = None
+    accounts: tuple[str, ...] = ()
+
+
 Event = (MessageReceived | IdentityChanged | KeysLow | ConnectionState | OutboxSent
-         | OutboxFailed)
+         | OutboxFailed | DeviceLinked | SentSynced | GroupUpdated)
 
 
 class _Failure:
@@ -155,12 +200,15 @@ class EventHub:
 
 __all__ = [
     "ConnectionState",
+    "DeviceLinked",
     "Event",
     "EventHub",
+    "GroupUpdated",
     "IdentityChanged",
     "IncomingMessage",
     "KeysLow",
     "MessageReceived",
     "OutboxFailed",
     "OutboxSent",
+    "SentSynced",
 ]

@@ -18,8 +18,9 @@ class Conversation:
 
 
 class History:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, me: str | None = None) -> None:
         self._store = store
+        self._me = me            # this account: its "contact" holds our other devices
 
     def entries(self, peer: str, limit: int = 50) -> list[HistoryEntry]:
         return [HistoryEntry.decode(raw) for raw in self._store.history(peer, limit)]
@@ -27,6 +28,8 @@ class History:
     def conversations(self) -> list[Conversation]:
         out = []
         for contact in contacts.every(self._store):
+            if contact.account == self._me:
+                continue
             last = self.entries(contact.account, 1)
             if last:
                 out.append(Conversation(contact.account, contact.username, contact.verified,

@@ -17,9 +17,10 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from veil.client import contacts, prekey_store, sessions, trust
+from veil.client import devices as own_devices
 from veil.client.content import Content
 from veil.client.device import Context
-from veil.client.events import IncomingMessage, MessageReceived
+from veil.client.events import DeviceLinked, IncomingMessage, MessageReceived, SentSynced
 from veil.client.records import Contact, HistoryEntry
 from veil.client.store import Store
 from veil.core import sealed
@@ -47,10 +48,20 @@ class Inbox:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self.seen_limit = SEEN_LIMIT
+        # Content of kinds other than "text" (sender account, device, content), called
+        # inside the receive transaction; it must not raise (veil.client.groups).
+        self.on_content: Callable[[str, int, Content], None] | None = None
 
     def decrypt_and_store(self, envelope: bytes, server_ts: int
                           ) -> tuple[IncomingMessage | None, bool]:
         """Synchronous (no I/O but the store): the read-modify-write of one envelope."""
+        received, changed, _ = self._receive(envelope, server_ts)
+        return (received if isinstance(received, IncomingMessage) else None), changed
+
+    def _receive(self, envelope: bytes, server_ts: int
+                 ) -> tuple[IncomingMessage | SentSynced | None, bool, bool]:
+        """The message (or a sync from our own other device), whether the sender's
+        identity changed, and whether the sender's device is newly linked."""
         ctx = self._ctx
         # The certificate must have been valid when the server accepted the envelope, not
         # when we read it (a recipient offline for a day still gets its messages) — but
@@ -63,6 +74,8 @@ class Inbox:
         account = opened.certificate.account_id.hex()
         device = opened.certificate.device_id
         store = ctx.store
+        if account == ctx.device.record.account:
+            return self._from_own_device(opened, device, now), False, False
         with store.transaction():
             known = contacts.get(store, account)
             contact = known or Contact(account)
@@ -72,6 +85,7 @@ class Inbox:
                 lambda: prekey_store.load(store), opened.sender_identity, now)
             opened.check_session(held[0].remote_identity)
             content = Content.decode(plaintext)
+            linked = contacts.note_linked(contact, device)   # before the identity is noted
             changed = contacts.note_identity(contact, opened.sender_identity)
             sessions.save(store, account, device, held)
             if content.profile_key is not None:
@@ -85,18 +99,53 @@ class Inbox:
                 contacts.save(store, contact)
             seen_key = f"{account}:{content.id}"
             if store.get(_SEEN, seen_key) is not None:
-                return None, changed
+                return None, changed, linked
             _remember_seen(store, seen_key, self.seen_limit)
+            if content.kind != "text":
+                # Another kind (a group Welcome): its component, in this transaction.
+                if self.on_content is not None:
+                    self.on_content(account, device, content)
+                return None, changed, linked
             store.append_history(account, HistoryEntry(
                 content.id, "in", account, content.text, content.timestamp, device).encode())
         return IncomingMessage(content.id, account, contact.username, device, content.text,
-                               content.timestamp, changed or contact.identity_changed), changed
+                               content.timestamp, changed or contact.identity_changed), \
+            changed, linked
+
+    def _from_own_device(self, opened: sealed.Unsealed, device: int,
+                         now: int) -> SentSynced | None:
+        """A message from another device of this account: a sync of what it sent, kept
+        in the history as outgoing (never shown as an incoming message)."""
+        ctx, store = self._ctx, self._ctx.store
+        me = ctx.device.record
+        if opened.sender_identity.to_bytes() != ctx.identity.public.to_bytes():
+            raise UntrustedIdentity("a message from this account under another identity")
+        with store.transaction():
+            held, plaintext, _ = sessions.decrypt(
+                sessions.load(store, me.account, device), opened.content, ctx.identity,
+                lambda: prekey_store.load(store), opened.sender_identity, now)
+            opened.check_session(held[0].remote_identity)
+            content = Content.decode(plaintext)
+            sessions.save(store, me.account, device, held)
+            own_devices.note_own_device(store, me, ctx.identity.public, device, now)
+            to = content.to
+            if content.kind != "sent" or to is None or to == me.account:
+                return None                  # nothing else travels between our devices
+            seen_key = f"sent:{to}:{content.id}"
+            if store.get(_SEEN, seen_key) is not None:
+                return None
+            _remember_seen(store, seen_key, self.seen_limit)
+            if contacts.get(store, to) is None:
+                contacts.save(store, Contact(to))     # so the conversation is listed
+            store.append_history(to, HistoryEntry(
+                content.id, "out", to, content.text, content.timestamp, device).encode())
+        return SentSynced(content.id, to, content.text, content.timestamp, device)
 
     async def handle(self, envelope: bytes, server_ts: int) -> IncomingMessage | None:
         """Open, decrypt, store, tell subscribers. None for duplicates and for what can
         never be read."""
         try:
-            message, changed = self.decrypt_and_store(envelope, server_ts)
+            message, changed, linked = self._receive(envelope, server_ts)
         except DuplicateMessage:
             return None
         except (CoreError, RecursionError) as exc:
@@ -105,8 +154,13 @@ class Inbox:
             code = exc.code if isinstance(exc, CoreError) else "too_deep"
             log.warning("dropped an envelope that cannot be decrypted: %s", code)
             return None
+        if isinstance(message, SentSynced):
+            self._ctx.hub.emit(message)
+            return None
         if message is not None:
             self._ctx.announce(changed, message.sender)
+            if linked:
+                self._ctx.hub.emit(DeviceLinked(message.sender, message.device))
             await self._ctx.hub.emit_message(MessageReceived(message, message.sender))
         return message
 

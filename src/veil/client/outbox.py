@@ -12,6 +12,7 @@ commits its own transaction in between.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,6 +40,7 @@ from veil.core.submission import Submission
 from veil.protocol import requests as rq
 from veil.protocol import responses as rs
 
+log = logging.getLogger("veil.client")
 ATTEMPTS = 3
 # Outcomes after which a message stays in the outbox: the server may or may not have
 # it, or could not be asked. An interrupted caller (CancelledError, Ctrl-C) keeps it too:
@@ -206,10 +208,44 @@ class Outbox:
                 raise
         entry = HistoryEntry(message.id, "out", account, message.text, message.timestamp, 0)
         with ctx.store.transaction():   # in history and out of the outbox, together
-            ctx.store.append_history(account, entry.encode())
+            if message.kind == "text":  # a group Welcome is no line of the conversation
+                ctx.store.append_history(account, entry.encode())
             pending.drop(ctx.store, message.id)
+        if message.kind == "text":
+            await self._sync_sent(message, account)
         return SentMessage(message.id, account, len(message.envelopes or {}), message.timestamp,
                            use_sealed, via)
+
+    async def _sync_sent(self, message: pending.PendingMessage, account: str) -> None:
+        """Best effort, after delivery: this account's other devices get the sent
+        message as a "sent" sync over their own sessions (docs/devices.md). A sync that
+        cannot go now is not retried (the recipient has the message either way)."""
+        ctx = self._ctx
+        me = ctx.device.record
+        own = contacts.get(ctx.store, me.account)
+        if account == me.account or own is None or not own.devices:
+            return
+        content = Content(message.id, message.timestamp, message.text, None, "sent", account)
+        try:
+            cert = await self.certificate()
+            for attempt in range(ATTEMPTS):
+                envelopes, _ = await self._encrypt_for(own, content.encode(), cert)
+                try:
+                    await ctx.api.call(
+                        "PUT", f"/v1/messages/{me.account}", rs.Accepted,
+                        rq.Submission(messages=[rq.EnvelopeItem(device_id=d, envelope=e)
+                                                for d, e in envelopes.items()]))
+                    return
+                except ServerRejected as exc:
+                    if exc.server_code != "mismatched_devices" or attempt == ATTEMPTS - 1:
+                        raise
+                    self._reconcile_devices(me.account, exc.details)
+                    own = contacts.get(ctx.store, me.account) or Contact(me.account)
+                    if not own.devices:
+                        return
+        except (TimeoutError, ClientError, CoreError) as exc:
+            log.warning("could not sync a sent message to this account's other devices: "
+                        "%s", getattr(exc, "code", type(exc).__name__))
 
     async def _seal(self, message: pending.PendingMessage,
                     contact: Contact) -> pending.PendingMessage:
@@ -217,7 +253,7 @@ class Outbox:
         in the outbox in the transaction that advances the sessions."""
         ctx = self._ctx
         content = Content(message.id, message.timestamp, message.text,
-                          ctx.device.record.profile_key)
+                          ctx.device.record.profile_key, message.kind)
         cert = await self.certificate()
         sealed_message: list[pending.PendingMessage] = []
 
@@ -295,7 +331,9 @@ class Outbox:
             if held:
                 message = held[0].encrypt(plaintext)
             elif device in bundles and bundles[device].identity.to_bytes() == contact.identity:
-                fresh, message = session.initiate(identity, bundles[device], plaintext)
+                fresh, message = session.initiate(
+                    identity, bundles[device], plaintext,
+                    own_device=account == self._ctx.device.record.account)
                 held = [fresh]
             else:
                 raise _Retry             # no usable session and no fitting bundle

@@ -54,6 +54,9 @@ class PendingMessage(msgspec.Struct, kw_only=True, frozen=True):
     cert_expires: int | None = None
     attempts: int = 0
     last_error: str | None = None
+    # What the content is: "text" (a message typed by a person, kept in the history) or
+    # "group_welcome" (a Welcome to a group, veil.client.groups: not in the history).
+    kind: str = "text"
 
     @property
     def stage(self) -> str:

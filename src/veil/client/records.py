@@ -74,6 +74,9 @@ class Contact:
     # server's bundles must match.
     link_access_key: bytes | None = None
     pinned_identity: bytes | None = None
+    # Devices whose approval by the contact's identity was checked (docs/devices.md),
+    # or that proved the identity in a session; a new one is a DeviceLinked event.
+    linked_devices: list[int] = field(default_factory=list)
 
     def identity_key(self) -> IdentityPublicKey | None:
         return None if self.identity is None else IdentityPublicKey.from_bytes(self.identity)
@@ -113,6 +116,8 @@ class HistoryEntry:
     text: str
     timestamp: int
     device: int
+    # A group message from a leaf whose identity is not its account's (docs/groups.md).
+    identity_changed: bool = False
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()

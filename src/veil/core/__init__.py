@@ -5,6 +5,7 @@ passed in and randomness comes from the operating system through ``cryptography`
 """
 
 __all__ = [
+    "devices",
     "encoding",
     "errors",
     "keys",
@@ -13,6 +14,7 @@ __all__ = [
     "pqxdh",
     "prekeys",
     "primitives",
+    "provisioning",
     "ratchet",
     "safety",
     "sealed",

@@ -110,9 +110,14 @@ class Agreement:
     local_ratchet_key: x25519.X25519PrivateKey | None  # responder: its SPK private key
 
 
-def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle) -> Agreement:
-    """Alice's side (§3.3). The bundle's signatures were checked when it was loaded."""
-    if bundle.identity == identity.public:
+def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle, *,
+             own_device: bool = False) -> Agreement:
+    """Alice's side (§3.3). The bundle's signatures were checked when it was loaded.
+
+    A bundle with our own identity key is refused, unless ``own_device``: the caller
+    says it is another device of this account, which shares the identity
+    (docs/devices.md); such a session is authenticated by holding that identity."""
+    if bundle.identity == identity.public and not own_device:
         raise UntrustedIdentity("refusing to start a session with our own identity key")
     ephemeral = p.x25519_generate()
     spk = p.x25519_public(bundle.signed_prekey.public)

@@ -170,9 +170,11 @@ class Session:
 
 
 def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle, plaintext: bytes, *,
-             header_encryption: bool = False) -> tuple[Session, bytes]:
-    """Start a session from a verified bundle; returns it and the initial message."""
-    agreement = pqxdh.initiate(identity, bundle)
+             header_encryption: bool = False,
+             own_device: bool = False) -> tuple[Session, bytes]:
+    """Start a session from a verified bundle; returns it and the initial message.
+    ``own_device``: the bundle is another device of this account (same identity)."""
+    agreement = pqxdh.initiate(identity, bundle, own_device=own_device)
     rk, hka, nhkb = _split_keys(agreement.shared_key, header_encryption)
     assert agreement.remote_ratchet_key is not None
     ratchet = RatchetState.for_initiator(rk, agreement.remote_ratchet_key, header_encryption,

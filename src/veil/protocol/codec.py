@@ -21,7 +21,14 @@ from msgspec import Meta, UnsetType
 from veil.protocol import requests as rq
 from veil.protocol.errors import InvalidFields, MalformedJson
 from veil.protocol.fields import b64
-from veil.protocol.frames import AckFrame, ClientFrame, SendFrame, ServerFrame
+from veil.protocol.frames import (
+    AckFrame,
+    ClientFrame,
+    GroupSubscribeFrame,
+    GroupUnsubscribeFrame,
+    SendFrame,
+    ServerFrame,
+)
 
 __all__ = [
     "Codec",
@@ -45,6 +52,8 @@ class Limits:
     max_devices_per_account: int = rq.DEFAULT_MAX_DEVICES
     max_prekeys_per_upload: int = rq.DEFAULT_MAX_PREKEYS
     max_body_bytes: int = rq.DEFAULT_MAX_BODY
+    max_group_message_bytes: int = rq.DEFAULT_MAX_GROUP_MESSAGE
+    max_provisioning_bytes: int = rq.DEFAULT_MAX_PROVISIONING
 
 
 def _derive(base: type[T], fields: list[tuple[str, Any, Any]]) -> type[T]:
@@ -80,10 +89,26 @@ def _bound_types(limits: Limits) -> dict[type[Any], type[Any]]:
     )])
     messages = Annotated[list[item],  # type: ignore[valid-type]
                          Meta(min_length=1, max_length=limits.max_devices_per_account)]
+    group_message = [(
+        "message",
+        Annotated[bytes, b64(1, limits.max_group_message_bytes,
+                             "an MLS message (MLSMessage), opaque")],
+        msgspec.NODEFAULT,
+    )]
     return {
+        rq.GroupPost: _derive(rq.GroupPost, group_message),
+        rq.GroupCommit: _derive(rq.GroupCommit, group_message),
         rq.EnvelopeItem: item,
         rq.PrekeyUpload: _derive(rq.PrekeyUpload, prekey_lists),
         rq.Registration: _derive(rq.Registration, prekey_lists),
+        rq.DeviceLink: _derive(rq.DeviceLink, prekey_lists),
+        rq.ProvisioningPost: _derive(rq.ProvisioningPost, [(
+            "message",
+            Annotated[bytes, b64(1, min(limits.max_provisioning_bytes,
+                                        rq.relayed_submission_max(limits.max_body_bytes)),
+                                 "veil.core.provisioning message, opaque")],
+            msgspec.NODEFAULT,
+        )]),
         rq.Submission: _derive(rq.Submission, [("messages", messages, msgspec.NODEFAULT)]),
         SendFrame: _derive(SendFrame, [("messages", messages, msgspec.NODEFAULT)]),
         rq.RelayedSubmission: _derive(rq.RelayedSubmission, [(
@@ -225,7 +250,8 @@ class Codec:
         for cls in (rq.PrekeyUpload, rq.Registration, rq.UsernameRequest, rq.SealedAccess,
                     rq.Submission, rq.RelayedSubmission):
             self._decoders[cls] = msgspec.json.Decoder(self.bound(cls))
-        self.client_frames: Any = self.bound(SendFrame) | AckFrame
+        self.client_frames: Any = (self.bound(SendFrame) | AckFrame | GroupSubscribeFrame
+                                   | GroupUnsubscribeFrame)
         self._frames = msgspec.json.Decoder(self.client_frames)
 
     def bound(self, cls: type[T]) -> type[T]:
@@ -245,7 +271,8 @@ class Codec:
         return result
 
     def decode_client_frame(self, text: bytes | str) -> ClientFrame:
-        """A frame a client sent (``send`` or ``ack``)."""
+        """A frame a client sent (``send``, ``ack``, ``group_subscribe``,
+        ``group_unsubscribe``)."""
         try:
             frame: ClientFrame = self._frames.decode(text)
         except msgspec.ValidationError as exc:

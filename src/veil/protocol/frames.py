@@ -15,7 +15,14 @@ from typing import Annotated
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from veil.protocol.fields import MAX_JSON_INT, AccountHex, MessageId, Millis, b64
-from veil.protocol.requests import ACCESS_KEY_BYTES, DEFAULT_MAX_DEVICES, EnvelopeItem, Request
+from veil.protocol.requests import (
+    ACCESS_KEY_BYTES,
+    DEFAULT_MAX_DEVICES,
+    GROUP_ID_BYTES,
+    MAX_EPOCH,
+    EnvelopeItem,
+    Request,
+)
 from veil.protocol.responses import ErrorDetail, StoredEnvelope
 
 __all__ = [
@@ -24,7 +31,14 @@ __all__ = [
     "ClientFrame",
     "EnvelopeFrame",
     "ErrorFrame",
+    "GroupDroppedFrame",
+    "GroupEpochFrame",
+    "GroupMessageFrame",
+    "GroupSubscribeFrame",
+    "GroupSubscribedFrame",
+    "GroupUnsubscribeFrame",
     "KeysLowFrame",
+    "MlsKeysLowFrame",
     "SendFrame",
     "SentFrame",
     "ServerFrame",
@@ -53,7 +67,32 @@ class AckFrame(Request, tag="ack", tag_field="type", kw_only=True, frozen=True):
     ids: Annotated[list[MessageId], Meta(min_length=1, max_length=MAX_ACK_IDS)]
 
 
-ClientFrame = SendFrame | AckFrame
+GroupIdField = Annotated[bytes, b64(*GROUP_ID_BYTES, "the MLS group id")]
+EpochField = Annotated[int, Meta(ge=0, le=MAX_EPOCH)]
+SeqField = Annotated[int, Meta(ge=0, le=MAX_JSON_INT)]
+CAPABILITY_BYTES = 32
+
+
+class GroupSubscribeFrame(Request, tag="group_subscribe", tag_field="type", kw_only=True,
+                          frozen=True):
+    """Push this group's messages of ``epoch`` (proved by its read capability) with a
+    seq above ``after``; answered by ``group_subscribed`` or ``error`` with ``req``.
+    Subscribing again to a group replaces its subscription."""
+
+    req: Req
+    group_id: GroupIdField
+    epoch: EpochField
+    read: Annotated[bytes, b64(CAPABILITY_BYTES, CAPABILITY_BYTES,
+                               "the epoch's read capability")]
+    after: SeqField = 0
+
+
+class GroupUnsubscribeFrame(Request, tag="group_unsubscribe", tag_field="type",
+                            kw_only=True, frozen=True):
+    group_id: GroupIdField
+
+
+ClientFrame = SendFrame | AckFrame | GroupSubscribeFrame | GroupUnsubscribeFrame
 
 
 class _ServerFrame(Struct, tag_field="type", kw_only=True, frozen=True):
@@ -81,4 +120,50 @@ class ErrorFrame(_ServerFrame, tag="error", kw_only=True, frozen=True):
     error: ErrorDetail
 
 
-ServerFrame = EnvelopeFrame | KeysLowFrame | SentFrame | ErrorFrame
+class MlsKeysLowFrame(_ServerFrame, tag="mls_keys_low", kw_only=True, frozen=True):
+    """This device's one-time MLS KeyPackages ran low: upload more."""
+
+    one_time: Annotated[int, Meta(ge=0, le=MAX_JSON_INT)]
+
+
+class GroupSubscribedFrame(_ServerFrame, tag="group_subscribed", kw_only=True, frozen=True):
+    """The subscription holds. ``last_seq``: the group's last seq when it started
+    (fetch from ``after`` up to it over HTTP if it is higher; later ones are pushed).
+    ``current_epoch`` above ``epoch``: the epoch has ended, nothing more will come for
+    it (the subscription is not kept): catch up and subscribe to the next."""
+
+    req: Req
+    group_id: GroupIdField
+    epoch: EpochField
+    current_epoch: EpochField
+    last_seq: SeqField
+
+
+class GroupMessageFrame(_ServerFrame, tag="group_message", kw_only=True, frozen=True):
+    group_id: GroupIdField
+    seq: SeqField
+    epoch: EpochField
+    ts: Millis
+    commit: bool
+    message: bytes
+
+
+class GroupEpochFrame(_ServerFrame, tag="group_epoch", kw_only=True, frozen=True):
+    """The subscribed epoch ended (its commit was pushed just before): subscribe again
+    with the next epoch's read capability."""
+
+    group_id: GroupIdField
+    epoch: EpochField
+
+
+class GroupDroppedFrame(_ServerFrame, tag="group_dropped", kw_only=True, frozen=True):
+    """The subscription was dropped (the socket fell behind): fetch from your cursor
+    over HTTP and subscribe again."""
+
+    group_id: GroupIdField
+    epoch: EpochField
+
+
+ServerFrame = (EnvelopeFrame | KeysLowFrame | SentFrame | ErrorFrame | MlsKeysLowFrame
+               | GroupSubscribedFrame | GroupMessageFrame | GroupEpochFrame
+               | GroupDroppedFrame)

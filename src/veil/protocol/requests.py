@@ -21,10 +21,18 @@ __all__ = [
     "KEM_PREKEY_BYTES",
     "ONE_TIME_PREKEY_BYTES",
     "SIGNED_PREKEY_BYTES",
+    "DeviceApprovalUpload",
+    "DeviceLink",
     "EnvelopeItem",
+    "GroupCommit",
+    "GroupCreate",
+    "GroupPost",
+    "KeyPackageUpload",
     "OneTimeKemPrekey",
     "OneTimePrekey",
     "PrekeyUpload",
+    "ProvisioningOpen",
+    "ProvisioningPost",
     "Registration",
     "RelayedSubmission",
     "Request",
@@ -47,6 +55,14 @@ DEFAULT_MAX_PREKEYS = 200
 DEFAULT_MAX_DEVICES = 16
 DEFAULT_MAX_ENVELOPE = 256 * 1024
 DEFAULT_MAX_BODY = 1 << 20
+DEFAULT_MAX_GROUP_MESSAGE = 256 * 1024
+# MLS (issue 11 §1): KeyPackages per upload and bytes per KeyPackage (the server's
+# configuration may set lower bounds; it checks those itself).
+MAX_KEY_PACKAGES = 100
+KEY_PACKAGE_BYTES = (64, 16 * 1024)
+GROUP_ID_BYTES = (16, 32)
+VERIFIER_BYTES = 32
+MAX_EPOCH = (1 << 53) - 1
 
 def relayed_submission_max(max_body_bytes: int) -> int:
     """The most bytes of submission that fit in a body of ``max_body_bytes`` with its
@@ -140,3 +156,86 @@ class RelayedSubmission(Request, kw_only=True, frozen=True):
 
     submission: Annotated[bytes, b64(1, relayed_submission_max(DEFAULT_MAX_BODY),
                                      "veil.core.submission encoding of a sealed submission")]
+
+
+KeyPackageBytes = Annotated[bytes, b64(*KEY_PACKAGE_BYTES,
+                                       "an MLS KeyPackage (RFC 9420 §10), bare or as an "
+                                       "MLSMessage; parsed and verified")]
+GroupId = Annotated[bytes, b64(*GROUP_ID_BYTES, "the MLS group id, random")]
+Verifier = Annotated[bytes, b64(VERIFIER_BYTES, VERIFIER_BYTES,
+                                "SHA-256 of an epoch's read or write capability")]
+Epoch = Annotated[int, Meta(ge=0, le=MAX_EPOCH, description="MLS epoch")]
+GroupMessageBytes = Annotated[bytes, b64(1, DEFAULT_MAX_GROUP_MESSAGE,
+                                         "an MLS message (MLSMessage), opaque")]
+
+
+class KeyPackageUpload(Request, kw_only=True, frozen=True):
+    """One-time KeyPackages to append, and optionally a last-resort one (it replaces the
+    device's last-resort one of its cipher suite)."""
+
+    key_packages: Annotated[list[KeyPackageBytes], Meta(max_length=MAX_KEY_PACKAGES)] \
+        | UnsetType = UNSET
+    last_resort: KeyPackageBytes | UnsetType = UNSET
+
+
+class GroupCreate(Request, kw_only=True, frozen=True):
+    """A group mailbox at epoch 0 with the verifiers of epoch 0's capabilities."""
+
+    group_id: GroupId
+    read_verifier: Verifier
+    write_verifier: Verifier
+
+
+class GroupPost(Request, kw_only=True, frozen=True):
+    """An application message (or proposal) of the current epoch."""
+
+    epoch: Epoch
+    message: GroupMessageBytes
+
+
+class GroupCommit(Request, kw_only=True, frozen=True):
+    """The commit that ends ``epoch``, with the verifiers of the next epoch."""
+
+    epoch: Epoch
+    message: GroupMessageBytes
+    next_read_verifier: Verifier
+    next_write_verifier: Verifier
+
+
+# --- linked devices (docs/devices.md) ---------------------------------------------------
+APPROVAL_BYTES = (97, 97)
+DEFAULT_MAX_PROVISIONING = 768 * 1024
+Approval = Annotated[bytes, b64(*APPROVAL_BYTES, "device approval signed by the account's "
+                                                 "identity (veil.core.devices)")]
+EphemeralKey = Annotated[bytes, b64(32, 32, "the new device's ephemeral X25519 public key")]
+
+
+class DeviceApprovalUpload(Request, kw_only=True, frozen=True):
+    """This device's own approval (a first device signs its own after registering)."""
+
+    approval: Approval
+
+
+class DeviceLink(PrekeyUpload, kw_only=True, frozen=True):
+    """A new device of an existing account, authorised by the approval an existing
+    device signed for it (carried inside the provisioning message), with its prekeys."""
+
+    device_id: DeviceId
+    registration_id: RegistrationId
+    identity_key: IdentityKey
+    token: Annotated[bytes, b64(32, 32, "the new device's credential (only its hash is "
+                                        "stored)")]
+    approval: Approval
+
+
+class ProvisioningOpen(Request, kw_only=True, frozen=True):
+    """Open an anonymous provisioning channel for a new device."""
+
+    public_key: EphemeralKey
+
+
+class ProvisioningPost(Request, kw_only=True, frozen=True):
+    """The one provisioning message, encrypted to the channel's key (opaque here)."""
+
+    message: Annotated[bytes, b64(1, DEFAULT_MAX_PROVISIONING,
+                                  "veil.core.provisioning message, opaque")]

@@ -24,8 +24,11 @@ from veil.protocol.fields import (
     b64,
 )
 from veil.protocol.requests import (
+    GROUP_ID_BYTES,
     IDENTITY_KEY_BYTES,
     KEM_PREKEY_BYTES,
+    KEY_PACKAGE_BYTES,
+    MAX_EPOCH,
     ONE_TIME_PREKEY_BYTES,
     SIGNED_PREKEY_BYTES,
 )
@@ -34,14 +37,28 @@ __all__ = [
     "Accepted",
     "AccountInfo",
     "Bundles",
+    "DeviceAdded",
     "DeviceBundle",
+    "DeviceEntry",
+    "DeviceList",
+    "EpochConflict",
     "ErrorDetail",
     "ErrorResponse",
+    "GroupAppended",
+    "GroupMailbox",
+    "GroupMessagePage",
+    "GroupStoredMessage",
     "Health",
+    "KeyPackageStatus",
     "MessagePage",
     "MismatchedDevices",
+    "MlsDeviceKeyPackage",
+    "MlsKeyPackages",
     "OneTimeKey",
     "PrekeyStatus",
+    "ProvisioningChannel",
+    "ProvisioningKey",
+    "ProvisioningMessage",
     "QueuedEnvelope",
     "Registered",
     "Response",
@@ -132,6 +149,9 @@ class DeviceBundle(Response, kw_only=True, frozen=True):
     last_resort_kem_prekey: Annotated[bytes, b64(*KEM_PREKEY_BYTES)] | None
     one_time_prekey: OneTimeKey | None
     one_time_kem_prekey: OneTimeKey | None
+    # The device's approval by the account's identity (docs/devices.md); absent for a
+    # first device registered before approvals. Clients verify it.
+    approval: Annotated[bytes, b64(97, 97)] | UnsetType = UNSET
 
 
 class Bundles(Response, kw_only=True, frozen=True):
@@ -184,3 +204,111 @@ class Health(Response, kw_only=True, frozen=True):
     status: Literal["ok"]
     schema_version: Count
     connections: Count
+
+
+
+# ---- MLS Delivery Service (issue 11 §1) -------------------------------------------------
+Epoch = Annotated[int, Meta(ge=0, le=MAX_EPOCH)]
+Seq = Annotated[int, Meta(ge=0, le=MAX_JSON_INT, description="per-group sequence number")]
+
+
+class KeyPackageStatus(Response, kw_only=True, frozen=True):
+    """This device's KeyPackage stock; ``low``: time to upload more."""
+
+    one_time: Count
+    last_resort: Count
+    low: bool
+
+
+class MlsDeviceKeyPackage(Response, kw_only=True, frozen=True):
+    device_id: DeviceId
+    key_package: Annotated[bytes, b64(*KEY_PACKAGE_BYTES)]
+    last_resort: bool
+
+
+class MlsKeyPackages(Response, kw_only=True, frozen=True):
+    """One KeyPackage per device that has one of the asked suite (one-time ones are
+    handed out once; a last-resort one may be handed out again)."""
+
+    account_id: AccountHex
+    devices: list[MlsDeviceKeyPackage]
+
+
+class GroupMailbox(Response, kw_only=True, frozen=True):
+    """A group mailbox's public state: its current epoch and last sequence number."""
+
+    group_id: Annotated[bytes, b64(*GROUP_ID_BYTES)]
+    epoch: Epoch
+    last_seq: Seq
+
+
+class GroupAppended(Response, kw_only=True, frozen=True):
+    """A group message stored (once, for every member): its sequence number, and the
+    group's epoch after it (one more than the message's for a commit)."""
+
+    seq: Seq
+    ts: Millis
+    epoch: Epoch
+
+
+class GroupStoredMessage(Response, kw_only=True, frozen=True):
+    seq: Seq
+    epoch: Epoch
+    ts: Millis
+    commit: bool
+    message: bytes
+
+
+class GroupMessagePage(Response, kw_only=True, frozen=True):
+    """Messages of one epoch, oldest first. ``more``: fetch again after the last seq;
+    ``epoch_ended``: the commit that ends the epoch is in this page or an earlier one
+    (derive the next epoch's capability and go on); ``current_epoch``: the group's."""
+
+    messages: list[GroupStoredMessage]
+    more: bool
+    epoch_ended: bool
+    current_epoch: Epoch
+
+
+class EpochConflict(Response, kw_only=True, frozen=True):
+    """The ``details`` of an ``epoch_conflict`` error (409)."""
+
+    current_epoch: Epoch
+
+
+# --- linked devices (docs/devices.md) ---------------------------------------------------
+class DeviceAdded(Response, kw_only=True, frozen=True):
+    device_id: DeviceId
+
+
+class DeviceEntry(Response, kw_only=True, frozen=True):
+    device_id: DeviceId
+    registration_id: Annotated[int, Meta(ge=1, le=(1 << 31) - 1)]
+    created_at: Millis
+    approval: Annotated[bytes, b64(97, 97)] | UnsetType = UNSET
+
+
+class DeviceList(Response, kw_only=True, frozen=True):
+    """This account's devices (names are not the server's: they stay on the devices)."""
+
+    devices: list[DeviceEntry]
+
+
+class ProvisioningChannel(Response, kw_only=True, frozen=True):
+    channel_id: Annotated[bytes, b64(10, 10, "the channel id, part of the link code")]
+    expires: Millis
+    max_message_bytes: Count
+
+
+class ProvisioningKey(Response, kw_only=True, frozen=True):
+    """What the approving device reads: the key to check against the link code."""
+
+    public_key: Annotated[bytes, b64(32, 32)]
+    expires: Millis
+    max_message_bytes: Count
+
+
+class ProvisioningMessage(Response, kw_only=True, frozen=True):
+    """The message, once posted (the channel is then deleted), else null."""
+
+    message: bytes | None

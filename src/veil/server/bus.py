@@ -40,7 +40,38 @@ class KeysLow:
     one_time_kem_prekeys: int
 
 
-Event = EnvelopeQueued | KeysLow
+@dataclass(frozen=True, slots=True)
+class KeyPackagesLow:
+    """The device's one-time MLS KeyPackages ran low (advisory: it should upload more)."""
+
+    one_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRemoved:
+    """The device was unlinked: its credentials are gone, its connection must close."""
+
+
+Event = EnvelopeQueued | KeysLow | KeyPackagesLow | DeviceRemoved
+
+
+@dataclass(slots=True)
+class GroupPosted:
+    """A message committed to a group mailbox (treat as immutable). ``frame`` caches
+    the encoded push, built once however many sockets subscribe."""
+
+    group_id: bytes
+    seq: int
+    epoch: int
+    ts: int
+    commit: bool
+    message: bytes
+    frame: bytes | None = None
+
+
+class GroupSink(Protocol):
+    def deliver_group(self, event: GroupPosted) -> None:
+        """Push one committed group message (the sink filters by the epoch it proved)."""
 
 
 class Sink(Protocol):
@@ -67,10 +98,25 @@ class Bus(abc.ABC):
     def connected(self) -> int:
         """Number of subscribed devices on this node."""
 
+    # Groups: many sinks per key (every subscribed socket of the group's members).
+    @abc.abstractmethod
+    def subscribe_group(self, group_id: bytes, sink: GroupSink) -> None: ...
+
+    @abc.abstractmethod
+    def unsubscribe_group(self, group_id: bytes, sink: GroupSink) -> None:
+        """No-op if ``sink`` is not subscribed."""
+
+    @abc.abstractmethod
+    def publish_group(self, event: GroupPosted) -> None: ...
+
+    @abc.abstractmethod
+    def group_subscribers(self, group_id: bytes) -> int: ...
+
 
 class InProcessBus(Bus):
     def __init__(self) -> None:
         self._sinks: dict[DeviceKey, Sink] = {}
+        self._groups: dict[bytes, dict[GroupSink, None]] = {}
 
     async def subscribe(self, key: DeviceKey, sink: Sink) -> None:
         old = self._sinks.get(key)
@@ -90,10 +136,33 @@ class InProcessBus(Bus):
     def connected(self) -> int:
         return len(self._sinks)
 
+    def subscribe_group(self, group_id: bytes, sink: GroupSink) -> None:
+        self._groups.setdefault(group_id, {})[sink] = None
+
+    def unsubscribe_group(self, group_id: bytes, sink: GroupSink) -> None:
+        sinks = self._groups.get(group_id)
+        if sinks is not None:
+            sinks.pop(sink, None)
+            if not sinks:
+                del self._groups[group_id]
+
+    def publish_group(self, event: GroupPosted) -> None:
+        sinks = self._groups.get(event.group_id)
+        if sinks:
+            for sink in list(sinks):  # a sink may unsubscribe while delivering
+                sink.deliver_group(event)
+
+    def group_subscribers(self, group_id: bytes) -> int:
+        return len(self._groups.get(group_id, ()))
+
 __all__ = [
     "Bus",
+    "DeviceRemoved",
     "EnvelopeQueued",
     "Event",
+    "GroupPosted",
+    "GroupSink",
     "InProcessBus",
+    "KeyPackagesLow",
     "KeysLow",
 ]

@@ -31,6 +31,14 @@ class ServerConfig:
     registration: str = "open"
     unrestricted_sealed_default: bool = False
     max_devices_per_account: int = 16
+    # Linking devices (docs/devices.md): anonymous provisioning channels live
+    # provisioning_ttl_s, at most max_provisioning_channels at once, each holding one
+    # message of at most max_provisioning_bytes; a reader waits up to
+    # provisioning_wait_max_s per request for it.
+    provisioning_ttl_s: int = 600
+    max_provisioning_channels: int = 1000
+    max_provisioning_bytes: int = 768 * 1024
+    provisioning_wait_max_s: int = 30
     # Request and frame limits.
     max_body_bytes: int = 1 << 20
     max_envelope_bytes: int = 256 * 1024
@@ -46,6 +54,28 @@ class ServerConfig:
     max_prekeys_per_upload: int = 200
     max_prekeys_stored: int = 1000
     prekey_low_threshold: int = 10
+    # MLS KeyPackage directory (issue 11 §1): bounded uploads and stock, checked
+    # lifetimes; the owner hears mls_keys_low below the threshold.
+    max_key_packages_per_upload: int = 100
+    max_key_packages_stored: int = 500
+    max_key_package_bytes: int = 16 * 1024
+    max_key_package_lifetime_s: int = 400 * 24 * 3600
+    key_package_low_threshold: int = 10
+    # Group mailboxes (the MLS Delivery Service): one stored copy per group message,
+    # deleted after group_message_ttl_s; per-group quotas; groups nobody wrote to for
+    # group_idle_ttl_s go with their verifiers.
+    # Creation is anonymous: max_groups bounds what strangers can make (rate limits per
+    # address come with the protection layers); the worst case on disk is
+    # max_groups x max_group_bytes, which an operator sizes to the machine.
+    max_groups: int = 20_000
+    max_group_message_bytes: int = 256 * 1024
+    max_group_bytes: int = 256 << 20
+    max_group_messages: int = 100_000
+    group_message_ttl_s: int = 30 * 24 * 3600
+    group_idle_ttl_s: int = 180 * 24 * 3600
+    group_fetch_limit: int = 100
+    max_group_subscriptions_per_connection: int = 512
+    expiry_interval_s: float = 600.0
     # Message queue.
     max_queue_per_device: int = 10_000
     fetch_limit: int = 100
@@ -93,6 +123,8 @@ class ServerConfig:
             raise ConfigError("max_sealed_connections must be below max_connections")
         if not 0 < self.sealed_idle_timeout_s <= 3600:
             raise ConfigError("sealed_idle_timeout_s must be above 0 and at most 3600")
+        if self.expiry_interval_s <= 0:
+            raise ConfigError("expiry_interval_s must be positive")
         if self.max_ws_frame_bytes < self.max_envelope_bytes:
             raise ConfigError("max_ws_frame_bytes must be at least max_envelope_bytes")
 
@@ -106,6 +138,8 @@ class ServerConfig:
             max_devices_per_account=self.max_devices_per_account,
             max_prekeys_per_upload=self.max_prekeys_per_upload,
             max_body_bytes=self.max_body_bytes,
+            max_group_message_bytes=self.max_group_message_bytes,
+            max_provisioning_bytes=self.max_provisioning_bytes,
         )
 
 

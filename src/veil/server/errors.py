@@ -195,6 +195,78 @@ class QueueFull(ServerError):
     status = 429
 
 
+class EpochConflict(Conflict):
+    """A group commit or message names an epoch that is not the group's current one:
+    another commit won (``details``: ``current_epoch``); fetch, process, retry."""
+
+    code = "epoch_conflict"
+
+
+class GroupExists(Conflict):
+    """A group with that id exists already (ids are random: pick another)."""
+
+    code = "group_exists"
+
+
+class GroupNotFound(NotFound):
+    """No group with that id (or it expired)."""
+
+    code = "group_not_found"
+
+
+class InvalidCapability(Unauthorized):
+    """A group read or write capability that is missing, malformed or does not match."""
+
+    code = "invalid_capability"
+
+
+class DuplicateKeyPackage(Conflict):
+    """A KeyPackage is already stored (or repeated in the upload)."""
+
+    code = "duplicate_key_package"
+
+
+class GroupQuotaExceeded(ServerError):
+    """The group's mailbox holds its maximum bytes or messages (old ones expire)."""
+
+    code = "group_quota_exceeded"
+    status = 429
+
+
+class TooManySubscriptions(ServerError):
+    """A socket holds its maximum number of group subscriptions."""
+
+    code = "too_many_subscriptions"
+    status = 429
+
+
+# --- linked devices (docs/devices.md) ---------------------------------------------------
+class DeviceIdTaken(Conflict):
+    """The account already has (or had, in this link attempt) a device with that id."""
+
+    code = "device_id_taken"
+
+
+class InvalidApproval(Forbidden):
+    """A device approval that does not verify under the account's identity, names
+    another device, or is not recent."""
+
+    code = "invalid_approval"
+
+
+class ChannelNotFound(NotFound):
+    """No provisioning channel with that id (never opened, expired or already read)."""
+
+    code = "provisioning_channel_not_found"
+
+
+class ChannelUsed(Conflict):
+    """The provisioning channel holds its one message already."""
+
+    code = "provisioning_message_exists"
+# --- end of linked devices -------------------------------------------------------------
+
+
 class TooManyConnections(ServerError):
     """The server holds its maximum number of WebSocket connections."""
 
@@ -240,13 +312,23 @@ __all__ = [
     "AccountNotFound",
     "BackupError",
     "BadRequest",
+    "ChannelNotFound",
+    "ChannelUsed",
     "ConfigError",
     "DataDirectoryInUse",
     "DatabaseTooNew",
+    "DeviceIdTaken",
     "DeviceNotFound",
+    "DuplicateKeyPackage",
     "DuplicatePreKey",
+    "EpochConflict",
+    "GroupExists",
+    "GroupNotFound",
+    "GroupQuotaExceeded",
     "InvalidAccessKey",
+    "InvalidApproval",
     "InvalidBackup",
+    "InvalidCapability",
     "InvalidInvite",
     "InvalidJson",
     "LastDevice",
@@ -263,6 +345,7 @@ __all__ = [
     "ServerError",
     "StorageError",
     "TooManyConnections",
+    "TooManySubscriptions",
     "Unauthorized",
     "UsernameNotFound",
     "UsernameTaken",

@@ -37,6 +37,9 @@ from veil.server.errors import ConfigError, NotAServerDirectory
 from veil.server.http.app import create_app
 from veil.server.http.context import Context
 from veil.server.services.accounts import AccountService
+from veil.server.services.devices import DeviceService
+from veil.server.services.groups import GroupService, run_expiry
+from veil.server.services.key_packages import KeyPackageService
 from veil.server.services.keys import KeyService
 from veil.server.services.messages import MessageService
 from veil.server.storage import DATABASE_FILE, storage_for
@@ -157,9 +160,15 @@ class RunningServer:
     runner: web.AppRunner
     port: int
     lock: DataDirectoryLock | None = None
+    # The retention job (services/groups.py run_expiry), stopped before storage closes.
+    expiry: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
         try:
+            if self.expiry is not None:
+                self.expiry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.expiry
             await self.runner.cleanup()
             await self.context.storage.close()
         finally:
@@ -176,13 +185,17 @@ async def build_context(
     storage = storage_for(config)
     await storage.open()
     bus = InProcessBus()
+    accounts = AccountService(storage, config, clock_ms)
     return Context(
         config=config,
         storage=storage,
         bus=bus,
-        accounts=AccountService(storage, config, clock_ms),
+        accounts=accounts,
         keys=KeyService(storage, bus, config),
         messages=MessageService(storage, bus, config, clock_ms),
+        groups=GroupService(storage, bus, config, clock_ms),
+        key_packages=KeyPackageService(storage, bus, config, clock_ms),
+        devices=DeviceService(storage, bus, accounts, config, clock_ms),
         ca=CertificateAuthority(config.data_dir, clock_ms()),
         codec=Codec(config.wire_limits()),
         clock_ms=clock_ms,
@@ -225,7 +238,8 @@ async def _start(config: ServerConfig, lock: DataDirectoryLock) -> RunningServer
     port = config.port
     if server is not None and getattr(server, "sockets", None):
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    return RunningServer(context, runner, port, lock)
+    expiry = asyncio.create_task(run_expiry(context.groups, config.expiry_interval_s))
+    return RunningServer(context, runner, port, lock, expiry)
 
 
 def run(config: ServerConfig, announce: Callable[[str], None] = print) -> None:

@@ -81,9 +81,19 @@ def _config(device: Device) -> SchemathesisConfig:
         # once: JSON Schema cannot say which bytes verify nor that items differ in one
         # field, so a schema-valid body may be answered 422 (documented there).
         "operations": [{
-            "include-operation-id": ["register", "put_keys", "relayed_submission", "submit"],
+            "include-operation-id": ["register", "put_keys", "relayed_submission", "submit",
+                                     "link_device"],
             "checks": {"positive_data_acceptance": {"expected-statuses": [
                 "2xx", "401", "403", "404", "409", "422", "429"]}},
+        }, {
+            # MLS (docs/groups.md): KeyPackages and group messages are parsed and
+            # verified (422 for schema-valid bytes that are not one), and group requests
+            # refuse device credentials (400), which schemathesis sends on every request;
+            # a group's read and write verifiers must differ (422).
+            "include-operation-id": ["put_key_packages", "create_group", "post_commit",
+                                     "post_message", "group_state", "fetch_group_messages"],
+            "checks": {"positive_data_acceptance": {"expected-statuses": [
+                "2xx", "400", "401", "403", "404", "409", "422", "429"]}},
         }],
     })
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from veil.cli.messaging import _safe
+from veil.cli.common import safe_text as _safe
 
 
 def test_peer_text_cannot_forge_lines_or_escape_sequences() -> None:

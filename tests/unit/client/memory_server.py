@@ -48,6 +48,8 @@ class Device:
     last_resort: str
     one_time: list[dict[str, Any]] = field(default_factory=list)
     one_time_kem: list[dict[str, Any]] = field(default_factory=list)
+    registration_id: int = 1
+    approval: str | None = None     # base64 of the device's approval (docs/devices.md)
     queue: dict[int, tuple[int, str]] = field(default_factory=dict)   # id → (ts, envelope)
 
 
@@ -233,6 +235,14 @@ class MemoryServer:
             return 200, to_builtins(rs.SenderCertificate(
                 certificate=cert.to_bytes(), server_certificate=cert.server_certificate.to_bytes(),
                 expires=cert.expires_at))
+        if (method, parts) == ("PUT", ["accounts", "me", "approval"]):
+            me.devices[device].approval = body["approval"]
+            return 204, None
+        if (method, parts) == ("GET", ["accounts", "me", "devices"]):
+            return 200, {"devices": [
+                {"device_id": d, "registration_id": dev.registration_id, "created_at": 0,
+                 **({"approval": dev.approval} if dev.approval else {})}
+                for d, dev in sorted(me.devices.items())]}
         if (method, parts) == ("GET", ["keys", "status"]):
             dev = me.devices[device]
             return 200, self._status(dev)
@@ -262,7 +272,8 @@ class MemoryServer:
         out = []
         for d in wanted:
             dev = target.devices[d]
-            out.append({"device_id": d, "registration_id": 1,
+            out.append({"device_id": d, "registration_id": dev.registration_id,
+                        **({"approval": dev.approval} if dev.approval else {}),
                         "identity_key": _b64(target.identity),
                         "signed_prekey": dev.signed_prekey,
                         "last_resort_kem_prekey": dev.last_resort,
@@ -275,7 +286,7 @@ class MemoryServer:
         account = os.urandom(16).hex()
         dev = Device(_unb64(body["token"]), body["signed_prekey"],
                      body["last_resort_kem_prekey"], list(body["one_time_prekeys"]),
-                     list(body["one_time_kem_prekeys"]))
+                     list(body["one_time_kem_prekeys"]), body["registration_id"])
         self.accounts[account] = Account(_unb64(body["identity_key"]),
                                          _unb64(body["access_key"]),
                                          body.get("username"), {1: dev})
@@ -287,13 +298,16 @@ class MemoryServer:
             one_time_prekeys=len(dev.one_time), one_time_kem_prekeys=len(dev.one_time_kem),
             has_signed_prekey=True, has_last_resort_kem_prekey=True, low=False))
 
-    def add_device(self, account: str, device: int, like: int = 1) -> None:
+    def add_device(self, account: str, device: int, like: int = 1,
+                   approval: bytes | None = None, registration_id: int = 1) -> None:
         """A second device of ``account`` (sharing the first one's keys: enough to test
-        the device lists)."""
+        the device lists); contacts refuse it unless ``approval`` is the account
+        identity's for it (veil.core.devices)."""
         first = self.accounts[account].devices[like]
         self.accounts[account].devices[device] = Device(
             os.urandom(32), first.signed_prekey, first.last_resort,
-            list(first.one_time), list(first.one_time_kem))
+            list(first.one_time), list(first.one_time_kem), registration_id,
+            None if approval is None else _b64(approval))
 
     def _submit(self, to: str, body: Any, headers: dict[str, str]) -> Reply:
         target = self.accounts.get(to)

@@ -15,15 +15,17 @@ import pytest
 
 from tests.unit.client.memory_server import MemoryServer
 from veil.client import Client, contacts, sessions
-from veil.client.errors import ClientError, ServerRejected
+from veil.client.errors import ClientError, ServerRejected, UnapprovedDevice
 from veil.client.events import (
     ConnectionState,
+    DeviceLinked,
     Event,
     IdentityChanged,
     KeysLow,
     MessageReceived,
 )
 from veil.client.store import FAST
+from veil.core.devices import DeviceApproval
 
 T = TypeVar("T")
 URL = "memory://veil"
@@ -145,7 +147,8 @@ async def test_mismatched_devices_are_reconciled(
     alice = await _client(made, server, tmp_path, "alice")
     bob = await _client(made, server, tmp_path, "bob")
     assert (await alice.send(bob.account, "one device")).devices == 1
-    server.add_device(bob.account, 2)                # Bob linked a second device
+    server.add_device(bob.account, 2, registration_id=7, approval=DeviceApproval.sign(
+        bob._identity, bytes.fromhex(bob.account), 2, 7, 0).to_bytes())   # Bob linked one
     sent = await alice.send(bob.account, "two devices")
     assert sent.devices == 2
     assert len(server.accounts[bob.account].devices[2].queue) == 1
@@ -157,6 +160,34 @@ async def test_mismatched_devices_are_reconciled(
     contact = contacts.get(alice._store, bob.account)
     assert contact is not None and contact.devices == [1]
     assert sessions.load(alice._store, bob.account, 2) == []
+
+
+async def test_a_device_the_identity_did_not_approve_is_refused(
+        server: MemoryServer, made: list[Client], tmp_path: Path) -> None:
+    alice = await _client(made, server, tmp_path, "alice")
+    bob = await _client(made, server, tmp_path, "bob")
+    await alice.send(bob.account, "one device")
+    before = (await alice.safety_number(bob.account)).digits
+    server.add_device(bob.account, 2)                # added by the server alone
+    with pytest.raises(UnapprovedDevice, match="not approved"):
+        await alice.send(bob.account, "refused")
+    assert len(server.accounts[bob.account].devices[2].queue) == 0
+    assert len(server.accounts[bob.account].devices[1].queue) == 1    # the first one only
+    contact = contacts.get(alice._store, bob.account)
+    assert contact is not None and 2 not in contact.linked_devices
+    assert sessions.load(alice._store, bob.account, 2) == []
+    # An approval by another identity is no better; one by Bob's is taken, with a notice.
+    server.add_device(bob.account, 2, registration_id=7, approval=DeviceApproval.sign(
+        alice._identity, bytes.fromhex(bob.account), 2, 7, 0).to_bytes())
+    with pytest.raises(UnapprovedDevice):
+        await alice.send(bob.account, "refused again")
+    server.add_device(bob.account, 2, registration_id=7, approval=DeviceApproval.sign(
+        bob._identity, bytes.fromhex(bob.account), 2, 7, 0).to_bytes())
+    queue = alice._hub.add()
+    assert (await alice.send(bob.account, "now both")).devices == 2
+    events = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert DeviceLinked(bob.account, 2) in events
+    assert (await alice.safety_number(bob.account)).digits == before
 
 
 async def test_a_server_that_keeps_mismatching_is_refused_after_three_tries(

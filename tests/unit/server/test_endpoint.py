@@ -77,7 +77,8 @@ async def real_app() -> AsyncIterator[tuple[TestClient[Any, Any], Accounts]]:
 
 def concrete(path: str) -> str:
     return (path.replace("{account_id}", ACCOUNT.hex()).replace("{device_id}", "1")
-            .replace("{id}", "1").replace("{target}", ACCOUNT.hex()).replace("{username}", "alice"))
+            .replace("{id}", "1").replace("{target}", ACCOUNT.hex()).replace("{username}", "alice")
+            .replace("{group_id}", "ab" * 16).replace("{channel_id}", "ab" * 10))
 
 
 # ---- every route declares everything --------------------------------------------------------

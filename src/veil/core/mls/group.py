@@ -182,11 +182,14 @@ class Group:
         credential_check: CredentialCheck = basic_credential_check,
         private_handshakes: bool = False,
         unique_credentials: bool = True,
+        capabilities: Capabilities | None = None,
     ) -> Group:
-        """A new one-member group at epoch 0 (RFC 9420 §11)."""
+        """A new one-member group at epoch 0 (RFC 9420 §11). ``capabilities``: the
+        creator's leaf's (an application's own GroupContext extension types must be
+        listed there before a GroupContextExtensions proposal may use them)."""
         suite = get_suite(suite_id)
         bundle = make_key_package(suite_id, credential, now=require_time(now),
-                                  signature_priv=signature_priv)
+                                  signature_priv=signature_priv, capabilities=capabilities)
         if not credential_check(credential, bundle.key_package.leaf_node.signature_key, None):
             raise CredentialRejected("credential refused by the application")
         leaf = bundle.key_package.leaf_node
@@ -416,6 +419,11 @@ class Group:
 
     def members(self) -> list[tuple[int, Credential]]:
         return [(i, leaf.credential) for i, leaf in self._live().tree.members()]
+
+    @property
+    def extensions(self) -> list[Extension]:
+        """The GroupContext extensions of the current epoch (a copy)."""
+        return list(self._live().context.extensions)
 
     def export_secret(self, label: bytes, context: bytes, length: int) -> bytes:
         s = self._live()

@@ -21,11 +21,16 @@ from veil.server.config import ServerConfig
 from veil.server.encoding import b64decode, parse_account_id, parse_device_id
 from veil.server.errors import BadRequest, ServerError, Unauthorized, ValidationFailed
 from veil.server.services.accounts import AccountService
+from veil.server.services.devices import DeviceService
+from veil.server.services.groups import GroupService
+from veil.server.services.key_packages import KeyPackageService
 from veil.server.services.keys import KeyService
 from veil.server.services.messages import MessageService
 from veil.server.storage.base import DeviceRecord, Storage
 
 ACCESS_KEY_HEADER = "Veil-Access-Key"
+GROUP_READ_HEADER = "Veil-Group-Read"
+GROUP_WRITE_HEADER = "Veil-Group-Write"
 
 
 @dataclass
@@ -36,6 +41,9 @@ class Context:
     accounts: AccountService
     keys: KeyService
     messages: MessageService
+    groups: GroupService
+    key_packages: KeyPackageService
+    devices: DeviceService
     ca: CertificateAuthority
     codec: Codec  # the wire formats, with this server's limits bound in
     clock_ms: Callable[[], int]
@@ -99,6 +107,8 @@ def json_response(data: Response | dict[str, Any], status: int = 200) -> web.Res
 __all__ = [
     "ACCESS_KEY_HEADER",
     "CONTEXT",
+    "GROUP_READ_HEADER",
+    "GROUP_WRITE_HEADER",
     "Context",
     "authenticate",
     "error_detail",

@@ -41,6 +41,8 @@ from veil.server.errors import (
 from veil.server.http.context import (
     ACCESS_KEY_HEADER,
     CONTEXT,
+    GROUP_READ_HEADER,
+    GROUP_WRITE_HEADER,
     Context,
     authenticate,
 )
@@ -55,6 +57,11 @@ class Auth(enum.Enum):
     # Device credentials if sent, else the recipient's access key (sealed sender); the
     # service judges the key against the account, so an absent or wrong key is its call.
     DEVICE_OR_ACCESS_KEY = "access_key"
+    # A group capability (services/groups.py) in Veil-Group-Read / Veil-Group-Write,
+    # never device credentials: a sealed connection can make these requests, and the
+    # server cannot tie a group to an account.
+    GROUP_READ = "group_read"
+    GROUP_WRITE = "group_write"
 
 
 # An int bound: a constant, or the name of an int ServerConfig field (bounds that
@@ -138,6 +145,7 @@ class Call:
     path: Mapping[str, Any]  # path parameters, parsed by the route's parsers
     query: Mapping[str, int]  # declared query parameters (defaults filled in)
     body: Any  # the decoded body, an instance of the route's body type (None: no body)
+    capability: bytes = b""  # GROUP_READ / GROUP_WRITE routes: the header's 32 bytes
 
     @property
     def me(self) -> DeviceRecord:
@@ -202,6 +210,26 @@ def _access_key(request: web.Request) -> bytes | None:
     return key
 
 
+_CAPABILITY_BYTES = 32
+
+
+def _capability(request: web.Request, header: str) -> bytes:
+    """A group capability header; group requests never carry device credentials."""
+    if "Authorization" in request.headers or ACCESS_KEY_HEADER in request.headers:
+        raise BadRequest("group requests carry a capability, never credentials or an "
+                         "access key")
+    text = request.headers.get(header)
+    if text is None:
+        raise Unauthorized(f"this endpoint needs the {header} header")
+    try:
+        value = b64decode(text, header)
+    except ValidationFailed as exc:
+        raise Unauthorized(f"{header} is not base64") from exc
+    if len(value) != _CAPABILITY_BYTES:
+        raise Unauthorized(f"{header} must be {_CAPABILITY_BYTES} bytes")
+    return value
+
+
 async def _body(request: web.Request, body_type: type[Request], c: Context) -> Any:
     """The body, decoded strictly as ``body_type``."""
     try:
@@ -235,7 +263,12 @@ async def prepare(route: Route, request: web.Request) -> Call:
                 raise BadRequest(f"unknown query parameter {name[:40]!r}")
     device: DeviceRecord | None = None
     key: bytes | None = None
-    if route.auth is Auth.DEVICE:
+    capability = b""
+    if route.auth is Auth.GROUP_READ or route.auth is Auth.GROUP_WRITE:
+        path = _path(route, request)
+        capability = _capability(request, GROUP_READ_HEADER if route.auth is Auth.GROUP_READ
+                                 else GROUP_WRITE_HEADER)
+    elif route.auth is Auth.DEVICE:
         device = await authenticate(request, cache=route.cache_credentials)
         path = _path(route, request)
     elif route.auth is Auth.DEVICE_OR_ACCESS_KEY:
@@ -250,7 +283,7 @@ async def prepare(route: Route, request: web.Request) -> Call:
         for q in declared:
             query[q.name] = q.parse(request.query.get(q.name), c.config)
     body = None if route.body is None else await _body(request, route.body, c)
-    return Call(request, c, device, key, path, query, body)
+    return Call(request, c, device, key, path, query, body, capability)
 
 __all__ = [
     "ANY_QUERY",

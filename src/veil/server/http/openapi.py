@@ -25,6 +25,8 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "device": [{"device": []}],
     "access_key": [{"device": []}, {"accessKey": []}, {}],
     "none": [],
+    "group_read": [{"groupRead": []}],
+    "group_write": [{"groupWrite": []}],
 }
 
 # Answers that are not protocol types.
@@ -160,8 +162,9 @@ def document(routes: Any, codec: Codec, config: ServerConfig) -> dict[str, Any]:
         "info": {
             "title": "Veil server API",
             "version": __version__,
-            "description": "Accounts, key directory and sealed message queue. Envelope "
-                           "bodies are opaque to the server. WebSocket frames: the "
+            "description": "Accounts, key directory, sealed message queue and MLS group "
+                           "mailboxes. Envelope and group message bodies are opaque to "
+                           "the server. WebSocket frames: the "
                            "ClientFrame and ServerFrame schemas, and docs/server.md.",
         },
         "paths": paths,
@@ -178,6 +181,16 @@ def document(routes: Any, codec: Codec, config: ServerConfig) -> dict[str, Any]:
                                    "device token",
                 },
                 "accessKey": {"type": "apiKey", "in": "header", "name": "Veil-Access-Key"},
+                "groupRead": {
+                    "type": "apiKey", "in": "header", "name": "Veil-Group-Read",
+                    "description": "base64 of the epoch's read capability, "
+                                   "export_secret('veil ds read', '', 32)",
+                },
+                "groupWrite": {
+                    "type": "apiKey", "in": "header", "name": "Veil-Group-Write",
+                    "description": "base64 of the current epoch's write capability, "
+                                   "export_secret('veil ds write', '', 32)",
+                },
             },
         },
     }

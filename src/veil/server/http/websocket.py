@@ -15,7 +15,20 @@ Device socket (``/v1/websocket``, device credentials on the upgrade request):
     server → {"type":"error","req":int,"error":{"code":str,"message":str,"details"?:{}}}
 
 Sealed socket (``/v1/websocket/sealed``, no credentials): only ``send`` frames, each with
-the recipient's ``access_key`` (unless the recipient accepts sealed mail from anyone).
+the recipient's ``access_key`` (unless the recipient accepts sealed mail from anyone),
+and the group frames below.
+
+Group mailboxes, on both sockets (docs/groups.md):
+
+    client → {"type":"group_subscribe","req":int,"group_id":b64,"epoch":int,"read":b64}
+    server → {"type":"group_subscribed","req":int,"group_id":b64,"epoch":int,
+              "current_epoch":int,"last_seq":int}
+    server → {"type":"group_message","group_id":b64,"seq":int,"epoch":int,"ts":int,
+              "commit":bool,"message":b64}
+    server → {"type":"group_epoch","group_id":b64,"epoch":int}   (subscribe again)
+    server → {"type":"group_dropped","group_id":b64,"epoch":int} (fell behind: fetch)
+    client → {"type":"group_unsubscribe","group_id":b64}
+    server → {"type":"mls_keys_low","one_time":int}  (device socket)
 Held up to ``max_sealed_connections`` (a share of ``max_connections``) and closed after
 ``sealed_idle_timeout_s`` without a frame.
 
@@ -43,16 +56,31 @@ from veil.protocol.frames import (
     AckFrame,
     EnvelopeFrame,
     ErrorFrame,
+    GroupDroppedFrame,
+    GroupEpochFrame,
+    GroupMessageFrame,
+    GroupSubscribedFrame,
+    GroupSubscribeFrame,
+    GroupUnsubscribeFrame,
     KeysLowFrame,
+    MlsKeysLowFrame,
     SendFrame,
     SentFrame,
 )
-from veil.server.bus import EnvelopeQueued, Event, KeysLow
+from veil.server.bus import (
+    DeviceRemoved,
+    EnvelopeQueued,
+    Event,
+    GroupPosted,
+    KeyPackagesLow,
+    KeysLow,
+)
 from veil.server.encoding import log_id, parse_account_id
 from veil.server.errors import (
     PayloadTooLarge,
     ServerError,
     TooManyConnections,
+    TooManySubscriptions,
     ValidationFailed,
 )
 from veil.server.http.context import Context, error_detail
@@ -62,9 +90,11 @@ from veil.server.storage.base import DeviceRecord, StoredEnvelope
 
 log = logging.getLogger("veil.server.websocket")
 CLOSE_REPLACED = 4000
+CLOSE_REMOVED = 4001  # the device was unlinked (docs/devices.md)
 _CONGESTED_BYTES = 256 * 1024
 _TASKS: set[asyncio.Task[Any]] = set()
 _NO_IDS: Any = frozenset()
+_NO_GROUPS: Any = {}
 _INTERNAL_ERROR = rs.ErrorDetail(code="internal_error", message="internal error")
 
 
@@ -84,9 +114,20 @@ def _text_frame(payload: bytes) -> bytes:
 
 # The frames the server sends (veil.protocol.frames). Services and the bus hand over
 # typed events; this module is the only place that turns them, and replies, into JSON.
-def _keys_low_frame(event: KeysLow) -> bytes:
+def _keys_low_frame(event: KeysLow | KeyPackagesLow) -> bytes:
+    if isinstance(event, KeyPackagesLow):
+        return encode(MlsKeysLowFrame(one_time=event.one_time))
     return encode(KeysLowFrame(one_time_prekeys=event.one_time_prekeys,
                                one_time_kem_prekeys=event.one_time_kem_prekeys))
+
+
+def _group_frame(event: GroupPosted) -> bytes:
+    """The push of one group message, encoded once for every subscribed socket."""
+    if event.frame is None:
+        event.frame = encode(GroupMessageFrame(
+            group_id=event.group_id, seq=event.seq, epoch=event.epoch, ts=event.ts,
+            commit=event.commit, message=event.message))
+    return event.frame
 
 
 def _error_frame(req: int, exc: ServerError) -> bytes:
@@ -102,7 +143,8 @@ def _spawn(coro: Any) -> None:
 class _Socket(abc.ABC):
     """What both kinds of socket share: strict frames and bounded concurrent sends."""
 
-    __slots__ = ("c", "closed", "inflight", "outbox", "outbox_bytes", "slot", "transport", "ws")
+    __slots__ = ("c", "closed", "groups", "inflight", "outbox", "outbox_bytes",
+                 "slot", "transport", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, c: Context, request: web.Request) -> None:
         self.ws = ws
@@ -113,6 +155,9 @@ class _Socket(abc.ABC):
         self.slot: asyncio.Future[None] | None = None
         self.outbox: list[bytes] | None = None
         self.outbox_bytes = 0
+        # Group subscriptions: group id -> the epoch whose read capability was proved.
+        # Idle sockets share one empty dict until they subscribe (memory per connection).
+        self.groups: dict[bytes, int] = _NO_GROUPS
 
     def send_text(self, text: bytes) -> None:
         """Queue a text frame; frames queued in one event-loop turn leave in one write.
@@ -154,16 +199,19 @@ class _Socket(abc.ABC):
 
     async def serve(self) -> None:
         receive = self.ws.receive
-        timeout = self.idle_timeout()
         while True:
             try:
-                msg = await receive(timeout)
+                msg = await receive(self.idle_timeout())
             except TimeoutError:
                 await self.reject(WSCloseCode.OK, "idle timeout")
                 break
             if msg.type == WSMsgType.TEXT:
                 try:
-                    await self.on_frame(self.c.codec.decode_client_frame(msg.data))
+                    frame = self.c.codec.decode_client_frame(msg.data)
+                    if isinstance(frame, GroupSubscribeFrame | GroupUnsubscribeFrame):
+                        await self.group_frame(frame)
+                    else:
+                        await self.on_frame(frame)
                 except PayloadTooLarge as exc:
                     await self.reject(WSCloseCode.MESSAGE_TOO_BIG, exc.message)
                 except (MalformedJson, InvalidFields, ValidationFailed) as exc:
@@ -182,6 +230,69 @@ class _Socket(abc.ABC):
     @abc.abstractmethod
     async def on_frame(self, frame: SendFrame | AckFrame) -> None:
         """Handle one decoded frame; raise ValidationFailed to close the socket."""
+
+    # ---- group subscriptions (services/groups.py; both kinds of socket) -------------
+    async def group_frame(self, frame: GroupSubscribeFrame | GroupUnsubscribeFrame) -> None:
+        if isinstance(frame, GroupUnsubscribeFrame):
+            self._drop_group(frame.group_id)
+            return
+        group_id, epoch = frame.group_id, frame.epoch
+        limit = self.c.config.max_group_subscriptions_per_connection
+        if group_id not in self.groups and len(self.groups) >= limit:
+            self.send_text(_error_frame(frame.req, TooManySubscriptions(
+                f"a socket holds at most {limit} group subscriptions")))
+            return
+        groups = self.c.groups
+        try:
+            await groups.check_read(group_id, epoch, frame.read)
+            if self.closed:
+                return
+            # Registered before the state is read again: a message committed before
+            # that read is at most last_seq (the client fetches it), any later one is
+            # pushed; a message can come both ways, never neither (clients dedupe by seq).
+            self._keep_group(group_id, epoch)
+            view = await groups.check_read(group_id, epoch, frame.read)
+        except ServerError as exc:
+            self._drop_group(group_id)
+            self.send_text(_error_frame(frame.req, exc))
+            return
+        if view.epoch != epoch:
+            self._drop_group(group_id)  # the epoch ended: nothing more comes for it
+        self.send_text(encode(GroupSubscribedFrame(
+            req=frame.req, group_id=group_id, epoch=epoch, current_epoch=view.epoch,
+            last_seq=view.last_seq)))
+
+    def _keep_group(self, group_id: bytes, epoch: int) -> None:
+        if self.groups is _NO_GROUPS:
+            self.groups = {}
+        if group_id not in self.groups:
+            self.c.bus.subscribe_group(group_id, self)
+        self.groups[group_id] = epoch
+
+    def _drop_group(self, group_id: bytes) -> None:
+        if self.groups.pop(group_id, None) is not None:
+            self.c.bus.unsubscribe_group(group_id, self)
+
+    def drop_all_groups(self) -> None:
+        for group_id in list(self.groups):
+            self._drop_group(group_id)
+
+    def deliver_group(self, event: GroupPosted) -> None:
+        """A committed group message: pushed if it is of the epoch this socket proved.
+        A congested socket loses the subscription (told in a small frame) instead of
+        making the server buffer for it; the commit that ends the epoch ends it too."""
+        if self.closed or self.groups.get(event.group_id) != event.epoch:
+            return
+        if self.congested():
+            self._drop_group(event.group_id)
+            self.send_text(encode(GroupDroppedFrame(group_id=event.group_id,
+                                                    epoch=event.epoch)))
+            return
+        self.send_text(_group_frame(event))
+        if event.commit:
+            self._drop_group(event.group_id)
+            self.send_text(encode(GroupEpochFrame(group_id=event.group_id,
+                                                  epoch=event.epoch + 1)))
 
     async def wait_for_slot(self) -> None:
         """Stop reading this socket until fewer than the allowed database calls (sends
@@ -287,6 +398,10 @@ class DeviceConnection(_Socket):
     def deliver(self, event: Event) -> None:
         if self.closed:
             return
+        if isinstance(event, DeviceRemoved):
+            self.closed = True
+            _spawn(self.ws.close(code=CLOSE_REMOVED, message=b"this device was unlinked"))
+            return
         if not isinstance(event, EnvelopeQueued):
             # Notices are advisory and anyone can trigger some (keys_low by claiming
             # keys): never let them pile up behind a slow reader.
@@ -357,7 +472,10 @@ class SealedConnection(_Socket):
 
     def idle_timeout(self) -> float | None:
         # Nobody is behind a sealed socket the server could name: an idle one only
-        # holds a slot.
+        # holds a slot. That holds for one listening to groups too — anyone can make a
+        # group and prove its capability, so a subscription must not keep a slot
+        # forever: a listener sends a frame (a group_subscribe again) within the
+        # timeout, or is closed and reconnects.
         return self.c.config.sealed_idle_timeout_s
 
     async def on_frame(self, frame: SendFrame | AckFrame) -> None:
@@ -403,6 +521,9 @@ async def _open_device_socket(
         notice = (await c.keys.status(conn.account_id, conn.device_id)).notice()
         if notice is not None:
             conn.send_text(_keys_low_frame(notice))
+        mls_notice = (await c.key_packages.status(conn.account_id, conn.device_id)).notice()
+        if mls_notice is not None:
+            conn.send_text(_keys_low_frame(mls_notice))
         await conn.refill()
     except BaseException:
         await _close_device_socket(c, conn)
@@ -412,6 +533,7 @@ async def _open_device_socket(
 
 async def _close_device_socket(c: Context, conn: DeviceConnection) -> None:
     conn.closed = True
+    conn.drop_all_groups()
     c.connections -= 1
     await c.bus.unsubscribe((conn.account_id, conn.device_id), conn)
 
@@ -443,6 +565,7 @@ async def sealed_socket(call: Call) -> web.WebSocketResponse:
         await conn.serve()
     finally:
         conn.closed = True
+        conn.drop_all_groups()
         c.connections -= 1
         c.sealed_connections -= 1
     return ws

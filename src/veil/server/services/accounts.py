@@ -139,6 +139,10 @@ class AccountService:
             self._credentials.popitem(last=False)
         return record
 
+    def forget(self, account_id: bytes, device_id: int) -> None:
+        """Drop a cached credential (a removed device's token must stop working at once)."""
+        self._credentials.pop((account_id, device_id), None)
+
     async def account(self, account_id: bytes) -> AccountRecord:
         record = await self._storage.get_account(account_id)
         if record is None:

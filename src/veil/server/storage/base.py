@@ -43,6 +43,7 @@ class NewDevice:
     last_resort_kem_prekey: bytes | None = None
     one_time_prekeys: Sequence[OneTimeKey] = ()
     one_time_kem_prekeys: Sequence[OneTimeKey] = ()
+    approval: bytes | None = None  # identity-signed (veil.core.devices), opaque here
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class DeviceBundle:
     one_time_prekey: OneTimeKey | None
     one_time_kem_prekey: OneTimeKey | None
     remaining: PreKeyCounts
+    approval: bytes | None = None  # the device's approval, for the fetcher to verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,104 @@ class StoredEnvelope:
 
 # Called inside the enqueue transaction; raising aborts the submission.
 Authorise = Callable[[RecipientInfo], None]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPackageRecord:
+    """One MLS KeyPackage as stored: its KeyPackageRef, suite and lifetime's end."""
+
+    ref: bytes
+    cipher_suite: int
+    last_resort: bool
+    not_after: int  # seconds since 1970
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPackageCounts:
+    one_time: int  # one-time KeyPackages in stock, every suite
+    last_resort: int  # last-resort KeyPackages (at most one per suite)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedKeyPackage:
+    device_id: int
+    data: bytes
+    last_resort: bool
+    remaining: KeyPackageCounts
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    """A group mailbox as the write rules see it (read inside the write's transaction)."""
+
+    group_id: bytes
+    epoch: int
+    write_verifier: bytes
+    next_seq: int
+    message_count: int
+    byte_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """What a reader needs: the current epoch and seq, and the read verifier of the
+    asked epoch (``None``: not kept)."""
+
+    epoch: int
+    last_seq: int
+    read_verifier: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class NextEpoch:
+    """The verifiers a commit registers for the epoch it starts."""
+
+    read_verifier: bytes
+    write_verifier: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMessage:
+    seq: int
+    epoch: int
+    ts: int
+    commit: bool
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryReport:
+    group_messages: int
+    group_epochs: int
+    groups: int
+    key_packages: int
+
+
+# Called inside the append transaction with the group's row; raising stores nothing.
+GroupAuthorise = Callable[[GroupRecord], None]
+
+
+# --- linked devices (docs/devices.md) ---------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LinkedDevice:
+    """One device of an account as its own devices list it."""
+
+    device_id: int
+    registration_id: int
+    created_at: int  # ms
+    approval: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningChannel:
+    """An anonymous provisioning channel: the new device's ephemeral key and, once
+    posted, the one opaque message for it."""
+
+    public_key: bytes
+    message: bytes | None
+    expires_at: int  # ms
+# --- end of linked devices ---------------------------------------------------------------
 
 
 class Storage(abc.ABC):
@@ -239,6 +339,109 @@ class Storage(abc.ABC):
         """Start :meth:`delete_envelopes` without awaiting it (acknowledgements use this)."""
         return asyncio.ensure_future(self.delete_envelopes(account_id, device_id, ids))
 
+    # MLS KeyPackage directory.
+    @abc.abstractmethod
+    async def store_key_packages(
+        self, account_id: bytes, device_id: int, packages: Sequence[KeyPackageRecord],
+        max_stored: int,
+    ) -> KeyPackageCounts:
+        """Append one-time KeyPackages; a last-resort one replaces the device's
+        last-resort one of the same suite.
+
+        Raises DeviceNotFound, DuplicateKeyPackage (a ref already stored) and
+        LimitExceeded (more than ``max_stored`` one-time KeyPackages).
+        """
+
+    @abc.abstractmethod
+    async def key_package_counts(self, account_id: bytes, device_id: int) -> KeyPackageCounts:
+        """Raises DeviceNotFound."""
+
+    @abc.abstractmethod
+    async def claim_key_packages(
+        self, account_id: bytes, cipher_suite: int, now_s: int
+    ) -> list[ClaimedKeyPackage]:
+        """One KeyPackage of ``cipher_suite`` per device of the account that has one
+        unexpired: a one-time one (removed, so handed out at most once, even under
+        concurrent claims), else the last-resort one (kept). Devices without any are
+        left out; an unknown account gives ``[]``."""
+
+    # Group mailboxes (the MLS Delivery Service).
+    @abc.abstractmethod
+    async def create_group(
+        self, group_id: bytes, read_verifier: bytes, write_verifier: bytes, now_ms: int,
+        max_groups: int,
+    ) -> None:
+        """A group at epoch 0. Raises GroupExists, and LimitExceeded when the server
+        holds ``max_groups`` groups already (creation is anonymous)."""
+
+    @abc.abstractmethod
+    async def group_view(self, group_id: bytes, epoch: int) -> GroupView | None:
+        """The group's epoch and last seq and ``epoch``'s read verifier; None: no group."""
+
+    @abc.abstractmethod
+    async def append_group_message(
+        self, group_id: bytes, body: bytes, now_ms: int, authorise: GroupAuthorise,
+        next_epoch: NextEpoch | None = None,
+    ) -> GroupMessage:
+        """Store one message of the group's current epoch after ``authorise`` accepts
+        the group's row, with the next sequence number. With ``next_epoch`` it is the
+        commit that ends the epoch: in the same transaction the group moves to the next
+        epoch with those verifiers; of two commits for one epoch only the first commits
+        (the row lock and the ``group_epochs`` key decide, never a process lock); the
+        other raises EpochConflict. Raises GroupNotFound or what ``authorise`` raises.
+        """
+
+    @abc.abstractmethod
+    async def fetch_group_messages(
+        self, group_id: bytes, epoch: int, after_seq: int, limit: int
+    ) -> list[GroupMessage]:
+        """Messages of ``epoch`` with seq > ``after_seq``, oldest first."""
+
+    @abc.abstractmethod
+    async def expire(
+        self, *, group_messages_before_ms: int, groups_idle_before_ms: int, now_s: int
+    ) -> ExpiryReport:
+        """Retention: delete group messages older than the first bound, groups not
+        written to since the second (with everything they hold), verifiers of past
+        epochs that hold no message any more, and KeyPackages whose lifetime ended."""
+
+    # --- linked devices (docs/devices.md; sqlite_devices.py, postgres_devices.py) ------
+    @abc.abstractmethod
+    async def list_devices(self, account_id: bytes) -> list[LinkedDevice]:
+        """The account's devices, by id ([] for an unknown account)."""
+
+    @abc.abstractmethod
+    async def set_device_approval(self, account_id: bytes, device_id: int,
+                                  approval: bytes) -> None:
+        """Store the device's approval (opaque). Raises DeviceNotFound."""
+
+    @abc.abstractmethod
+    async def create_provisioning_channel(
+        self, channel_id: bytes, public_key: bytes, now_ms: int, expires_at_ms: int,
+        max_channels: int,
+    ) -> None:
+        """Open a channel; expired channels are deleted first. Raises LimitExceeded when
+        ``max_channels`` unexpired ones exist, Conflict for an id in use."""
+
+    @abc.abstractmethod
+    async def get_provisioning_channel(
+        self, channel_id: bytes, now_ms: int
+    ) -> ProvisioningChannel | None:
+        """The unexpired channel, or None."""
+
+    @abc.abstractmethod
+    async def put_provisioning_message(
+        self, channel_id: bytes, message: bytes, now_ms: int
+    ) -> None:
+        """Store the channel's one message. Raises NotFound (no unexpired channel) and
+        Conflict (a message was posted already)."""
+
+    @abc.abstractmethod
+    async def take_provisioning_message(self, channel_id: bytes, now_ms: int) -> bytes | None:
+        """The channel's message, deleting the channel with it (one read); None while
+        there is none. Raises NotFound for no unexpired channel."""
+    # --- end of linked devices ----------------------------------------------------------
+
     # Invites.
     @abc.abstractmethod
     async def add_invite(self, token_hash: bytes, expires_at_ms: int) -> None: ...
@@ -252,11 +455,22 @@ __all__ = [
     "KIND_KEM",
     "AccountRecord",
     "Authorise",
+    "ClaimedKeyPackage",
     "DeviceBundle",
     "DeviceRecord",
+    "ExpiryReport",
+    "GroupAuthorise",
+    "GroupMessage",
+    "GroupRecord",
+    "GroupView",
+    "KeyPackageCounts",
+    "KeyPackageRecord",
+    "LinkedDevice",
     "NewDevice",
+    "NextEpoch",
     "OneTimeKey",
     "PreKeyCounts",
+    "ProvisioningChannel",
     "RecipientInfo",
     "Storage",
     "StoredEnvelope",

@@ -30,8 +30,9 @@ from veil.server.storage.schema import SCHEMA_MIGRATIONS, TABLES, Dialect, creat
 
 log = logging.getLogger("veil.server.storage")
 
-SCHEMA_VERSION = 2
-SCHEMA_COMPAT_VERSION = 1
+SCHEMA_VERSION = 4
+# 3: code before it would leave an erased device's KeyPackages behind.
+SCHEMA_COMPAT_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class Upgrade:
 NAMES: dict[int, str] = {
     1: "accounts, devices, prekeys, envelopes, invites",
     2: "schema_compat_version: the oldest code that may use the database",
+    3: "MLS delivery service: mls_key_packages, mls_groups, group_epochs, group_messages",
+    4: "linked devices: devices.approval, provisioning_channels",
 }
 
 # Steps from version 1, the first released schema (databases before it are empty).
@@ -59,6 +62,70 @@ UPGRADES: tuple[Upgrade, ...] = (
         postgres=(
             "CREATE TABLE schema_compat_version (id INTEGER NOT NULL, "
             "compat_version INTEGER NOT NULL, PRIMARY KEY (id))",
+        ),
+    ),
+    Upgrade(
+        3, NAMES[3],
+        sqlite=(
+            "CREATE TABLE mls_key_packages (account_id BLOB NOT NULL, device_id INTEGER "
+            "NOT NULL, ref BLOB NOT NULL, cipher_suite INTEGER NOT NULL, last_resort "
+            "INTEGER NOT NULL DEFAULT 0, not_after INTEGER NOT NULL, key_package BLOB NOT "
+            "NULL, PRIMARY KEY (account_id, device_id, ref), FOREIGN KEY (account_id, "
+            "device_id) REFERENCES devices(account_id, device_id) ON DELETE CASCADE) "
+            "WITHOUT ROWID",
+            "CREATE TABLE mls_groups (id BLOB NOT NULL, epoch INTEGER NOT NULL, "
+            "write_verifier BLOB NOT NULL, next_seq INTEGER NOT NULL, message_count "
+            "INTEGER NOT NULL, byte_count INTEGER NOT NULL, created_at INTEGER NOT NULL, "
+            "last_active INTEGER NOT NULL, PRIMARY KEY (id)) WITHOUT ROWID",
+            "CREATE TABLE group_epochs (group_id BLOB NOT NULL, epoch INTEGER NOT NULL, "
+            "read_verifier BLOB NOT NULL, PRIMARY KEY (group_id, epoch), FOREIGN KEY "
+            "(group_id) REFERENCES mls_groups(id) ON DELETE CASCADE) WITHOUT ROWID",
+            "CREATE TABLE group_messages (group_id BLOB NOT NULL, seq INTEGER NOT NULL, "
+            "epoch INTEGER NOT NULL, ts INTEGER NOT NULL, is_commit INTEGER NOT NULL "
+            "DEFAULT 0, size INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (group_id, "
+            "seq), FOREIGN KEY (group_id) REFERENCES mls_groups(id) ON DELETE CASCADE) "
+            "WITHOUT ROWID",
+            "CREATE INDEX group_messages_by_ts ON group_messages(ts)",
+            "CREATE INDEX group_messages_by_epoch ON group_messages(group_id, epoch, seq)",
+        ),
+        postgres=(
+            "CREATE TABLE mls_key_packages (account_id BYTEA NOT NULL, device_id INTEGER "
+            "NOT NULL, ref BYTEA NOT NULL, cipher_suite INTEGER NOT NULL, last_resort "
+            "BOOLEAN NOT NULL DEFAULT FALSE, not_after BIGINT NOT NULL, key_package BYTEA "
+            "NOT NULL, PRIMARY KEY (account_id, device_id, ref), FOREIGN KEY (account_id, "
+            "device_id) REFERENCES devices(account_id, device_id) ON DELETE CASCADE)",
+            "CREATE TABLE mls_groups (id BYTEA NOT NULL, epoch BIGINT NOT NULL, "
+            "write_verifier BYTEA NOT NULL, next_seq BIGINT NOT NULL, message_count BIGINT "
+            "NOT NULL, byte_count BIGINT NOT NULL, created_at BIGINT NOT NULL, last_active "
+            "BIGINT NOT NULL, PRIMARY KEY (id))",
+            "CREATE TABLE group_epochs (group_id BYTEA NOT NULL, epoch BIGINT NOT NULL, "
+            "read_verifier BYTEA NOT NULL, PRIMARY KEY (group_id, epoch), FOREIGN KEY "
+            "(group_id) REFERENCES mls_groups(id) ON DELETE CASCADE)",
+            "CREATE TABLE group_messages (group_id BYTEA NOT NULL, seq BIGINT NOT NULL, "
+            "epoch BIGINT NOT NULL, ts BIGINT NOT NULL, is_commit BOOLEAN NOT NULL DEFAULT "
+            "FALSE, size INTEGER NOT NULL, body BYTEA NOT NULL, PRIMARY KEY (group_id, "
+            "seq), FOREIGN KEY (group_id) REFERENCES mls_groups(id) ON DELETE CASCADE)",
+            "CREATE INDEX group_messages_by_ts ON group_messages(ts)",
+            "CREATE INDEX group_messages_by_epoch ON group_messages(group_id, epoch, seq)",
+        ),
+    ),
+    # Linked devices (docs/devices.md). Code of schema 3 can still use the result: it
+    # never reads the new column or table.
+    Upgrade(
+        4, NAMES[4],
+        sqlite=(
+            "ALTER TABLE devices ADD COLUMN approval BLOB",
+            "CREATE TABLE provisioning_channels (id BLOB NOT NULL, public_key BLOB NOT "
+            "NULL, message BLOB, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, "
+            "PRIMARY KEY (id)) WITHOUT ROWID",
+            "CREATE INDEX provisioning_by_expiry ON provisioning_channels(expires_at)",
+        ),
+        postgres=(
+            "ALTER TABLE devices ADD COLUMN approval BYTEA",
+            "CREATE TABLE provisioning_channels (id BYTEA NOT NULL, public_key BYTEA NOT "
+            "NULL, message BYTEA, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, "
+            "PRIMARY KEY (id))",
+            "CREATE INDEX provisioning_by_expiry ON provisioning_channels(expires_at)",
         ),
     ),
 )

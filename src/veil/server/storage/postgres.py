@@ -45,6 +45,8 @@ from veil.server.storage.base import (
     StoredEnvelope,
 )
 from veil.server.storage.migrations import DatabaseState
+from veil.server.storage.postgres_devices import PostgresDevicesStore
+from veil.server.storage.postgres_mls import PostgresMlsStore
 from veil.server.storage.schema import Scope, erase_statements
 
 log = logging.getLogger("veil.server.storage")
@@ -54,8 +56,10 @@ _DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def _storage_errors(cls: type[PostgresStorage]) -> type[PostgresStorage]:
-    """Turn driver and network failures of every public coroutine into StorageError."""
-    for name, method in list(vars(cls).items()):
+    """Turn driver and network failures of every public coroutine into StorageError
+    (the class's own and its mixin's, ``postgres_mls``)."""
+    methods = {**vars(PostgresMlsStore), **vars(PostgresDevicesStore), **vars(cls)}
+    for name, method in list(methods.items()):
         if name.startswith("_") or name in ("open", "close"):
             continue
         if not callable(method):
@@ -77,7 +81,7 @@ def _storage_errors(cls: type[PostgresStorage]) -> type[PostgresStorage]:
 
 
 @_storage_errors
-class PostgresStorage(Storage):
+class PostgresStorage(PostgresMlsStore, PostgresDevicesStore, Storage):
     def __init__(self, dsn: str, *, schema: str | None = None, max_connections: int = 10) -> None:
         self._dsn = dsn
         self._schema = schema
@@ -250,16 +254,17 @@ class PostgresStorage(Storage):
         async with self._p().acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT device_id, registration_id, identity_key, signed_prekey, "
-                "last_resort_kem_prekey FROM devices WHERE account_id = $1 "
+                "last_resort_kem_prekey, approval FROM devices WHERE account_id = $1 "
                 "AND ($2::integer IS NULL OR device_id = $2) ORDER BY device_id",
                 account_id, device_id,
             )
             bundles = []
-            for dev, reg, ident, spk, lrk in rows:
+            for dev, reg, ident, spk, lrk, approval in rows:
                 ec = await _take_one(conn, account_id, dev, KIND_EC)
                 kem = await _take_one(conn, account_id, dev, KIND_KEM)
                 bundles.append(DeviceBundle(dev, reg, bytes(ident), _opt(spk), _opt(lrk), ec,
-                                            kem, await _counts(conn, account_id, dev)))
+                                            kem, await _counts(conn, account_id, dev),
+                                            _opt(approval)))
             return bundles
 
     # ---- message queue ----------------------------------------------------------------------
@@ -391,9 +396,9 @@ async def _insert_device(
 ) -> None:
     await conn.execute(
         "INSERT INTO devices (account_id, device_id, registration_id, token_hash, "
-        "identity_key, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "identity_key, created_at, approval) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         account_id, device.device_id, device.registration_id, device.token_hash,
-        device.identity_key, now_ms,
+        device.identity_key, now_ms, device.approval,
     )
     await _store_prekeys(conn, account_id, device.device_id, device.signed_prekey,
                          device.last_resort_kem_prekey, device.one_time_prekeys,

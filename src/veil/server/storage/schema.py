@@ -112,6 +112,9 @@ DEVICES = Table("devices", (
     Column("signed_prekey", Type.BYTES, nullable=True),
     Column("last_resort_kem_prekey", Type.BYTES, nullable=True),
     Column("created_at", Type.INT64),
+    # Linked devices (schema 4): the identity-signed approval (veil.core.devices),
+    # opaque to the server; NULL for first devices registered before approvals.
+    Column("approval", Type.BYTES, nullable=True),
 ), primary_key=("account_id", "device_id"),
     foreign_keys=(ForeignKey(("account_id",), "accounts", ("id",)),),
     account="account_id", device="device_id")
@@ -145,11 +148,81 @@ INVITES = Table("invites", (
     Column("expires_at", Type.INT64),
 ), primary_key=("token_hash",))
 
+# MLS KeyPackages a device published (issue 11 §1): one-time ones are deleted when
+# claimed; at most one last-resort one per device and cipher suite stays. ``ref`` is the
+# KeyPackageRef (RFC 9420 §5.2); ``not_after`` the end of its lifetime (seconds).
+MLS_KEY_PACKAGES = Table("mls_key_packages", (
+    Column("account_id", Type.BYTES),
+    Column("device_id", Type.INT32),
+    Column("ref", Type.BYTES),
+    Column("cipher_suite", Type.INT32),
+    Column("last_resort", Type.BOOL, default=False),
+    Column("not_after", Type.INT64),
+    Column("key_package", Type.BYTES),
+), primary_key=("account_id", "device_id", "ref"),
+    foreign_keys=(ForeignKey(("account_id", "device_id"), "devices",
+                             ("account_id", "device_id")),),
+    account="account_id", device="device_id")
+
+# Group mailboxes (the MLS Delivery Service). A group is a random id and an epoch; no
+# column names an account, a device or a sender. ``write_verifier`` is SHA-256 of the
+# current epoch's write capability; ``next_seq`` only grows (sequence numbers are never
+# reused, even after expiry); the counts back the quotas.
+GROUPS = Table("mls_groups", (
+    Column("id", Type.BYTES),
+    Column("epoch", Type.INT64),
+    Column("write_verifier", Type.BYTES),
+    Column("next_seq", Type.INT64),
+    Column("message_count", Type.INT64),
+    Column("byte_count", Type.INT64),
+    Column("created_at", Type.INT64),
+    Column("last_active", Type.INT64),
+), primary_key=("id",))
+
+# SHA-256 of each kept epoch's read capability. The primary key is also what makes a
+# commit first-wins: the commit that ends epoch e inserts the row of epoch e + 1.
+GROUP_EPOCHS = Table("group_epochs", (
+    Column("group_id", Type.BYTES),
+    Column("epoch", Type.INT64),
+    Column("read_verifier", Type.BYTES),
+), primary_key=("group_id", "epoch"),
+    foreign_keys=(ForeignKey(("group_id",), "mls_groups", ("id",)),))
+
+# One row per group message (not per member); ``is_commit`` marks the commit that ends
+# its epoch. The body is the opaque MLS message.
+GROUP_MESSAGES = Table("group_messages", (
+    Column("group_id", Type.BYTES),
+    Column("seq", Type.INT64),
+    Column("epoch", Type.INT64),
+    Column("ts", Type.INT64),
+    Column("is_commit", Type.BOOL, default=False),
+    Column("size", Type.INT32),
+    Column("body", Type.BYTES),
+), primary_key=("group_id", "seq"),
+    foreign_keys=(ForeignKey(("group_id",), "mls_groups", ("id",)),),
+    indexes=(Index("group_messages_by_ts", ("ts",)),
+             Index("group_messages_by_epoch", ("group_id", "epoch", "seq"))))
+
+# --- linked devices (schema 4) ---------------------------------------------------------
+# Anonymous provisioning channels (docs/devices.md): a new device's ephemeral public
+# key and, once the approving device posted it, one opaque encrypted message. No column
+# names an account or device; rows expire after minutes and go after one read.
+PROVISIONING_CHANNELS = Table("provisioning_channels", (
+    Column("id", Type.BYTES),
+    Column("public_key", Type.BYTES),
+    Column("message", Type.BYTES, nullable=True),
+    Column("created_at", Type.INT64),
+    Column("expires_at", Type.INT64),
+), primary_key=("id",), indexes=(Index("provisioning_by_expiry", ("expires_at",)),))
+# --- end of linked devices -------------------------------------------------------------
+
 # In dependency order: a table comes after every table it references.
 TABLES: tuple[Table, ...] = (
     SCHEMA_MIGRATIONS, SCHEMA_COMPAT_VERSION, ACCOUNTS, DEVICES, ONE_TIME_PREKEYS,
-    ENVELOPES, INVITES,
+    ENVELOPES, INVITES, MLS_KEY_PACKAGES, GROUPS, GROUP_EPOCHS, GROUP_MESSAGES,
+    PROVISIONING_CHANNELS,
 )
+GROUP_TABLES: tuple[Table, ...] = (GROUPS, GROUP_EPOCHS, GROUP_MESSAGES)
 
 
 def _column_sql(table: Table, column: Column, dialect: Dialect) -> str:
@@ -219,6 +292,9 @@ def erase_statements(scope: Scope, dialect: Dialect) -> list[str]:
     return statements
 
 __all__ = [
+    "GROUP_TABLES",
+    "MLS_KEY_PACKAGES",
+    "PROVISIONING_CHANNELS",
     "SCHEMA_MIGRATIONS",
     "TABLES",
     "Dialect",

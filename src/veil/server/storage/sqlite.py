@@ -55,6 +55,8 @@ from veil.server.storage.base import (
 )
 from veil.server.storage.migrations import DatabaseState
 from veil.server.storage.schema import Scope, erase_statements
+from veil.server.storage.sqlite_devices import SQLiteDevicesStore
+from veil.server.storage.sqlite_mls import SQLiteMlsStore
 from veil.server.storage.sqlite_worker import DatabaseThread
 
 T = TypeVar("T")
@@ -63,7 +65,7 @@ log = logging.getLogger("veil.server.storage")
 _CACHE_ENTRIES = 100_000
 
 
-class SQLiteStorage(Storage):
+class SQLiteStorage(SQLiteMlsStore, SQLiteDevicesStore, Storage):
     def __init__(
         self, path: Path, *, synchronous: str = "full", group_commit_window_ms: float = 0.0
     ) -> None:
@@ -282,7 +284,7 @@ class SQLiteStorage(Storage):
         def fn(conn: sqlite3.Connection) -> list[DeviceBundle]:
             sql = (
                 "SELECT device_id, registration_id, identity_key, signed_prekey, "
-                "last_resort_kem_prekey FROM devices WHERE account_id = ?"
+                "last_resort_kem_prekey, approval FROM devices WHERE account_id = ?"
             )
             args: tuple[Any, ...] = (account_id,)
             if device_id is not None:
@@ -290,12 +292,12 @@ class SQLiteStorage(Storage):
                 args = (account_id, device_id)
             rows = conn.execute(sql + " ORDER BY device_id", args).fetchall()
             bundles = []
-            for dev, reg, ident, spk, lrk in rows:
+            for dev, reg, ident, spk, lrk, approval in rows:
                 ec = _take_one(conn, account_id, dev, KIND_EC)
                 kem = _take_one(conn, account_id, dev, KIND_KEM)
                 bundles.append(DeviceBundle(
                     dev, reg, bytes(ident), _opt(spk), _opt(lrk), ec, kem,
-                    _counts(conn, account_id, dev),
+                    _counts(conn, account_id, dev), _opt(approval),
                 ))
             return bundles
 
@@ -521,9 +523,9 @@ def _insert_device(
 ) -> None:
     conn.execute(
         "INSERT INTO devices (account_id, device_id, registration_id, token_hash, "
-        "identity_key, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "identity_key, created_at, approval) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (account_id, device.device_id, device.registration_id, device.token_hash,
-         device.identity_key, now_ms),
+         device.identity_key, now_ms, device.approval),
     )
     _store_prekeys(
         conn, account_id, device.device_id, device.signed_prekey,

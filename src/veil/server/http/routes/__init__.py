@@ -7,15 +7,29 @@ below is the order of the OpenAPI document.
 from __future__ import annotations
 
 from veil.server.http.endpoint import Route
-from veil.server.http.routes import accounts, certificates, keys, messages, service
+from veil.server.http.routes import (
+    accounts,
+    certificates,
+    devices,
+    groups,
+    key_packages,
+    keys,
+    messages,
+    service,
+)
 
 ROUTES: tuple[Route, ...] = (
     *accounts.ROUTES,
+    *devices.ROUTES,
+    # Before keys: /v1/keys/mls/{account_id} also fits /v1/keys/{account_id}/{device_id}.
+    *key_packages.ROUTES,
     *keys.ROUTES,
     *messages.ROUTES,
     *service.WEBSOCKET_ROUTES,
     *certificates.ROUTES,
+    *groups.ROUTES,
     *service.ROUTES,
 )
 
-__all__ = ["ROUTES", "Route", "accounts", "certificates", "keys", "messages", "service"]
+__all__ = ["ROUTES", "Route", "accounts", "certificates", "devices", "groups", "key_packages",
+           "keys", "messages", "service"]

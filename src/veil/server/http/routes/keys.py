@@ -53,6 +53,7 @@ def _bundle(b: DeviceBundle) -> rs.DeviceBundle:
         last_resort_kem_prekey=b.last_resort_kem_prekey,
         one_time_prekey=_one_time(b.one_time_prekey),
         one_time_kem_prekey=_one_time(b.one_time_kem_prekey),
+        approval=UNSET if b.approval is None else b.approval,
     )
 
 

@@ -1,0 +1,775 @@
+"""Groups in the client: MLS groups over the server's Delivery Service (docs/groups.md).
+
+One component, :class:`Groups`, built on the client's :class:`~veil.client.device.Context`:
+
+- **create, invite, remove, rename, set_admin** are commits. Each goes through
+  :meth:`Groups._commit`: sync first, build the commit from the *intent* (what the
+  person asked for, re-evaluated against the current state), keep the state before and
+  after it in a ``group.pending`` record (committed to the store before the request),
+  post it, then resolve it against the mailbox: the commit that ended the epoch is ours
+  (adopt the after-state, queue the Welcomes) or another member's (drop ours, process
+  theirs, re-apply the intent; at most :data:`COMMIT_ATTEMPTS` times). A client killed
+  anywhere in between resolves the same record the same way on its next sync.
+- **Welcomes** travel as ordinary sealed 1:1 messages of kind ``group_welcome`` through
+  the :class:`~veil.client.outbox.Outbox`; the invitee's inbox hands them to
+  :meth:`Groups.accept_welcome`, which joins (in the receive transaction).
+- **Receiving**: :meth:`Groups.sync` reads the mailbox from the cursor over HTTP with
+  the epoch's read capability, epoch by epoch; each message is processed in one store
+  transaction (MLS state, history, cursor). Pushes on the WebSocket (``group_message``,
+  ``group_epoch``, ``group_dropped``) only trigger a sync; after each sync the group is
+  (re)subscribed with the current epoch's capability.
+- **Admins** are in the group's metadata (a GroupContext extension,
+  :mod:`veil.client.group_store`). Only admins may add, remove, rename or promote
+  (:class:`NotGroupAdmin` otherwise). A commit by a non-admin that adds, removes (other
+  than members who asked to leave) or changes the metadata is *flagged*
+  (``GroupUpdated(change="policy_violation")``) and merged, so the group does not
+  fork, but its metadata change is not taken.
+
+Every group request carries a capability header on the sealed pool
+(:meth:`veil.client.api.Api.group_call`), never device credentials. Operations on one
+group are serialised by a per-group ``asyncio.Lock`` (MLS steps are sequential by
+nature); other groups, 1:1 sending and receiving go on meanwhile.
+
+The receive path (processing, merging, the admin policy, identities, Welcomes) and the
+state helpers are in :mod:`veil.client.group_core`, the base class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+
+from veil.client import contacts
+from veil.client import group_store as gs
+from veil.client import pending as outbox_store
+from veil.client.api import b64
+from veil.client.content import Content
+from veil.client.errors import (
+    ClientError,
+    GroupBusy,
+    NotGroupAdmin,
+    NotGroupMember,
+    ServerRejected,
+    UnknownUser,
+)
+from veil.client.events import GroupUpdated, IncomingMessage, MessageReceived
+from veil.client.group_core import (
+    COMMIT_ATTEMPTS,
+    MAX_PAGES,
+    PAD_TO,
+    SEND_ATTEMPTS,
+    WELCOME_KIND,
+    GroupCore,
+    GroupInfo,
+    GroupMember,
+    SentGroupMessage,
+    _carry,
+    _device_of,
+    _Intent,
+    _key_package_member,
+    _Out,
+    _restore,
+    _sha,
+    not_stored,
+    read_cap,
+    write_cap,
+)
+from veil.client.records import HistoryEntry
+from veil.client.transport import WebSocket
+from veil.core.errors import CoreError
+from veil.core.mls import Group
+from veil.protocol import requests as rq
+from veil.protocol import responses as rs
+from veil.protocol import to_builtins
+from veil.protocol.frames import (
+    GroupDroppedFrame,
+    GroupEpochFrame,
+    GroupSubscribedFrame,
+    GroupSubscribeFrame,
+    GroupUnsubscribeFrame,
+    ServerFrame,
+)
+
+log = logging.getLogger("veil.client")
+
+
+class Groups(GroupCore):
+    """The groups of this device (see the module docstring)."""
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def info(self, gid: str) -> GroupInfo:
+        rec = self._record(gid)
+        accounts: tuple[str, ...] = ()
+        if rec.status == "active":
+            with contextlib.suppress(NotGroupMember):
+                accounts = tuple(sorted({m.account for _, m in gs.members(self._group(gid))}))
+        return GroupInfo(rec.id, rec.name, rec.description, tuple(rec.admins), accounts,
+                         rec.epoch, rec.status == "active", self._me in rec.admins)
+
+    def all(self) -> list[GroupInfo]:
+        return [self.info(r.id) for r in gs.all_records(self._ctx.store)]
+
+    def members(self, gid: str) -> list[GroupMember]:
+        rec = self._active(gid)
+        by_account: dict[str, list[int]] = {}
+        unconfirmed: dict[str, list[int]] = {}
+        for _, member in gs.members(self._group(gid)):
+            by_account.setdefault(member.account, []).append(member.device)
+            if self._known_identity(member.account) != member.identity.to_bytes():
+                unconfirmed.setdefault(member.account, []).append(member.device)
+        return [GroupMember(a, self._username(a), tuple(sorted(d)), a in rec.admins,
+                            tuple(sorted(unconfirmed.get(a, ()))))
+                for a, d in sorted(by_account.items())]
+
+    # --- creating and changing -------------------------------------------------------------
+
+    async def create(self, name: str, description: str | None, invite: list[str]) -> str:
+        name, description = gs.check_name(name), gs.check_description(description)
+        priv, credential = gs.signer(self._ctx)
+        raw_id = os.urandom(32)            # 64 hex: never mistaken for an account id
+        gid = raw_id.hex()
+        meta = gs.Metadata(name, description, (self._me,))
+        group = Group.create(gs.SUITE, credential, now=self._now_s(), signature_priv=priv,
+                             group_id=raw_id, extensions=[meta.extension()],
+                             credential_check=gs.check_credential, private_handshakes=True,
+                             capabilities=gs.CAPABILITIES)
+        rec = gs.GroupRecord(id=gid, name=name, description=description, admins=[self._me],
+                             registered=False, created=self._ctx.clock())
+        with self._txn(gid):
+            gs.put_record(self._ctx.store, rec)
+            self._save_state(gid, group)
+        self._cache[gid] = group
+        async with self._lock(gid):
+            await self._register(gid)
+            self._subscribe_soon(gid)
+        if invite:
+            await self.invite(gid, invite)
+        return gid
+
+    async def _register(self, gid: str) -> None:
+        rec = self._record(gid)
+        if rec.registered:
+            return
+        group = self._group(gid)
+        try:
+            await self._ctx.api.group_call("POST", "/v1/groups", rs.GroupMailbox,
+                                           rq.GroupCreate(group_id=bytes.fromhex(gid),
+                                                          read_verifier=_sha(read_cap(group)),
+                                                          write_verifier=_sha(write_cap(group))))
+        except ServerRejected as exc:
+            if exc.server_code != "group_exists":
+                raise
+        with self._txn(gid):
+            rec = self._record(gid)
+            rec.registered = True
+            gs.put_record(self._ctx.store, rec)
+
+    async def invite(self, gid: str, who: list[str]) -> None:
+        claimed: list[tuple[str, bytes]] = []
+        for person in who:
+            contact = await self._directory.resolve(person)
+            if contact.account == self._me:
+                raise UnknownUser("you are in the group already (your other devices join "
+                                  "through linking)")
+            claimed.extend((contact.account, kp) for kp in await self._claim(contact.account))
+        await self._change(gid, _Intent("add", key_packages=claimed))
+
+    async def _claim(self, account: str) -> list[bytes]:
+        """One KeyPackage per device of ``account`` whose credential is bound to the
+        account's identity as the directory knows it (its prekey bundles, resolved first
+        when unknown) and names an approved device of the account (sealed with the
+        access key when we hold it)."""
+        api = self._ctx.api
+        contact = contacts.get(self._ctx.store, account)
+        access = None if contact is None else contact.access_key()
+        path = f"/v1/keys/mls/{account}?cipher_suite={gs.SUITE}"
+        try:
+            if access is not None:
+                answer = await api.call("GET", path, rs.MlsKeyPackages, auth=False,
+                                        access_key=access)
+            else:
+                answer = await api.call("GET", path, rs.MlsKeyPackages)
+        except ServerRejected as exc:
+            if exc.status == 404:
+                raise UnknownUser(f"{self._who(account)} has no devices that can join groups "
+                                  "(no MLS KeyPackages published yet)") from None
+            raise
+        contact = contacts.get(self._ctx.store, account)
+        if contact is None or contact.identity is None or not {
+                d.device_id for d in answer.devices} <= set(contact.linked_devices):
+            await self._directory.refresh_devices(account)     # identity and approvals
+            contact = contacts.get(self._ctx.store, account)
+        out: list[bytes] = []
+        for dev in answer.devices:
+            member = _key_package_member(dev.key_package)
+            if member is None or member.account != account or member.device != dev.device_id:
+                log.warning("refused a KeyPackage whose credential is not bound to its "
+                            "account and device")
+                continue
+            if contact is None or member.identity.to_bytes() != contact.identity \
+                    or dev.device_id not in contact.linked_devices:
+                log.warning("refused a KeyPackage of %s… whose identity or device is not "
+                            "the account's as the directory knows it", account[:8])
+                continue
+            out.append(dev.key_package)
+        if not out:
+            raise UnknownUser(f"{self._who(account)} has no usable MLS KeyPackages")
+        return out
+
+    async def remove(self, gid: str, who: str) -> None:
+        contact = await self._directory.resolve(who)
+        if contact.account == self._me:
+            raise ClientError("to remove yourself, leave the group")
+        await self._change(gid, _Intent("remove", accounts=[contact.account]))
+
+    async def rename(self, gid: str, name: str, description: str | None) -> None:
+        name = gs.check_name(name)
+        description = gs.check_description(description)
+
+        def change(meta: gs.Metadata) -> gs.Metadata:
+            return gs.Metadata(name, meta.description if description is None else description,
+                               meta.admins)
+        await self._change(gid, _Intent("meta", change=change))
+
+    async def set_admin(self, gid: str, who: str, admin: bool) -> None:
+        account = (await self._directory.resolve(who)).account
+        self._active(gid)
+        if admin and account not in {m.account for _, m in gs.members(self._group(gid))}:
+            raise NotGroupMember(f"{self._who(account)} is not in this group")
+
+        def change(meta: gs.Metadata) -> gs.Metadata:
+            admins = set(meta.admins)
+            if admin:
+                admins.add(account)
+            else:
+                admins.discard(account)
+            if not admins:
+                raise ClientError("a group needs at least one admin")
+            return gs.Metadata(meta.name, meta.description, tuple(sorted(admins)))
+        await self._change(gid, _Intent("meta", change=change))
+
+    async def _change(self, gid: str, intent: _Intent) -> None:
+        out = _Out()
+        try:
+            async with self._lock(gid):
+                self._active(gid)
+                await self._sync(gid, out)
+                await self._commit(gid, intent, out)
+        finally:
+            await self._emit(out)
+
+    def _changes(self, rec: gs.GroupRecord, group: Group, intent: _Intent
+                 ) -> dict[str, object] | None:
+        """The commit's arguments for ``intent`` in the current state; None when there
+        is nothing (left) to do."""
+        current = gs.members(group)
+        if intent.op == "add":
+            present = {(m.account, m.device) for _, m in current}
+            fresh = [kp for account, kp in intent.key_packages
+                     if (_key_package_member(kp) is not None
+                         and (account, _device_of(kp)) not in present)]
+            return {"add": fresh} if fresh else None
+        if intent.op == "remove":
+            leaves = [i for i, m in current if m.account in intent.accounts]
+            if not leaves:
+                names = ", ".join(self._who(a) for a in intent.accounts)
+                raise NotGroupMember(f"{names} is not in the group '{rec.name}'")
+            changes: dict[str, object] = {"remove": leaves}
+            admins = set(rec.admins) - set(intent.accounts)
+            if admins != set(rec.admins) and admins:
+                changes["extensions"] = [gs.Metadata(rec.name, rec.description,
+                                                     tuple(sorted(admins))).extension()]
+            return changes
+        if intent.op == "devices":           # our own unlinked devices (docs/devices.md)
+            gone = [i for i, m in current if m.account == self._me and m.device in intent.devices]
+            return {"remove": gone} if gone else None
+        if intent.op == "meta":
+            assert intent.change is not None
+            now = gs.Metadata(rec.name, rec.description, tuple(sorted(rec.admins)))
+            wanted = intent.change(now)
+            return None if wanted == now else {"extensions": [wanted.extension()]}
+        # flush: remove the members who asked to leave and are still here
+        leaves_now = {i for i, _ in current}
+        standing = [i for i in rec.leave_requests if i in leaves_now]
+        if not standing:
+            return None
+        flush: dict[str, object] = {"remove": standing, "include_pending": False}
+        staying = {m.account for i, m in current if i not in standing}
+        leaving = {m.account for i, m in current if i in standing} - staying
+        admins = (set(rec.admins) - leaving) & staying
+        if self._me in rec.admins and admins and admins != set(rec.admins):
+            flush["extensions"] = [gs.Metadata(rec.name, rec.description,
+                                               tuple(sorted(admins))).extension()]
+        return flush
+
+    async def _commit(self, gid: str, intent: _Intent, out: _Out) -> None:
+        """With the group's lock held. See the module docstring."""
+        store, api = self._ctx.store, self._ctx.api
+        for _ in range(COMMIT_ATTEMPTS):
+            rec = self._active(gid)
+            if intent.op not in ("flush", "devices") and self._me not in rec.admins:
+                admins = ", ".join(self._who(a) for a in rec.admins) or "nobody"
+                raise NotGroupAdmin(f"only an admin of '{rec.name}' may add, remove, rename "
+                                    f"or promote; the admins are {admins}")
+            group = self._group(gid)
+            changes = self._changes(rec, group, intent)
+            if changes is None:
+                return
+            epoch, write = group.epoch, write_cap(group)
+            before = group.save()
+            result = group.commit(now=self._now_s(), **changes)  # type: ignore[arg-type]
+            group.merge_pending_commit()
+            after = group.save()
+            pending = gs.PendingCommit(
+                epoch=epoch, commit=result.commit, welcome=result.welcome,
+                welcome_to=sorted({a for a, _ in intent.key_packages}) if result.welcome
+                else [], before_slow=before.slow, before_hot=before.hot,
+                after_slow=after.slow, after_hot=after.hot,
+                next_read=read_cap(group), next_write=write_cap(group))
+            self._cache[gid] = _restore(before.slow, before.hot)
+            with self._txn(gid):
+                store.put(gs.KIND_SLOW, gid, before.slow)
+                store.put(gs.KIND_HOT, gid, before.hot)
+                gs.put_pending(store, gid, pending)
+            await self._hook("before_post")
+            try:
+                await api.group_call(
+                    "POST", f"/v1/groups/{gid}/commits", rs.GroupAppended,
+                    rq.GroupCommit(epoch=epoch, message=result.commit,
+                                   next_read_verifier=_sha(pending.next_read),
+                                   next_write_verifier=_sha(pending.next_write)),
+                    write=write)
+            except ServerRejected as exc:
+                if exc.server_code == "epoch_conflict":
+                    log.info("a group commit lost its epoch; catching up and trying again")
+                elif not_stored(exc):
+                    with self._txn(gid):
+                        gs.drop_pending(store, gid)
+                    raise
+                else:                    # maybe stored: the mailbox says (docs/groups.md)
+                    log.warning("the answer to a group commit was lost (%s); settling it "
+                                "against the mailbox", exc.code)
+            await self._hook("after_post")
+            outcome = await self._resolve(gid, out)
+            if outcome == "ours":
+                return
+            if outcome == "absent":
+                with self._txn(gid):
+                    gs.drop_pending(store, gid)
+            await self._sync(gid, out)     # catch up, then re-apply the intent
+        raise GroupBusy(f"the group '{self._record(gid).name}' kept changing while this "
+                        "change was being committed; try again")
+
+    async def _hook(self, point: str) -> None:
+        if self.crash_hook is not None:
+            result = self.crash_hook(point)
+            if inspect.isawaitable(result):
+                await result
+
+    async def _fetch(self, gid: str, epoch: int, after: int, read: bytes
+                     ) -> rs.GroupMessagePage:
+        return await self._ctx.api.group_call(
+            "GET", f"/v1/groups/{gid}/messages?epoch={epoch}&after={after}",
+            rs.GroupMessagePage, read=read)
+
+    async def _resolve(self, gid: str, out: _Out) -> str:
+        """Settle a pending commit against the mailbox: ``ours`` (adopted), ``theirs``
+        (dropped; theirs processed), ``absent`` (the epoch has no commit yet), or
+        ``none`` (nothing pending)."""
+        store = self._ctx.store
+        pending = gs.get_pending(store, gid)
+        if pending is None:
+            return "none"
+        group = self._group(gid)
+        if group.epoch != pending.epoch:
+            with self._txn(gid):
+                gs.drop_pending(store, gid)
+            return "theirs"
+        read = read_cap(group)
+        for _ in range(MAX_PAGES):
+            page = await self._fetch(gid, pending.epoch, self._record(gid).cursor, read)
+            for m in page.messages:
+                if m.commit and m.message == pending.commit:
+                    self._adopt(gid, pending, m.seq, out)
+                    return "ours"
+                if m.commit:
+                    with self._txn(gid):
+                        gs.drop_pending(store, gid)
+                    self._process(gid, m, out)
+                    return "theirs"
+                self._process(gid, m, out)
+            if not page.more:
+                break
+        return "absent"
+
+    def _adopt(self, gid: str, pending: gs.PendingCommit, seq: int, out: _Out) -> None:
+        """Our commit won its epoch: the after-state becomes the state, in one
+        transaction with the cursor and the Welcomes queued in the outbox."""
+        store = self._ctx.store
+        before = {m.account for _, m in gs.members(self._group(gid))}
+        group = _restore(pending.after_slow, pending.after_hot)
+        after = {m.account for _, m in gs.members(group)}
+        now = self._ctx.clock()
+        welcomes = [outbox_store.PendingMessage(
+            id=os.urandom(16).hex(), to=account, timestamp=now, kind=WELCOME_KIND,
+            text=json.dumps({"v": 1, "welcome": b64(pending.welcome)}))
+            for account in pending.welcome_to if pending.welcome is not None]
+        with self._txn(gid):
+            rec = self._record(gid)
+            old = (rec.name, rec.description, tuple(rec.admins))
+            meta = gs.Metadata.of(group.extensions)
+            if meta is not None:
+                rec.name, rec.description, rec.admins = (meta.name, meta.description,
+                                                         list(meta.admins))
+            rec.epoch, rec.cursor = group.epoch, seq
+            rec.leave_requests = _carry(rec.leave_requests, dict(gs.members(self._group(gid))),
+                                        dict(gs.members(group)))
+            gs.put_record(store, rec)
+            store.put(gs.KIND_SLOW, gid, pending.after_slow)
+            store.put(gs.KIND_HOT, gid, pending.after_hot)
+            gs.drop_pending(store, gid)
+            for message in welcomes:
+                outbox_store.save(store, message)
+        self._cache[gid] = group
+        out.welcomes.extend(welcomes)
+        self._tell_changes(out, gid, rec, old, before, after, self._me, set())
+
+    # --- leaving -------------------------------------------------------------------------
+
+    async def leave(self, gid: str) -> None:
+        """Propose the removal of this account's leaves (the next commit by another
+        member removes them), then forget the group's keys here."""
+        out = _Out()
+        try:
+            async with self._lock(gid):
+                self._active(gid)
+                await self._sync(gid, out)
+                await self._propose_removal(gid, None, out)
+                with self._txn(gid):
+                    rec = self._record(gid)
+                    rec.status = "left"
+                    gs.put_record(self._ctx.store, rec)
+                    self._forget_state(gid)
+                await self._unsubscribe(gid)
+                out.events.append(GroupUpdated(gid, "left", self._me, (self._me,)))
+        finally:
+            await self._emit(out)
+
+    async def _propose_removal(self, gid: str, devices: set[int] | None, out: _Out) -> None:
+        """With the lock held: propose the removal of this account's leaves (of
+        ``devices`` only, or all), which every member records as a leave request."""
+        for _ in range(SEND_ATTEMPTS):
+            if self._record(gid).status != "active":
+                return
+            group = self._group(gid)
+            current = gs.members(group)
+            mine = [i for i, m in current if m.account == self._me
+                    and (devices is None or m.device in devices)]
+            if not mine or all(m.account == self._me for _, m in current):
+                return                             # alone: nothing to tell anyone
+            epoch, write = group.epoch, write_cap(group)
+            proposals = [group.propose_remove(i) for i in mine]
+            with self._txn(gid):
+                self._save_state(gid, group)
+            try:
+                for proposal in proposals:
+                    await self._post(gid, epoch, proposal, write)
+                return
+            except ServerRejected as exc:
+                if exc.server_code != "epoch_conflict":
+                    raise
+                await self._sync(gid, out)
+
+    async def remove_device(self, device: int) -> None:
+        """After the server revoked ``device`` of this account: take its leaves out of
+        every group (docs/groups.md, "Unlinked devices"). Where this account is an
+        admin, a commit removes them; elsewhere a Remove proposal asks for it (as
+        leaving does) and the next admin's commit carries it out."""
+        for rec in gs.all_records(self._ctx.store):
+            if rec.status != "active":
+                continue
+            out = _Out()
+            try:
+                async with self._lock(rec.id):
+                    await self._sync(rec.id, out)
+                    if self._record(rec.id).status != "active":
+                        continue
+                    if self._me in self._record(rec.id).admins:
+                        await self._commit(rec.id, _Intent("devices", devices=[device]), out)
+                    else:
+                        await self._propose_removal(rec.id, {device}, out)
+            except (ClientError, CoreError) as exc:
+                log.warning("could not take an unlinked device out of a group: %s", exc.code)
+            finally:
+                await self._emit(out)
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def _post(self, gid: str, epoch: int, message: bytes, write: bytes
+                    ) -> rs.GroupAppended:
+        answer = await self._ctx.api.group_call(
+            "POST", f"/v1/groups/{gid}/messages", rs.GroupAppended,
+            rq.GroupPost(epoch=epoch, message=message), write=write)
+        self._own_seqs.setdefault(gid, set()).add(answer.seq)
+        return answer
+
+    async def send(self, gid: str, text: str) -> SentGroupMessage:
+        content = Content.text_message(text, self._ctx.clock(), b"")
+        content = Content(content.id, content.timestamp, text)
+        data = content.encode()
+        out = _Out()
+        try:
+            async with self._lock(gid):
+                self._active(gid)
+                if gs.get_pending(self._ctx.store, gid) is not None:
+                    await self._sync(gid, out)
+                for _ in range(SEND_ATTEMPTS):
+                    rec = self._active(gid)
+                    group = self._group(gid)
+                    message = group.encrypt(data, padding=(-len(data)) % PAD_TO)
+                    with self._txn(gid):        # the key is used: saved before it leaves
+                        self._save_state(gid, group)
+                    try:
+                        answer = await self._post(gid, group.epoch, message, write_cap(group))
+                    except ServerRejected as exc:
+                        if exc.server_code not in ("epoch_conflict", "invalid_capability"):
+                            raise
+                        await self._sync(gid, out)
+                        continue
+                    self._ctx.store.append_history(gid, HistoryEntry(
+                        content.id, "out", self._me, text, content.timestamp,
+                        self._ctx.device.record.device_id).encode())
+                    return SentGroupMessage(content.id, gid, answer.seq, content.timestamp)
+                raise GroupBusy(f"the group '{rec.name}' kept changing; the message was "
+                                "not sent")
+        finally:
+            await self._emit(out)
+
+    # --- receiving -----------------------------------------------------------------------
+
+    async def sync(self, gid: str) -> list[IncomingMessage]:
+        """Catch up with the group's mailbox (resolving a pending commit first)."""
+        out = _Out()
+        try:
+            async with self._lock(gid):
+                await self._sync(gid, out)
+        finally:
+            got = list(out.messages)
+            await self._emit(out)
+        await self._flush_leaves(gid)
+        return got
+
+    async def sync_all(self) -> list[IncomingMessage]:
+        got: list[IncomingMessage] = []
+        for rec in gs.all_records(self._ctx.store):
+            if rec.status != "active":
+                continue
+            try:
+                got.extend(await self.sync(rec.id))
+            except (ClientError, CoreError) as exc:
+                log.warning("could not catch up with a group: %s", exc.code)
+        return got
+
+    async def _sync(self, gid: str, out: _Out) -> None:
+        rec = gs.get_record(self._ctx.store, gid)
+        if rec is None or rec.status != "active":
+            return
+        await self._register(gid)
+        if gs.get_pending(self._ctx.store, gid) is not None:
+            outcome = await self._resolve(gid, out)
+            if outcome == "absent":
+                await self._repost(gid, out)
+        if self._record(gid).status == "active":
+            await self._confirm_members(gid, out)
+        for _ in range(MAX_PAGES):
+            rec = self._record(gid)
+            if rec.status != "active":
+                break
+            group = self._group(gid)
+            epoch = group.epoch
+            try:
+                page = await self._fetch(gid, epoch, rec.cursor, read_cap(group))
+            except ServerRejected as exc:
+                if exc.server_code != "invalid_capability":
+                    raise
+                log.warning("a group's mailbox refused this device's capability (expired, "
+                            "or the epoch is gone)")
+                return
+            for m in page.messages:
+                pending = gs.get_pending(self._ctx.store, gid) if m.commit else None
+                if pending is not None and m.message == pending.commit \
+                        and pending.epoch == epoch:
+                    self._adopt(gid, pending, m.seq, out)      # ours: never "own commit"
+                else:
+                    self._process(gid, m, out)
+                if self._record(gid).status != "active":
+                    break
+                if m.commit:
+                    await self._confirm_members(gid, out)
+            if self._record(gid).status != "active":
+                await self._unsubscribe(gid)
+                return
+            if page.more or (page.epoch_ended and self._group(gid).epoch > epoch):
+                continue
+            break
+        await self._subscribe(gid)
+
+    async def _repost(self, gid: str, out: _Out) -> None:
+        """A pending commit the server never stored: post the same bytes again (they
+        are still a valid commit of that epoch), then settle it."""
+        pending = gs.get_pending(self._ctx.store, gid)
+        if pending is None:
+            return
+        group = self._group(gid)
+        try:
+            await self._ctx.api.group_call(
+                "POST", f"/v1/groups/{gid}/commits", rs.GroupAppended,
+                rq.GroupCommit(epoch=pending.epoch, message=pending.commit,
+                               next_read_verifier=_sha(pending.next_read),
+                               next_write_verifier=_sha(pending.next_write)),
+                write=write_cap(group))
+        except ServerRejected as exc:
+            if not_stored(exc):
+                with self._txn(gid):
+                    gs.drop_pending(self._ctx.store, gid)
+                raise
+            log.info("a reposted group commit: %s; settling it against the mailbox", exc.code)
+        if await self._resolve(gid, out) == "absent":
+            with self._txn(gid):
+                gs.drop_pending(self._ctx.store, gid)
+
+    async def _flush_leaves(self, gid: str) -> None:
+        """Commit the removal of members who asked to leave: admins do it; when no admin
+        remains among the others, anyone does."""
+        rec = gs.get_record(self._ctx.store, gid)
+        if rec is None or rec.status != "active" or not rec.leave_requests:
+            return
+        try:
+            group = self._group(gid)
+            leaving = {m.account for i, m in gs.members(group) if i in rec.leave_requests}
+            staying_admins = set(rec.admins) - leaving
+            if staying_admins and self._me not in staying_admins:
+                return
+            await self._change(gid, _Intent("flush"))
+        except (ClientError, CoreError) as exc:
+            log.warning("could not commit a member's leaving: %s", exc.code)
+
+    async def _emit(self, out: _Out) -> None:
+        for account in out.announce:
+            self._ctx.announce(True, account)
+        for event in out.events:
+            self._ctx.hub.emit(event)
+        for message in out.messages:
+            assert message.group is not None
+            await self._ctx.hub.emit_message(MessageReceived(message, message.group))
+        for welcome in out.welcomes:
+            try:
+                await self._outbox.deliver(welcome)
+            except (ClientError, CoreError, TimeoutError) as exc:
+                log.warning("a group Welcome waits in the outbox: %s",
+                            getattr(exc, "code", type(exc).__name__))
+        out.announce, out.events, out.messages, out.welcomes = [], [], [], []
+
+    # --- the live connection (veil.client.connection) -------------------------------------
+
+    def attach(self, ws: WebSocket) -> None:
+        self._ws = ws
+        self._subscribed.clear()
+        for rec in gs.all_records(self._ctx.store):
+            if rec.status == "active":
+                self._kick(rec.id)
+
+    def detach(self) -> None:
+        self._ws = None
+        self._subscribed.clear()
+
+    def on_frame(self, frame: ServerFrame) -> None:
+        group_id = getattr(frame, "group_id", None)
+        if not isinstance(group_id, bytes):
+            return
+        gid = group_id.hex()
+        if isinstance(frame, GroupEpochFrame | GroupDroppedFrame):
+            self._subscribed.pop(gid, None)
+        if isinstance(frame, GroupSubscribedFrame):
+            rec = gs.get_record(self._ctx.store, gid)
+            if frame.current_epoch == frame.epoch and rec is not None \
+                    and frame.last_seq <= rec.cursor:
+                return
+            if frame.current_epoch != frame.epoch:
+                self._subscribed.pop(gid, None)
+        self._kick(gid)
+
+    async def key_packages_low(self) -> None:
+        await self.key_packages.run_quietly()
+
+    def _subscribe_soon(self, gid: str) -> None:
+        if self._ws is not None:
+            self._kick(gid)
+
+    def _kick(self, gid: str) -> None:
+        """Catch up with ``gid`` in the background (one run at a time per group)."""
+        if gid in self._running:
+            self._again.add(gid)
+            return
+        self._running.add(gid)
+        task = asyncio.create_task(self._background(gid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _background(self, gid: str) -> None:
+        try:
+            while True:
+                self._again.discard(gid)
+                try:
+                    await self.sync(gid)
+                except (ClientError, CoreError) as exc:
+                    log.warning("could not catch up with a group: %s", exc.code)
+                if gid not in self._again:
+                    return
+        finally:
+            self._running.discard(gid)
+
+    async def _subscribe(self, gid: str) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        group = self._group(gid)
+        if self._subscribed.get(gid) == group.epoch:
+            return
+        self._req += 1
+        frame = GroupSubscribeFrame(req=self._req, group_id=bytes.fromhex(gid),
+                                    epoch=group.epoch, read=read_cap(group),
+                                    after=self._record(gid).cursor)
+        try:
+            await ws.send_json(to_builtins(frame))
+        except (ConnectionError, OSError):
+            return
+        self._subscribed[gid] = group.epoch
+
+    async def _unsubscribe(self, gid: str) -> None:
+        ws = self._ws
+        if ws is None or self._subscribed.pop(gid, None) is None:
+            return
+        with contextlib.suppress(ConnectionError, OSError):
+            await ws.send_json(to_builtins(GroupUnsubscribeFrame(group_id=bytes.fromhex(gid))))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+__all__ = [
+    "GroupInfo",
+    "GroupMember",
+    "Groups",
+    "SentGroupMessage",
+    "read_cap",
+]
