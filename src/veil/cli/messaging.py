@@ -43,7 +43,7 @@ from veil.client import (
     SentMessage,
     contact_link,
 )
-from veil.client.errors import ServerUnreachable
+from veil.client.errors import ClientError, ServerUnreachable
 from veil.client.events import MessageReceived
 from veil.client.store import Store
 from veil.core.errors import VeilError
@@ -308,11 +308,18 @@ async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: 
                 raise click.ClickException(t("outbox.kept", reason=explain(exc))) from None
         waiting = c.outbox()
         for m in waiting:
-            emit(as_json, {"status": "pending", "id": m.id, "to": m.to, "stage": m.stage,
-                            "attempts": m.attempts, "last_error": m.last_error,
-                            "timestamp": m.timestamp, "text": m.text},
+            to = m.to
+            if m.kind == "group":           # a group message: shown as #name
+                try:
+                    to = "#" + c.group(m.to).name
+                except ClientError:
+                    to = "#" + m.to[:16]
+            emit(as_json, {"status": "pending", "id": m.id, "to": m.to, "kind": m.kind,
+                            "stage": m.stage, "attempts": m.attempts,
+                            "last_error": m.last_error, "timestamp": m.timestamp,
+                            "text": m.text},
                   tn("outbox.line", m.attempts, id=m.id[:8], when=when(m.timestamp),
-                     to=m.to, text=safe_text(m.text[:60]), stage=m.stage,
+                     to=safe_text(to), text=safe_text(m.text[:60]), stage=m.stage,
                      error=t("outbox.last_error", error=m.last_error) if m.last_error
                      else ""))
         if not waiting and not as_json:

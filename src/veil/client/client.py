@@ -116,6 +116,7 @@ class Client:
         # MLS groups (veil.client.groups): Welcomes arrive as 1:1 content of their kind.
         self._groups = Groups(self._ctx, self._directory, self._outbox)
         self._inbox.on_content = self._groups.accept_welcome
+        self._outbox.group_delivery = self._groups.deliver_pending   # outbox kind "group"
         self._history = History(store, me.account)
         self._own_devices = Devices(self._ctx)
         # Rotation and top-up of this device's prekeys (a timer while connected).
@@ -229,8 +230,10 @@ class Client:
             me = dataclasses.replace(given.me, token=token)
             await cls._register_linked(me, identity, given.approval, prekeys, proxy,
                                        transport)
-            return cls._create_home(home, passphrase, kdf, me, identity, prekeys, proxy,
-                                    tick, transport, fill)
+            client = cls._create_home(home, passphrase, kdf, me, identity, prekeys, proxy,
+                                      tick, transport, fill)
+            await client._groups.key_packages.run_quietly()   # so it can join groups
+            return client
         api = Api(server, proxy, transport)
         try:
             return await provisioning.begin(api, server, make, owns_api=transport is None)
@@ -484,8 +487,11 @@ class Client:
         return next(g for g in self._groups.all() if g.id == gid)
 
     async def send_group(self, group: str, text: str) -> SentGroupMessage:
-        """Post ``text`` to the group: one upload, stored once for every member. An
-        epoch that ended meanwhile is caught up with and the text re-encrypted."""
+        """Post ``text`` to the group: one upload, stored once for every member. The
+        text is saved in the outbox first (kind ``group``): when the server cannot be
+        reached it stays there (the exception says why) and :meth:`flush_outbox` posts
+        it, exactly once. An epoch that ended meanwhile is caught up with and the text
+        re-encrypted."""
         return await self._groups.send(self._groups.resolve(group), text)
 
     async def sync_groups(self) -> list[IncomingMessage]:
@@ -503,7 +509,11 @@ class Client:
         ``history_days`` days of history (0: none). Returns the new device's id.
         Raises ``LinkCodeMismatch`` when the key is not the code's (a typo, or someone
         in between), ``LinkFailed`` when no device waits with that code."""
-        return await provisioning.approve(self._ctx, code, name, history_days)
+        device_id = await provisioning.approve(self._ctx, code, name, history_days)
+        # It joins this device's groups once its KeyPackages are published
+        # (docs/devices.md, "Groups"): now or on a later sync.
+        self._groups.own_device_linked(device_id)
+        return device_id
 
     async def devices(self) -> list[LinkedDeviceInfo]:
         """This account's devices (id, name as known here, when linked, last seen by

@@ -16,7 +16,9 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from veil.client import contacts
+import msgspec
+
+from veil.client import contacts, group_tree
 from veil.client import group_store as gs
 from veil.client import pending as outbox_store
 from veil.client.api import unb64
@@ -34,9 +36,9 @@ from veil.client.outbox import Outbox
 from veil.client.records import HistoryEntry
 from veil.client.transport import WebSocket
 from veil.core.errors import CoreError, MalformedMessage
-from veil.core.mls import Group, SavedGroup
+from veil.core.mls import Group, KeyPackageBundle, SavedGroup
 from veil.core.mls.codec import decode_all
-from veil.core.mls.errors import MlsError
+from veil.core.mls.errors import KeyReused, MlsError
 from veil.core.mls.messages import MLSMessage, Welcome
 from veil.core.mls.proposals import Remove
 from veil.core.mls.results import ApplicationMessage, ProposalReceived, StagedCommit
@@ -115,7 +117,7 @@ class SentGroupMessage:
 class _Intent:
     """What a person asked for, re-applied after a lost epoch race."""
 
-    op: str                                          # add, remove, meta, flush
+    op: str                             # add, own (our linked devices), remove, meta, flush
     key_packages: list[tuple[str, bytes]] = field(default_factory=list)  # (account, kp)
     accounts: list[str] = field(default_factory=list)                    # remove
     devices: list[int] = field(default_factory=list)         # devices: our own, unlinked
@@ -148,7 +150,9 @@ class GroupCore:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._own_lock = asyncio.Lock()        # adding this account's linked devices
         self._own_seqs: dict[str, set[int]] = {}
+        self._sent_seqs: dict[str, int] = {}     # outbox id → seq, for ``send``'s answer
         self._unconfirmable: set[str] = set()  # the directory could not confirm (this run)
         # Tests: called with "before_post" / "after_post" around a commit's request,
         # to stop the client there as a crash would.
@@ -266,24 +270,35 @@ class GroupCore:
     def _process(self, gid: str, m: rs.GroupStoredMessage, out: _Out) -> None:
         """One mailbox message, in one store transaction (state, history, cursor)."""
         store = self._ctx.store
-        if m.seq in self._own_seqs.get(gid, set()):
-            self._own_seqs[gid].discard(m.seq)     # our own post: nothing to decrypt
-            with self._txn(gid):
-                rec = self._record(gid)
-                rec.cursor = max(rec.cursor, m.seq)
-                gs.put_record(store, rec)
-            return
+        # Our own post at that seq cannot be decrypted here (its key is used up), but
+        # the server chooses what it serves there: decrypt anyway, so another member's
+        # message moved to our seq is still read (and attributed to its sender).
+        own = m.seq in self._own_seqs.get(gid, set())
+        self._own_seqs.get(gid, set()).discard(m.seq)
+        unsent = self._unsent(gid, m.message) if not m.commit else None
         group = self._group(gid)
         with self._txn(gid):
             rec = self._record(gid)
             if m.seq <= rec.cursor:
                 return
             rec.cursor = m.seq
+            if unsent is not None:         # our own outbox message, stored: it is sent
+                self._note_sent(gid, unsent, m.seq)
+                gs.put_record(store, rec)
+                return
             try:
                 got = group.process(m.message, now=max(1, m.ts // 1000))
-            except MlsError as exc:
-                log.warning("dropped a group message that cannot be processed: %s", exc.code)
+            except KeyReused:
+                log.info("dropped a second copy of a group message (its key is used)")
                 gs.put_record(store, rec)
+                return
+            except MlsError as exc:
+                if not own and group_tree.open_chunk(group_tree.tree_key(group),
+                                                     group.group_id, group.epoch,
+                                                     m.message) is None:
+                    log.warning("dropped a group message that cannot be processed: %s",
+                                exc.code)
+                gs.put_record(store, rec)          # (or a tree chunk: not for members)
                 return
             if isinstance(got, ApplicationMessage):
                 self._application(gid, group, got, m, out)
@@ -300,6 +315,26 @@ class GroupCore:
             if rec.status == "active":
                 self._save_state(gid, group)
             gs.put_record(store, rec)
+
+    def _unsent(self, gid: str, message: bytes) -> outbox_store.PendingMessage | None:
+        """The outbox group message of ``gid`` whose posted bytes are ``message``."""
+        store = self._ctx.store
+        if not store.count(outbox_store.KIND):
+            return None
+        for waiting in outbox_store.all_pending(store):
+            if waiting.kind == outbox_store.GROUP_KIND and waiting.to == gid \
+                    and waiting.group_message == message:
+                return waiting
+        return None
+
+    def _note_sent(self, gid: str, message: outbox_store.PendingMessage, seq: int) -> None:
+        """Inside a transaction: the server stored ``message`` at ``seq``: it goes into
+        the history and out of the outbox."""
+        self._ctx.store.append_history(gid, HistoryEntry(
+            message.id, "out", self._me, message.text, message.timestamp,
+            self._ctx.device.record.device_id).encode())
+        outbox_store.drop(self._ctx.store, message.id)
+        self._sent_seqs[message.id] = seq
 
     def _application(self, gid: str, group: Group, got: ApplicationMessage,
                      m: rs.GroupStoredMessage, out: _Out) -> None:
@@ -337,7 +372,10 @@ class GroupCore:
         is_admin = by is not None and by in rec.admins
         leavers = {before_members[i].account for i in rec.leave_requests
                    if i in before_members}
-        unrequested = [i for i in staged.removed if i not in rec.leave_requests]
+        # An account may always add or remove its own devices (docs/devices.md).
+        unrequested = [i for i in staged.removed if i not in rec.leave_requests
+                       and (by is None or before_members.get(i) is None
+                            or before_members[i].account != by)]
         before = {mm.account for mm in before_members.values()}
         old = (rec.name, rec.description, tuple(rec.admins))
         applied = group.merge_staged(staged)
@@ -355,7 +393,9 @@ class GroupCore:
         rec.leave_requests = _carry(requests, before_members, after_members)
         meta = gs.Metadata.of(group.extensions)
         changed_meta = meta is not None and (meta.name, meta.description, meta.admins) != old
-        violation = not is_admin and bool(applied.added or unrequested or changed_meta)
+        others_added = [i for i in applied.added
+                        if i not in after_members or after_members[i].account != by]
+        violation = not is_admin and bool(others_added or unrequested or changed_meta)
         if violation:
             log.warning("a group commit by a non-admin changed the group; flagged")
             out.events.append(GroupUpdated(gid, "policy_violation", by))
@@ -408,12 +448,15 @@ class GroupCore:
 
     def accept_welcome(self, sender: str, device: int, content: Content) -> None:
         """An inbox hook (in the receive transaction): join from a Welcome sent by
-        ``sender``, an admin of the group. Never raises: a bad Welcome is logged."""
+        ``sender``, an admin of the group (or another device of this account). A Welcome
+        without the ratchet tree (every Welcome Veil makes: docs/groups.md, "Large
+        groups") is kept as ``group.joining`` and the join completes once the tree is
+        read from the mailbox (``GroupSync._complete_join``). Never raises: a bad
+        Welcome is logged."""
         del device
         if content.kind != WELCOME_KIND:
             return
         store = self._ctx.store
-        out = _Out()
         try:
             body = json.loads(content.text)
             welcome = unb64(body["welcome"])
@@ -425,37 +468,70 @@ class GroupCore:
                 log.warning("a Welcome for none of this device's KeyPackages")
                 return
             ref, bundle, last_resort = found
-            group = Group.join(welcome, bundle, now=self._now_s(),
-                               credential_check=gs.check_credential, private_handshakes=True)
-            gid = group.group_id.hex()
-            meta = gs.Metadata.of(group.extensions)
-            present = gs.members(group)
-            if meta is None or sender not in meta.admins or \
-                    sender not in {m.account for _, m in present}:
-                log.warning("refused a Welcome from someone who is not an admin of the group")
+            preview = Group.preview_welcome(welcome, bundle)
+            if not preview.tree_included:
+                gid = preview.group_id.hex()
+                existing = gs.get_record(store, gid)
+                if existing is not None and existing.status == "active":
+                    return
+                with self._txn(gid):
+                    store.put(gs.KIND_JOINING, gid, msgspec.json.encode(gs.Joining(
+                        welcome=welcome, sender=sender, ref=ref, epoch=preview.epoch,
+                        read=preview.export_secret(READ, b"", 32),
+                        key=group_tree.tree_key(preview), created=self._ctx.clock(),
+                        group_id=gid)))
+                if self._ws is not None:
+                    self._kick(gid)
                 return
-            existing = gs.get_record(store, gid)
-            if existing is not None and existing.status == "active":
-                return
-            with self._txn(gid):
-                gs.put_record(store, gs.GroupRecord(
-                    id=gid, name=meta.name, description=meta.description,
-                    admins=list(meta.admins), epoch=group.epoch, cursor=0,
-                    created=self._ctx.clock()))
-                self._save_state(gid, group)
-                if not last_resort:
-                    store.delete(gs.KIND_KP, ref)
-                for _, member in present:
-                    self._check_member(gid, member, out)
-            self._cache[gid] = group
+            out = _Out()
+            joined = self._join(welcome, sender, ref, bundle, last_resort, None, out)
         except (CoreError, ClientError, ValueError, KeyError, TypeError) as exc:
             log.warning("dropped a group Welcome: %s", getattr(exc, "code", type(exc).__name__))
             return
+        if joined is None:
+            return
         for account in out.announce:
             self._ctx.announce(True, account)
-        self._ctx.hub.emit(GroupUpdated(gid, "joined", sender, (self._me,)))
+        for event in out.events:
+            self._ctx.hub.emit(event)
         if self._ws is not None:
-            self._kick(gid)
+            self._kick(joined)
+
+    def _join(self, welcome: bytes, sender: str, ref: str, bundle: KeyPackageBundle,
+              last_resort: bool, tree: bytes | None, out: _Out) -> str | None:
+        """Join (every RFC 9420 §12.4.3.1 check, the tree's hash against the
+        GroupContext's included) and keep the group, if ``sender`` may invite to it."""
+        store = self._ctx.store
+        group = Group.join(welcome, bundle, now=self._now_s(), ratchet_tree=tree,
+                           credential_check=gs.check_credential, private_handshakes=True)
+        gid = group.group_id.hex()
+        meta = gs.Metadata.of(group.extensions)
+        present = gs.members(group)
+        existing = gs.get_record(store, gid)
+        # An admin's Welcome, or one from another device of this account (an account
+        # may always add its own devices: docs/devices.md, "Groups").
+        if meta is None or sender not in {m.account for _, m in present} or \
+                (sender not in meta.admins and sender != self._me):
+            log.warning("refused a Welcome from someone who is not an admin of the group")
+            meta = None
+        if meta is None or (existing is not None and existing.status == "active"):
+            with self._txn(gid):
+                store.delete(gs.KIND_JOINING, gid)
+            return None
+        with self._txn(gid):
+            gs.put_record(store, gs.GroupRecord(
+                id=gid, name=meta.name, description=meta.description,
+                admins=list(meta.admins), epoch=group.epoch, cursor=0,
+                created=self._ctx.clock()))
+            self._save_state(gid, group)
+            store.delete(gs.KIND_JOINING, gid)
+            if not last_resort:
+                store.delete(gs.KIND_KP, ref)
+            for _, member in present:
+                self._check_member(gid, member, out)
+        self._cache[gid] = group
+        out.events.append(GroupUpdated(gid, "joined", sender, (self._me,)))
+        return gid
 
     def _kick(self, gid: str) -> None:
         """Catch up with ``gid`` in the background (:class:`Groups`)."""

@@ -42,6 +42,7 @@ from msgspec import UNSET
 
 from veil.client.device import Context
 from veil.client.errors import ClientError, CorruptStore
+from veil.client.pending import PendingMessage
 from veil.client.store import Store
 from veil.core import keys
 from veil.core.errors import CoreError
@@ -69,6 +70,8 @@ KIND_GROUP = "group"
 KIND_SLOW = "group.slow"
 KIND_HOT = "group.hot"
 KIND_PENDING = "group.pending"
+KIND_TREE = "group.tree"
+KIND_JOINING = "group.joining"
 KIND_KP = "mlskp"
 _SIGNER = ("self", "mls_signer")
 _CREDENTIAL_LABEL = b"veil mls credential v1"
@@ -103,11 +106,40 @@ class PendingCommit(msgspec.Struct, kw_only=True):
     after_hot: bytes
     next_read: bytes
     next_write: bytes
+    # The new epoch's ratchet tree as mailbox messages (veil.client.group_tree), posted
+    # once the commit won, before the Welcome (which does not carry the tree) leaves.
+    tree: list[bytes] = msgspec.field(default_factory=list)
+
+
+class TreePost(msgspec.Struct, kw_only=True):
+    """``group.tree`` / group id: our commit won; its tree goes to the mailbox (epoch
+    ``epoch``), then the Welcomes go to the outbox."""
+
+    epoch: int
+    chunks: list[bytes]
+    posted: int = 0                  # chunks the server acknowledged
+    welcomes: list[PendingMessage]
+
+
+class Joining(msgspec.Struct, kw_only=True):
+    """``group.joining`` / group id: a Welcome without the tree, waiting for the tree
+    from the mailbox of epoch ``epoch`` (read with ``read``, opened with ``key``)."""
+
+    welcome: bytes
+    sender: str
+    ref: str                         # the KeyPackage it is for (its private half kept)
+    epoch: int
+    read: bytes
+    key: bytes
+    created: int
+    group_id: str = ""
 
 
 _ENC = msgspec.json.Encoder()
 _GROUP = msgspec.json.Decoder(GroupRecord)
 _PENDING = msgspec.json.Decoder(PendingCommit)
+_TREE = msgspec.json.Decoder(TreePost)
+_JOINING = msgspec.json.Decoder(Joining)
 
 
 def get_record(store: Store, group_id: str) -> GroupRecord | None:
@@ -150,6 +182,41 @@ def put_pending(store: Store, group_id: str, pending: PendingCommit) -> None:
 
 def drop_pending(store: Store, group_id: str) -> None:
     store.delete(KIND_PENDING, group_id)
+
+
+def get_tree_post(store: Store, group_id: str) -> TreePost | None:
+    raw = store.get(KIND_TREE, group_id)
+    try:
+        return None if raw is None else _TREE.decode(raw)
+    except msgspec.MsgspecError:
+        raise CorruptStore("a stored tree post is damaged") from None
+
+
+def put_tree_post(store: Store, group_id: str, post: TreePost) -> None:
+    store.put(KIND_TREE, group_id, _ENC.encode(post))
+
+
+def drop_tree_post(store: Store, group_id: str) -> None:
+    store.delete(KIND_TREE, group_id)
+
+
+def get_joining(store: Store, group_id: str) -> Joining | None:
+    raw = store.get(KIND_JOINING, group_id)
+    try:
+        return None if raw is None else _JOINING.decode(raw)
+    except msgspec.MsgspecError:
+        raise CorruptStore("a stored group join is damaged") from None
+
+
+def all_joining(store: Store) -> list[str]:
+    """The group ids of Welcomes still waiting for their tree."""
+    out = []
+    for raw in store.values(KIND_JOINING):
+        try:
+            out.append(_JOINING.decode(raw).group_id)
+        except msgspec.MsgspecError:
+            raise CorruptStore("a stored group join is damaged") from None
+    return out
 
 
 # --- metadata -----------------------------------------------------------------------------

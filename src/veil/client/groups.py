@@ -31,7 +31,8 @@ group are serialised by a per-group ``asyncio.Lock`` (MLS steps are sequential b
 nature); other groups, 1:1 sending and receiving go on meanwhile.
 
 The receive path (processing, merging, the admin policy, identities, Welcomes) and the
-state helpers are in :mod:`veil.client.group_core`, the base class.
+state helpers are in :mod:`veil.client.group_core`; catching up with the mailbox and the
+live connection in :mod:`veil.client.group_sync` (the base classes).
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ import json
 import logging
 import os
 
-from veil.client import contacts
+import msgspec
+
+from veil.client import contacts, group_tree
 from veil.client import group_store as gs
 from veil.client import pending as outbox_store
-from veil.client.api import b64
 from veil.client.content import Content
 from veil.client.errors import (
     ClientError,
@@ -56,18 +58,14 @@ from veil.client.errors import (
     ServerRejected,
     UnknownUser,
 )
-from veil.client.events import GroupUpdated, IncomingMessage, MessageReceived
+from veil.client.events import GroupUpdated, IncomingMessage
 from veil.client.group_core import (
     COMMIT_ATTEMPTS,
-    MAX_PAGES,
     PAD_TO,
     SEND_ATTEMPTS,
-    WELCOME_KIND,
-    GroupCore,
     GroupInfo,
     GroupMember,
     SentGroupMessage,
-    _carry,
     _device_of,
     _Intent,
     _key_package_member,
@@ -78,26 +76,19 @@ from veil.client.group_core import (
     read_cap,
     write_cap,
 )
-from veil.client.records import HistoryEntry
-from veil.client.transport import WebSocket
+from veil.client.group_sync import GroupSync
+from veil.client.outbox import SentMessage
 from veil.core.errors import CoreError
 from veil.core.mls import Group
 from veil.protocol import requests as rq
 from veil.protocol import responses as rs
-from veil.protocol import to_builtins
-from veil.protocol.frames import (
-    GroupDroppedFrame,
-    GroupEpochFrame,
-    GroupSubscribedFrame,
-    GroupSubscribeFrame,
-    GroupUnsubscribeFrame,
-    ServerFrame,
-)
 
 log = logging.getLogger("veil.client")
+_OWN_ADDS = ("group.own_adds", "waiting")   # linked devices still to join our groups
+OWN_ADD_TRIES = 40                           # with backoff up to 30 s: about 15 minutes
 
 
-class Groups(GroupCore):
+class Groups(GroupSync):
     """The groups of this device (see the module docstring)."""
 
     # --- reading ---------------------------------------------------------------------------
@@ -147,30 +138,16 @@ class Groups(GroupCore):
         async with self._lock(gid):
             await self._register(gid)
             self._subscribe_soon(gid)
+        own = await self._claim_own(None)   # this account's other devices join too
         if invite:
-            await self.invite(gid, invite)
+            await self.invite(gid, invite, own)
+        elif own:
+            await self._change(gid, _Intent("own", key_packages=own))
         return gid
 
-    async def _register(self, gid: str) -> None:
-        rec = self._record(gid)
-        if rec.registered:
-            return
-        group = self._group(gid)
-        try:
-            await self._ctx.api.group_call("POST", "/v1/groups", rs.GroupMailbox,
-                                           rq.GroupCreate(group_id=bytes.fromhex(gid),
-                                                          read_verifier=_sha(read_cap(group)),
-                                                          write_verifier=_sha(write_cap(group))))
-        except ServerRejected as exc:
-            if exc.server_code != "group_exists":
-                raise
-        with self._txn(gid):
-            rec = self._record(gid)
-            rec.registered = True
-            gs.put_record(self._ctx.store, rec)
-
-    async def invite(self, gid: str, who: list[str]) -> None:
-        claimed: list[tuple[str, bytes]] = []
+    async def invite(self, gid: str, who: list[str],
+                     own: list[tuple[str, bytes]] | None = None) -> None:
+        claimed: list[tuple[str, bytes]] = list(own or ())
         for person in who:
             contact = await self._directory.resolve(person)
             if contact.account == self._me:
@@ -221,6 +198,93 @@ class Groups(GroupCore):
             raise UnknownUser(f"{self._who(account)} has no usable MLS KeyPackages")
         return out
 
+    async def _claim_own(self, only: int | None) -> list[tuple[str, bytes]]:
+        """KeyPackages of this account's other approved devices (of ``only``, if given),
+        each bound to our own identity; empty when none has published one."""
+        me, store = self._me, self._ctx.store
+        own = contacts.get(store, me)
+        approved = set() if own is None else set(own.devices)
+        if only is not None:
+            approved &= {only}
+        if not approved:
+            return []
+        try:
+            answer = await self._ctx.api.call(
+                "GET", f"/v1/keys/mls/{me}?cipher_suite={gs.SUITE}", rs.MlsKeyPackages)
+        except ServerRejected as exc:
+            if exc.status == 404:
+                return []
+            raise
+        identity = self._ctx.identity.public.to_bytes()
+        out: list[tuple[str, bytes]] = []
+        for dev in answer.devices:
+            member = _key_package_member(dev.key_package)
+            if dev.device_id not in approved or member is None or member.account != me \
+                    or member.device != dev.device_id or member.identity.to_bytes() != identity:
+                continue
+            out.append((me, dev.key_package))
+        return out
+
+    # --- this account's newly linked devices (docs/devices.md, "Groups") ------------------
+
+    def _own_waiting(self) -> list[int]:
+        raw = self._ctx.store.get(*_OWN_ADDS)
+        return [] if raw is None else [int(d) for d in json.loads(raw)]
+
+    def _set_own_waiting(self, devices: list[int]) -> None:
+        self._ctx.store.put(*_OWN_ADDS, json.dumps(sorted(set(devices))).encode())
+
+    def own_device_linked(self, device: int) -> None:
+        """After approving ``device``: it is to join every active group of this device
+        once it has published KeyPackages (it does so right after linking). Kept in the
+        store; tried now in the background (with backoff for a while) and on every
+        :meth:`sync_all`."""
+        with self._ctx.store.transaction():
+            self._set_own_waiting([*self._own_waiting(), device])
+        task = asyncio.create_task(self._add_own_later())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _add_own_later(self) -> None:
+        delay = 0.5
+        for _ in range(OWN_ADD_TRIES):
+            try:
+                await self.add_own_devices()
+            except (ClientError, CoreError) as exc:
+                log.warning("could not add a linked device to the groups: %s", exc.code)
+            if not self._own_waiting():
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def add_own_devices(self) -> None:
+        """Add this account's newly linked devices to every active group that lacks
+        them: a commit of an ``own`` intent (allowed to any member for its own devices)
+        and a Welcome to this account's devices. A device with no KeyPackage yet stays
+        waiting."""
+        async with self._own_lock:
+            for device in self._own_waiting():
+                done = True
+                for rec in gs.all_records(self._ctx.store):
+                    if rec.status != "active":
+                        continue
+                    with contextlib.suppress(NotGroupMember):
+                        if any(m.account == self._me and m.device == device
+                               for _, m in gs.members(self._group(rec.id))):
+                            continue
+                    claimed = await self._claim_own(device)
+                    if not claimed:
+                        done = False               # not published yet: later
+                        break
+                    try:
+                        await self._change(rec.id, _Intent("own", key_packages=claimed))
+                    except (ClientError, CoreError) as exc:
+                        done = False
+                        log.warning("could not add a linked device to a group: %s", exc.code)
+                if done:
+                    with self._ctx.store.transaction():
+                        self._set_own_waiting([d for d in self._own_waiting() if d != device])
+
     async def remove(self, gid: str, who: str) -> None:
         contact = await self._directory.resolve(who)
         if contact.account == self._me:
@@ -268,7 +332,7 @@ class Groups(GroupCore):
         """The commit's arguments for ``intent`` in the current state; None when there
         is nothing (left) to do."""
         current = gs.members(group)
-        if intent.op == "add":
+        if intent.op in ("add", "own"):
             present = {(m.account, m.device) for _, m in current}
             fresh = [kp for account, kp in intent.key_packages
                      if (_key_package_member(kp) is not None
@@ -312,7 +376,7 @@ class Groups(GroupCore):
         store, api = self._ctx.store, self._ctx.api
         for _ in range(COMMIT_ATTEMPTS):
             rec = self._active(gid)
-            if intent.op not in ("flush", "devices") and self._me not in rec.admins:
+            if intent.op not in ("flush", "devices", "own") and self._me not in rec.admins:
                 admins = ", ".join(self._who(a) for a in rec.admins) or "nobody"
                 raise NotGroupAdmin(f"only an admin of '{rec.name}' may add, remove, rename "
                                     f"or promote; the admins are {admins}")
@@ -322,15 +386,19 @@ class Groups(GroupCore):
                 return
             epoch, write = group.epoch, write_cap(group)
             before = group.save()
-            result = group.commit(now=self._now_s(), **changes)  # type: ignore[arg-type]
+            # Welcomes never carry the tree: it goes to the new epoch's mailbox
+            # (veil.client.group_tree), so a group of any size can be joined.
+            result = group.commit(now=self._now_s(), include_tree_in_welcome=False,
+                                  **changes)  # type: ignore[arg-type]
             group.merge_pending_commit()
             after = group.save()
+            tree = group_tree.seal_tree(group) if result.welcome is not None else []
             pending = gs.PendingCommit(
                 epoch=epoch, commit=result.commit, welcome=result.welcome,
                 welcome_to=sorted({a for a, _ in intent.key_packages}) if result.welcome
                 else [], before_slow=before.slow, before_hot=before.hot,
                 after_slow=after.slow, after_hot=after.hot,
-                next_read=read_cap(group), next_write=write_cap(group))
+                next_read=read_cap(group), next_write=write_cap(group), tree=tree)
             self._cache[gid] = _restore(before.slow, before.hot)
             with self._txn(gid):
                 store.put(gs.KIND_SLOW, gid, before.slow)
@@ -357,6 +425,7 @@ class Groups(GroupCore):
             await self._hook("after_post")
             outcome = await self._resolve(gid, out)
             if outcome == "ours":
+                await self._post_tree(gid, out)
                 return
             if outcome == "absent":
                 with self._txn(gid):
@@ -370,74 +439,6 @@ class Groups(GroupCore):
             result = self.crash_hook(point)
             if inspect.isawaitable(result):
                 await result
-
-    async def _fetch(self, gid: str, epoch: int, after: int, read: bytes
-                     ) -> rs.GroupMessagePage:
-        return await self._ctx.api.group_call(
-            "GET", f"/v1/groups/{gid}/messages?epoch={epoch}&after={after}",
-            rs.GroupMessagePage, read=read)
-
-    async def _resolve(self, gid: str, out: _Out) -> str:
-        """Settle a pending commit against the mailbox: ``ours`` (adopted), ``theirs``
-        (dropped; theirs processed), ``absent`` (the epoch has no commit yet), or
-        ``none`` (nothing pending)."""
-        store = self._ctx.store
-        pending = gs.get_pending(store, gid)
-        if pending is None:
-            return "none"
-        group = self._group(gid)
-        if group.epoch != pending.epoch:
-            with self._txn(gid):
-                gs.drop_pending(store, gid)
-            return "theirs"
-        read = read_cap(group)
-        for _ in range(MAX_PAGES):
-            page = await self._fetch(gid, pending.epoch, self._record(gid).cursor, read)
-            for m in page.messages:
-                if m.commit and m.message == pending.commit:
-                    self._adopt(gid, pending, m.seq, out)
-                    return "ours"
-                if m.commit:
-                    with self._txn(gid):
-                        gs.drop_pending(store, gid)
-                    self._process(gid, m, out)
-                    return "theirs"
-                self._process(gid, m, out)
-            if not page.more:
-                break
-        return "absent"
-
-    def _adopt(self, gid: str, pending: gs.PendingCommit, seq: int, out: _Out) -> None:
-        """Our commit won its epoch: the after-state becomes the state, in one
-        transaction with the cursor and the Welcomes queued in the outbox."""
-        store = self._ctx.store
-        before = {m.account for _, m in gs.members(self._group(gid))}
-        group = _restore(pending.after_slow, pending.after_hot)
-        after = {m.account for _, m in gs.members(group)}
-        now = self._ctx.clock()
-        welcomes = [outbox_store.PendingMessage(
-            id=os.urandom(16).hex(), to=account, timestamp=now, kind=WELCOME_KIND,
-            text=json.dumps({"v": 1, "welcome": b64(pending.welcome)}))
-            for account in pending.welcome_to if pending.welcome is not None]
-        with self._txn(gid):
-            rec = self._record(gid)
-            old = (rec.name, rec.description, tuple(rec.admins))
-            meta = gs.Metadata.of(group.extensions)
-            if meta is not None:
-                rec.name, rec.description, rec.admins = (meta.name, meta.description,
-                                                         list(meta.admins))
-            rec.epoch, rec.cursor = group.epoch, seq
-            rec.leave_requests = _carry(rec.leave_requests, dict(gs.members(self._group(gid))),
-                                        dict(gs.members(group)))
-            gs.put_record(store, rec)
-            store.put(gs.KIND_SLOW, gid, pending.after_slow)
-            store.put(gs.KIND_HOT, gid, pending.after_hot)
-            gs.drop_pending(store, gid)
-            for message in welcomes:
-                outbox_store.save(store, message)
-        self._cache[gid] = group
-        out.welcomes.extend(welcomes)
-        self._tell_changes(out, gid, rec, old, before, after, self._me, set())
 
     # --- leaving -------------------------------------------------------------------------
 
@@ -519,36 +520,68 @@ class Groups(GroupCore):
         return answer
 
     async def send(self, gid: str, text: str) -> SentGroupMessage:
+        """Save ``text`` in the persistent outbox (kind ``group``) before anything else,
+        then deliver it (:meth:`deliver_pending`). If the server cannot be reached the
+        message stays in the outbox and ``flush_outbox`` (every connect) posts it."""
+        self._active(gid)
         content = Content.text_message(text, self._ctx.clock(), b"")
-        content = Content(content.id, content.timestamp, text)
-        data = content.encode()
+        message = outbox_store.PendingMessage(id=content.id, to=gid, text=text,
+                                              timestamp=content.timestamp,
+                                              kind=outbox_store.GROUP_KIND)
+        outbox_store.save(self._ctx.store, message)
+        await self._outbox.deliver(message)
+        return SentGroupMessage(message.id, gid, self._sent_seqs.pop(message.id, 0),
+                                message.timestamp)
+
+    async def deliver_pending(self, message: outbox_store.PendingMessage) -> SentMessage:
+        """Post one outbox group message exactly once. Its PrivateMessage is saved in
+        the outbox with the MLS state that used its key, before it is posted; a retry
+        in the same epoch posts the same bytes (a copy the server stored twice is a
+        reused key every receiver drops), and a sync that meets those bytes in the
+        mailbox settles it as sent. Only when its epoch ended without them is it
+        encrypted again, in the new epoch."""
+        gid, store = message.to, self._ctx.store
         out = _Out()
         try:
             async with self._lock(gid):
                 self._active(gid)
-                if gs.get_pending(self._ctx.store, gid) is not None:
+                stale = message.group_epoch is not None \
+                    and message.group_epoch != self._group(gid).epoch
+                if stale or gs.get_pending(store, gid) is not None:
                     await self._sync(gid, out)
                 for _ in range(SEND_ATTEMPTS):
                     rec = self._active(gid)
+                    current = outbox_store.get(store, message.id)
+                    if current is None:        # the mailbox holds it: sent
+                        return self._as_sent(message)
                     group = self._group(gid)
-                    message = group.encrypt(data, padding=(-len(data)) % PAD_TO)
-                    with self._txn(gid):        # the key is used: saved before it leaves
-                        self._save_state(gid, group)
+                    if current.group_message is None or current.group_epoch != group.epoch:
+                        data = Content(current.id, current.timestamp, current.text).encode()
+                        encrypted = group.encrypt(data, padding=(-len(data)) % PAD_TO)
+                        current = msgspec.structs.replace(
+                            current, group_message=encrypted, group_epoch=group.epoch)
+                        with self._txn(gid):   # the key is used: saved before it leaves
+                            self._save_state(gid, group)
+                            outbox_store.save(store, current)
+                    assert current.group_message is not None
                     try:
-                        answer = await self._post(gid, group.epoch, message, write_cap(group))
+                        answer = await self._post(gid, group.epoch, current.group_message,
+                                                  write_cap(group))
                     except ServerRejected as exc:
                         if exc.server_code not in ("epoch_conflict", "invalid_capability"):
                             raise
                         await self._sync(gid, out)
                         continue
-                    self._ctx.store.append_history(gid, HistoryEntry(
-                        content.id, "out", self._me, text, content.timestamp,
-                        self._ctx.device.record.device_id).encode())
-                    return SentGroupMessage(content.id, gid, answer.seq, content.timestamp)
-                raise GroupBusy(f"the group '{rec.name}' kept changing; the message was "
-                                "not sent")
+                    with self._txn(gid):       # in the history and out of the outbox
+                        self._note_sent(gid, current, answer.seq)
+                    return self._as_sent(message)
+                raise GroupBusy(f"the group '{rec.name}' kept changing; the message waits "
+                                "in the outbox")
         finally:
             await self._emit(out)
+
+    def _as_sent(self, message: outbox_store.PendingMessage) -> SentMessage:
+        return SentMessage(message.id, message.to, 0, message.timestamp, True, "group")
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -565,83 +598,21 @@ class Groups(GroupCore):
         return got
 
     async def sync_all(self) -> list[IncomingMessage]:
-        got: list[IncomingMessage] = []
-        for rec in gs.all_records(self._ctx.store):
-            if rec.status != "active":
-                continue
+        if self._own_waiting():
             try:
-                got.extend(await self.sync(rec.id))
+                await self.add_own_devices()
+            except (ClientError, CoreError) as exc:
+                log.warning("could not add a linked device to the groups: %s", exc.code)
+        got: list[IncomingMessage] = []
+        store = self._ctx.store
+        joining = [gid for gid in gs.all_joining(store)
+                   if (r := gs.get_record(store, gid)) is None or r.status != "active"]
+        for gid in [*joining, *(r.id for r in gs.all_records(store) if r.status == "active")]:
+            try:
+                got.extend(await self.sync(gid))
             except (ClientError, CoreError) as exc:
                 log.warning("could not catch up with a group: %s", exc.code)
         return got
-
-    async def _sync(self, gid: str, out: _Out) -> None:
-        rec = gs.get_record(self._ctx.store, gid)
-        if rec is None or rec.status != "active":
-            return
-        await self._register(gid)
-        if gs.get_pending(self._ctx.store, gid) is not None:
-            outcome = await self._resolve(gid, out)
-            if outcome == "absent":
-                await self._repost(gid, out)
-        if self._record(gid).status == "active":
-            await self._confirm_members(gid, out)
-        for _ in range(MAX_PAGES):
-            rec = self._record(gid)
-            if rec.status != "active":
-                break
-            group = self._group(gid)
-            epoch = group.epoch
-            try:
-                page = await self._fetch(gid, epoch, rec.cursor, read_cap(group))
-            except ServerRejected as exc:
-                if exc.server_code != "invalid_capability":
-                    raise
-                log.warning("a group's mailbox refused this device's capability (expired, "
-                            "or the epoch is gone)")
-                return
-            for m in page.messages:
-                pending = gs.get_pending(self._ctx.store, gid) if m.commit else None
-                if pending is not None and m.message == pending.commit \
-                        and pending.epoch == epoch:
-                    self._adopt(gid, pending, m.seq, out)      # ours: never "own commit"
-                else:
-                    self._process(gid, m, out)
-                if self._record(gid).status != "active":
-                    break
-                if m.commit:
-                    await self._confirm_members(gid, out)
-            if self._record(gid).status != "active":
-                await self._unsubscribe(gid)
-                return
-            if page.more or (page.epoch_ended and self._group(gid).epoch > epoch):
-                continue
-            break
-        await self._subscribe(gid)
-
-    async def _repost(self, gid: str, out: _Out) -> None:
-        """A pending commit the server never stored: post the same bytes again (they
-        are still a valid commit of that epoch), then settle it."""
-        pending = gs.get_pending(self._ctx.store, gid)
-        if pending is None:
-            return
-        group = self._group(gid)
-        try:
-            await self._ctx.api.group_call(
-                "POST", f"/v1/groups/{gid}/commits", rs.GroupAppended,
-                rq.GroupCommit(epoch=pending.epoch, message=pending.commit,
-                               next_read_verifier=_sha(pending.next_read),
-                               next_write_verifier=_sha(pending.next_write)),
-                write=write_cap(group))
-        except ServerRejected as exc:
-            if not_stored(exc):
-                with self._txn(gid):
-                    gs.drop_pending(self._ctx.store, gid)
-                raise
-            log.info("a reposted group commit: %s; settling it against the mailbox", exc.code)
-        if await self._resolve(gid, out) == "absent":
-            with self._txn(gid):
-                gs.drop_pending(self._ctx.store, gid)
 
     async def _flush_leaves(self, gid: str) -> None:
         """Commit the removal of members who asked to leave: admins do it; when no admin
@@ -658,113 +629,6 @@ class Groups(GroupCore):
             await self._change(gid, _Intent("flush"))
         except (ClientError, CoreError) as exc:
             log.warning("could not commit a member's leaving: %s", exc.code)
-
-    async def _emit(self, out: _Out) -> None:
-        for account in out.announce:
-            self._ctx.announce(True, account)
-        for event in out.events:
-            self._ctx.hub.emit(event)
-        for message in out.messages:
-            assert message.group is not None
-            await self._ctx.hub.emit_message(MessageReceived(message, message.group))
-        for welcome in out.welcomes:
-            try:
-                await self._outbox.deliver(welcome)
-            except (ClientError, CoreError, TimeoutError) as exc:
-                log.warning("a group Welcome waits in the outbox: %s",
-                            getattr(exc, "code", type(exc).__name__))
-        out.announce, out.events, out.messages, out.welcomes = [], [], [], []
-
-    # --- the live connection (veil.client.connection) -------------------------------------
-
-    def attach(self, ws: WebSocket) -> None:
-        self._ws = ws
-        self._subscribed.clear()
-        for rec in gs.all_records(self._ctx.store):
-            if rec.status == "active":
-                self._kick(rec.id)
-
-    def detach(self) -> None:
-        self._ws = None
-        self._subscribed.clear()
-
-    def on_frame(self, frame: ServerFrame) -> None:
-        group_id = getattr(frame, "group_id", None)
-        if not isinstance(group_id, bytes):
-            return
-        gid = group_id.hex()
-        if isinstance(frame, GroupEpochFrame | GroupDroppedFrame):
-            self._subscribed.pop(gid, None)
-        if isinstance(frame, GroupSubscribedFrame):
-            rec = gs.get_record(self._ctx.store, gid)
-            if frame.current_epoch == frame.epoch and rec is not None \
-                    and frame.last_seq <= rec.cursor:
-                return
-            if frame.current_epoch != frame.epoch:
-                self._subscribed.pop(gid, None)
-        self._kick(gid)
-
-    async def key_packages_low(self) -> None:
-        await self.key_packages.run_quietly()
-
-    def _subscribe_soon(self, gid: str) -> None:
-        if self._ws is not None:
-            self._kick(gid)
-
-    def _kick(self, gid: str) -> None:
-        """Catch up with ``gid`` in the background (one run at a time per group)."""
-        if gid in self._running:
-            self._again.add(gid)
-            return
-        self._running.add(gid)
-        task = asyncio.create_task(self._background(gid))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _background(self, gid: str) -> None:
-        try:
-            while True:
-                self._again.discard(gid)
-                try:
-                    await self.sync(gid)
-                except (ClientError, CoreError) as exc:
-                    log.warning("could not catch up with a group: %s", exc.code)
-                if gid not in self._again:
-                    return
-        finally:
-            self._running.discard(gid)
-
-    async def _subscribe(self, gid: str) -> None:
-        ws = self._ws
-        if ws is None:
-            return
-        group = self._group(gid)
-        if self._subscribed.get(gid) == group.epoch:
-            return
-        self._req += 1
-        frame = GroupSubscribeFrame(req=self._req, group_id=bytes.fromhex(gid),
-                                    epoch=group.epoch, read=read_cap(group),
-                                    after=self._record(gid).cursor)
-        try:
-            await ws.send_json(to_builtins(frame))
-        except (ConnectionError, OSError):
-            return
-        self._subscribed[gid] = group.epoch
-
-    async def _unsubscribe(self, gid: str) -> None:
-        ws = self._ws
-        if ws is None or self._subscribed.pop(gid, None) is None:
-            return
-        with contextlib.suppress(ConnectionError, OSError):
-            await ws.send_json(to_builtins(GroupUnsubscribeFrame(group_id=bytes.fromhex(gid))))
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
 
 __all__ = [
     "GroupInfo",

@@ -129,6 +129,13 @@ class Inbox:
             sessions.save(store, me.account, device, held)
             own_devices.note_own_device(store, me, ctx.identity.public, device, now)
             to = content.to
+            if content.kind not in ("sent", "text") and self.on_content is not None:
+                # Another kind (a group Welcome for this device): its component decides.
+                seen_key = f"own:{device}:{content.id}"
+                if store.get(_SEEN, seen_key) is None:
+                    _remember_seen(store, seen_key, self.seen_limit)
+                    self.on_content(me.account, device, content)
+                return None
             if content.kind != "sent" or to is None or to == me.account:
                 return None                  # nothing else travels between our devices
             seen_key = f"sent:{to}:{content.id}"

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -27,6 +27,7 @@ from veil.client.device import Context
 from veil.client.directory import Directory
 from veil.client.errors import (
     ClientError,
+    GroupBusy,
     IdentityChanged,
     SealedRefused,
     ServerRejected,
@@ -49,6 +50,7 @@ ATTEMPTS = 3
 # than this left (the recipient judges it at the time the server accepts them).
 RESEAL_MARGIN_MS = 10 * 60 * 1000
 RETRYABLE: tuple[type[BaseException], ...] = (ServerUnreachable, asyncio.TimeoutError)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class Outbox:
         # the caller to report; bounded by the outbox's own bound.
         self.failed: list[tuple[pending.PendingMessage, Exception]] = []
         self._inflight: set[str] = set()  # ids being delivered in this process
+        # Delivers an outbox record of kind "group" (veil.client.groups sets it).
+        self.group_delivery: Callable[[pending.PendingMessage],
+                                      Awaitable[SentMessage]] | None = None
 
     async def certificate(self) -> sealed.SenderCertificate:
         """The cached sender certificate; fetched here only when none is usable (it is
@@ -107,11 +112,23 @@ class Outbox:
 
     async def deliver(self, message: pending.PendingMessage) -> SentMessage:
         """Send one outbox message; it leaves the outbox once the server stored it."""
+        if message.kind == pending.GROUP_KIND:
+            if self.group_delivery is None:
+                raise ClientError("group messages cannot be sent from here")
+            return await self.guarded(message, self.group_delivery, keep=(GroupBusy,))
+        return await self.guarded(message, self._deliver)
+
+    async def guarded(self, message: pending.PendingMessage,
+                      send: Callable[[pending.PendingMessage], Awaitable[T]],
+                      keep: tuple[type[BaseException], ...] = ()) -> T:
+        """Run ``send`` for an outbox message under the outbox's rule: kept (attempt
+        counted) when a retry can fix it (``RETRYABLE``, ``keep``, a 5xx or 429),
+        removed otherwise."""
         store = self._ctx.store
         self._inflight.add(message.id)
         try:
-            return await self._deliver(message)
-        except RETRYABLE as exc:
+            return await send(message)
+        except RETRYABLE + keep as exc:
             current = pending.get(store, message.id)
             if current is not None:       # keep its envelopes; count the attempt
                 pending.save(store, msgspec.structs.replace(
@@ -142,6 +159,8 @@ class Outbox:
                 sent.append(await self.deliver(message))
             except RETRYABLE:
                 break
+            except GroupBusy:
+                continue                  # kept: that group kept changing; the next one
             except ServerRejected as exc:
                 if exc.status >= 500 or exc.status == 429:
                     break

@@ -8,10 +8,12 @@ for a reason a retry cannot fix, which the sender is told). Two stages:
 - ``queued``: the text and the recipient as typed; nothing encrypted yet (the server
   may have been unreachable for the directory lookup).
 - ``sealed``: the envelopes, one per recipient device, saved in the same transaction
-  that advanced the sessions. Every retry from here sends these same bytes, so a
-  retry after an unknown outcome (a timeout, Ctrl-C, a crash after the server stored
-  them) reaches the recipient as a duplicate ciphertext, which the recipient's
-  session drops: the message is shown once.
+  that advanced the sessions (for a group message, kind ``group``: the MLS
+  PrivateMessage, saved with the group state that used its key). Every retry from
+  here sends these same bytes, so a retry after an unknown outcome (a timeout,
+  Ctrl-C, a crash after the server stored them) reaches the recipient as a duplicate
+  ciphertext, which the recipient's session (or MLS secret tree) drops: the message
+  is shown once.
 
 The record is msgspec JSON inside the store's encryption (kind ``outbox``, one record
 per message id, kept in the order they were queued).
@@ -25,6 +27,7 @@ from veil.client.errors import ClientError, CorruptStore
 from veil.client.store import Store
 
 __all__ = [
+    "GROUP_KIND",
     "KIND",
     "MAX_PENDING",
     "PendingMessage",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 KIND = "outbox"
+GROUP_KIND = "group"
 # Bounded like every queue: a person offline for a long time can still queue this many.
 MAX_PENDING = 10_000
 
@@ -54,13 +58,20 @@ class PendingMessage(msgspec.Struct, kw_only=True, frozen=True):
     cert_expires: int | None = None
     attempts: int = 0
     last_error: str | None = None
-    # What the content is: "text" (a message typed by a person, kept in the history) or
-    # "group_welcome" (a Welcome to a group, veil.client.groups: not in the history).
+    # What the content is: "text" (a message typed by a person, kept in the history),
+    # "group_welcome" (a Welcome to a group, veil.client.groups: not in the history) or
+    # "group" (a message typed into the group whose id is ``to``).
     kind: str = "text"
+    # A group message: the MLS PrivateMessage as encrypted (saved with the MLS state
+    # that used its key, before it is posted) and the epoch it belongs to. Every retry
+    # in that epoch posts these same bytes; a new epoch re-encrypts.
+    group_message: bytes | None = None
+    group_epoch: int | None = None
 
     @property
     def stage(self) -> str:
-        return "queued" if self.envelopes is None else "sealed"
+        return "queued" if self.envelopes is None and self.group_message is None \
+            else "sealed"
 
 
 _DECODER = msgspec.json.Decoder(PendingMessage)

@@ -19,13 +19,14 @@ from tests.integration.client.conftest import new_client
 from tests.integration.server.harness import ServerProcess
 from veil.client import Client, contacts
 from veil.client import group_store as gs
+from veil.client import pending as pending_store
 from veil.client.content import Content
 from veil.client.errors import NotGroupAdmin, NotGroupMember, ServerRejected, ServerUnreachable
 from veil.client.events import GroupUpdated, MessageReceived
 from veil.client.group_core import _Intent, write_cap
 from veil.client.groups import read_cap
 from veil.client.store import FAST
-from veil.core.mls import Group, KeyPackageBundle
+from veil.core.mls import Group, KeyPackageBundle, SavedGroup
 from veil.core.mls.crypto import get_suite
 from veil.protocol.requests import GroupPost
 from veil.protocol.responses import GroupAppended, GroupMessagePage, MlsDeviceKeyPackage
@@ -386,15 +387,19 @@ async def test_a_leaf_claiming_a_contact_never_changes_the_contact(
     forged = forged_key_package(mallory, alice.account, 7)
     welcomes: list[bytes] = []
 
+    trees: list[bytes] = []
+
     def keep(point: str) -> None:
         pending = gs.get_pending(mallory._ctx.store, info.id)
         if point == "after_post" and pending is not None and pending.welcome:
-            welcomes.append(pending.welcome)
+            welcomes.append(pending.welcome)       # (Welcomes carry no tree: it is here)
+            trees.append(Group.restore(SavedGroup(pending.after_slow, pending.after_hot),
+                                       credential_check=gs.check_credential).ratchet_tree())
 
     mallory._groups.crash_hook = keep
     await mallory._groups._change(info.id, _Intent(
         "add", key_packages=[(alice.account, forged.key_package.encoded())]))
-    fake = Group.join(welcomes[0], forged, now=mallory._groups._now_s(),
+    fake = Group.join(welcomes[0], forged, now=mallory._groups._now_s(), ratchet_tree=trees[0],
                       credential_check=gs.check_credential, private_handshakes=True)
     content = Content.text_message("it is me, alice: send the keys", mallory._ctx.clock(), b"")
     data = Content(content.id, content.timestamp, content.text).encode()
@@ -605,3 +610,75 @@ async def test_an_unlinked_device_leaves_its_groups(
     assert caught.value.status == 401
     assert await laptop._groups.sync(info.id) == []
     assert not laptop.group(info.id).active
+
+
+async def test_a_group_message_typed_while_the_server_is_down_goes_once(
+        tmp_path: Path, clients: list[Client]) -> None:
+    """Issue 11: a group send goes through the persistent outbox. With the server
+    stopped the text is kept, encrypted once; after the restart a flush posts it and
+    every member shows it once — also when the same bytes are posted twice (a retry
+    after an answer that was lost): the second copy is a reused key, dropped."""
+    server = ServerProcess(tmp_path / "outbox-data").start()
+    try:
+        alice, bob, carol = await trio(clients, tmp_path, server)
+        info = await alice.create_group("offline", members=[at(bob), at(carol)])
+        await bob.receive_pending()
+        await carol.receive_pending()
+        server.stop()
+        with pytest.raises(ServerUnreachable):
+            await alice.send_group(info.id, "typed offline")
+        (waiting,) = alice.outbox()
+        assert (waiting.kind, waiting.to, waiting.stage, waiting.attempts) == \
+            ("group", info.id, "sealed", 1)
+        posted = waiting.group_message
+        assert posted is not None
+        assert [e.text for e in alice.history(info.id)] == []
+        server.start()
+        sent = await alice.flush_outbox()
+        assert [(s.id, s.recipient) for s in sent] == [(waiting.id, info.id)]
+        assert alice.outbox() == []
+        assert [e.text for e in alice.history(info.id)] == ["typed offline"]
+        # The same bytes once more, as a retry after a lost answer would post them.
+        group = alice._groups._group(info.id)
+        await alice._ctx.api.group_call(
+            "POST", f"/v1/groups/{info.id}/messages", GroupAppended,
+            GroupPost(epoch=waiting.group_epoch or 0, message=posted),
+            write=write_cap(group))
+        assert await texts(bob) == ["typed offline"]
+        assert await texts(carol) == ["typed offline"]
+        assert [e.text for e in bob.history(info.id)] == ["typed offline"]
+        await alice.sync_groups()
+        assert [e.text for e in alice.history(info.id)] == ["typed offline"]
+        # A message whose outcome was unknown, found in the mailbox by a sync, is sent.
+        await carol.send_group(info.id, "and the next")
+        assert await texts(bob) == ["and the next"]
+    finally:
+        server.stop()
+
+
+async def test_an_unsent_group_message_found_in_the_mailbox_is_not_sent_again(
+        tmp_path: Path, clients: list[Client], server: ServerProcess) -> None:
+    """The answer to a post was lost (the server stored it) and the epoch moved on:
+    the sync meets the outbox message's bytes in the old epoch and settles it as sent,
+    instead of encrypting it again in the new epoch."""
+    alice, bob, carol = await trio(clients, tmp_path, server)
+    info = await alice.create_group("lost answer", members=[at(bob)])
+    await bob.receive_pending()
+    group = alice._groups._group(info.id)
+    data = Content("m" * 32, 1, "posted, answer lost").encode()
+    encrypted = group.encrypt(data)
+    with alice._store.transaction():
+        alice._groups._save_state(info.id, group)
+        pending_store.save(alice._store, pending_store.PendingMessage(
+            id="m" * 32, to=info.id, text="posted, answer lost", timestamp=1, kind="group",
+            group_message=encrypted, group_epoch=group.epoch))
+    await alice._ctx.api.group_call(                     # stored; the answer "lost"
+        "POST", f"/v1/groups/{info.id}/messages", GroupAppended,
+        GroupPost(epoch=group.epoch, message=encrypted), write=write_cap(group))
+    await alice.invite(info.id, at(carol))               # the epoch moves on (a sync first)
+    assert alice.outbox() == []
+    assert [e.text for e in alice.history(info.id)] == ["posted, answer lost"]
+    assert await alice.flush_outbox() == []
+    assert await texts(bob) == ["posted, answer lost"]
+    await carol.receive_pending()
+    assert [e.text for e in carol.history(info.id)] == []

@@ -228,3 +228,55 @@ async def test_remove_device_revokes_it_at_once(
     # Contacts drop it through the device-list reconciliation.
     assert (await bob.send(alice.account, "just you now")).devices == 1
     assert [m.text for m in await alice.receive_pending()][-1] == "just you now"
+
+
+async def test_linked_devices_are_in_the_accounts_groups(
+        server: ServerProcess, clients: list[Client], tmp_path: Path) -> None:
+    """Issue 11: a group created by an account with a linked laptop has the laptop in
+    it; a phone linked later joins the account's groups by Welcome from the approving
+    device (an account may always add its own devices)."""
+    alice = await new_client(clients, tmp_path, server, "alice7")
+    bob = await new_client(clients, tmp_path, server, "bob7", "bob_ld7")
+    await alice.send("@bob_ld7", "hello")                 # a contact
+    await bob.receive_pending()
+    laptop, _ = await _link(alice, tmp_path / "laptop7", server)
+    clients.append(laptop)
+    info = await alice.create_group("family", members=["@bob_ld7"])
+    assert [m.devices for m in alice.members(info.id) if m.account == alice.account] == \
+        [(1, 2)]
+    await laptop.receive_pending()                          # the Welcome
+    assert laptop.group(info.id).active
+    await bob.receive_pending()
+    await bob.send_group(info.id, "hi alice's devices")
+    assert [m.text for m in await laptop.receive_pending()] == ["hi alice's devices"]
+    assert [m.text for m in await alice.receive_pending()] == ["hi alice's devices"]
+
+    phone, phone_id = await _link(alice, tmp_path / "phone7", server, name="phone")
+    clients.append(phone)
+    await alice.sync_groups()            # the phone's KeyPackages are published: it joins
+    assert phone_id in next(m.devices for m in alice.members(info.id)
+                            if m.account == alice.account)
+    await phone.receive_pending()
+    assert phone.group(info.id).active and phone.group(info.id).name == "family"
+    await bob.sync_groups()
+    await laptop.sync_groups()
+    assert {m.account: m.devices for m in bob.members(info.id)}[alice.account] == \
+        (1, 2, phone_id)
+    await bob.send_group(info.id, "welcome, phone")
+    assert [m.text for m in await phone.receive_pending()] == ["welcome, phone"]
+    assert [m.text for m in await laptop.receive_pending()] == ["welcome, phone"]
+    # Bob is no admin, yet his newly linked tablet joins: a member may add a device of
+    # its own account (its Welcome is accepted, the commit is no violation anywhere).
+    events = _events(alice)
+    tablet, tablet_id = await _link(bob, tmp_path / "tablet7", server, name="tablet")
+    clients.append(tablet)
+    await bob.sync_groups()
+    await tablet.receive_pending()
+    assert tablet.group(info.id).active
+    await alice.sync_groups()
+    assert {m.account: m.devices for m in alice.members(info.id)}[bob.account] == \
+        (1, tablet_id)
+    assert not [e for e in _drain(events) if getattr(e, "change", "") == "policy_violation"]
+    await laptop.send_group(info.id, "from the laptop")
+    assert [m.text for m in await tablet.receive_pending()] == ["from the laptop"]
+    assert [m.text for m in await bob.receive_pending()] == ["from the laptop"]

@@ -117,7 +117,13 @@ from veil.core.mls.validation import (
     require_time,
     validate_key_package,
 )
-from veil.core.mls.welcome import KeyPackageBundle, join_from_welcome, make_key_package
+from veil.core.mls.welcome import (
+    KeyPackageBundle,
+    WelcomePreview,
+    join_from_welcome,
+    make_key_package,
+    preview_welcome,
+)
 
 SLOW = "slow"
 HOT = "hot"
@@ -428,6 +434,23 @@ class Group:
     def export_secret(self, label: bytes, context: bytes, length: int) -> bytes:
         s = self._live()
         return ks.export_secret(s.suite, s.secrets.exporter_secret, label, context, length)
+
+    def ratchet_tree(self) -> bytes:
+        """The current epoch's ratchet tree, encoded as the ratchet_tree extension holds
+        it (RFC 9420 §12.4.3.3): for a joiner whose Welcome omits it."""
+        return self._live().tree.encode()
+
+    @staticmethod
+    def preview_welcome(welcome: bytes, bundle: KeyPackageBundle, *,
+                        external_psks: Mapping[bytes, bytes] | None = None
+                        ) -> WelcomePreview:
+        """A Welcome's group, epoch and exporter before the tree is known
+        (:func:`veil.core.mls.welcome.preview_welcome`: only a key to fetch the tree
+        with; :meth:`join` does every check)."""
+        msg = decode_all(welcome, MLSMessage.read)
+        if not isinstance(msg.body, Welcome):
+            raise MlsDecodeError("message is not a Welcome")
+        return preview_welcome(msg.body, bundle, external_psks=external_psks)
 
     def group_info(self, include_tree: bool = True) -> bytes:
         """A signed GroupInfo (an MLSMessage) for the current epoch (RFC 9420 §12.4.3)."""

@@ -170,29 +170,8 @@ def join_from_welcome(
     """Decrypt a Welcome and build the joiner's group state."""
     require_time(now)
     kp = bundle.key_package
-    if welcome.cipher_suite != kp.cipher_suite:
-        raise InvalidWelcome("Welcome cipher suite does not match the KeyPackage")
-    if not is_supported(welcome.cipher_suite):
-        raise UnsupportedCipherSuite(f"cipher suite {welcome.cipher_suite} is not supported")
-    suite = get_suite(welcome.cipher_suite)
-    ref = kp.ref(suite)
-    entry = next((s for s in welcome.secrets if s.new_member == ref), None)
-    if entry is None:
-        raise NoMatchingKeyPackage("Welcome holds no secrets for this KeyPackage")
-    ct = entry.encrypted_group_secrets
-    plain = suite.decrypt_with_label(bundle.init_priv, b"Welcome", welcome.encrypted_group_info,
-                                     ct.kem_output, ct.ciphertext)
-    secrets = decode_all(plain, GroupSecrets.read)
-    psks = []
-    for psk_id in secrets.psks:
-        psks.append((psk_id, _psk_for_joiner(psk_id, external_psks)))
-    psk_secret = ks.psk_secret(suite, psks) if psks else None
-    welcome_secret = ks.welcome_secret(suite, secrets.joiner_secret, psk_secret)
-    key, nonce = ks.welcome_key_nonce(suite, welcome_secret)
-    gi = decode_all(suite.open(key, nonce, b"", welcome.encrypted_group_info), GroupInfo.read)
+    suite, secrets, psk_secret, gi = _open_welcome(welcome, bundle, external_psks)
     ctx = gi.group_context
-    if ctx.cipher_suite != suite.suite_id or ctx.version != MLS10:
-        raise InvalidWelcome("GroupInfo cipher suite or version does not match")
     tree_data = find_extension(gi.extensions, EXT_RATCHET_TREE)
     if tree_data is None:
         tree_data = ratchet_tree
@@ -251,6 +230,80 @@ def join_from_welcome(
     return state
 
 
+def _open_welcome(welcome: Welcome, bundle: KeyPackageBundle,
+                  external_psks: Mapping[bytes, bytes]
+                  ) -> tuple[CipherSuite, GroupSecrets, bytes | None, GroupInfo]:
+    """RFC 9420 §12.4.3.1, steps 1–4: find our entry, decrypt the GroupSecrets, derive
+    the welcome key and decrypt the GroupInfo (not yet verified: its signer is a leaf
+    of the tree)."""
+    kp = bundle.key_package
+    if welcome.cipher_suite != kp.cipher_suite:
+        raise InvalidWelcome("Welcome cipher suite does not match the KeyPackage")
+    if not is_supported(welcome.cipher_suite):
+        raise UnsupportedCipherSuite(f"cipher suite {welcome.cipher_suite} is not supported")
+    suite = get_suite(welcome.cipher_suite)
+    ref = kp.ref(suite)
+    entry = next((s for s in welcome.secrets if s.new_member == ref), None)
+    if entry is None:
+        raise NoMatchingKeyPackage("Welcome holds no secrets for this KeyPackage")
+    ct = entry.encrypted_group_secrets
+    plain = suite.decrypt_with_label(bundle.init_priv, b"Welcome", welcome.encrypted_group_info,
+                                     ct.kem_output, ct.ciphertext)
+    secrets = decode_all(plain, GroupSecrets.read)
+    psks = []
+    for psk_id in secrets.psks:
+        psks.append((psk_id, _psk_for_joiner(psk_id, external_psks)))
+    psk_secret = ks.psk_secret(suite, psks) if psks else None
+    welcome_secret = ks.welcome_secret(suite, secrets.joiner_secret, psk_secret)
+    key, nonce = ks.welcome_key_nonce(suite, welcome_secret)
+    gi = decode_all(suite.open(key, nonce, b"", welcome.encrypted_group_info), GroupInfo.read)
+    ctx = gi.group_context
+    if ctx.cipher_suite != suite.suite_id or ctx.version != MLS10:
+        raise InvalidWelcome("GroupInfo cipher suite or version does not match")
+    return suite, secrets, psk_secret, gi
+
+
+@dataclass(frozen=True, slots=True)
+class WelcomePreview:
+    """What a Welcome says before the ratchet tree is known (:func:`preview_welcome`)."""
+
+    group_id: bytes
+    epoch: int
+    cipher_suite: int
+    tree_included: bool            # the GroupInfo carries the ratchet_tree extension
+    _suite: CipherSuite
+    _exporter_secret: bytes
+
+    def export_secret(self, label: bytes, context: bytes, length: int) -> bytes:
+        """The new epoch's MLS-Exporter (RFC 9420 §8.5), as ``Group.export_secret``
+        will give it once joined."""
+        return ks.export_secret(self._suite, self._exporter_secret, label, context, length)
+
+
+def preview_welcome(welcome: Welcome, bundle: KeyPackageBundle, *,
+                    external_psks: Mapping[bytes, bytes] | None = None) -> WelcomePreview:
+    """Open a Welcome far enough to learn its group, epoch and exporter secret, for a
+    joiner whose Welcome omits the ratchet tree (RFC 9420 §12.4.3.3: the tree "can be
+    provided by other means") and who needs the epoch's exporter to fetch it.
+
+    Checked: the GroupSecrets decrypt with our init key, the GroupInfo decrypts under
+    the welcome key, and its confirmation tag verifies with the epoch's confirmation key
+    (so the GroupContext comes from a holder of the joiner secret). *Not* checked, since
+    both need the tree (§12.4.3.1): the GroupInfo signature and the tree hash. The
+    preview is therefore only a key to look for the tree with; nothing it says is to be
+    trusted until :func:`join_from_welcome` (``Group.join(..., ratchet_tree=...)``) has
+    done every check. Pure: no state is kept or changed."""
+    suite, secrets, psk_secret, gi = _open_welcome(welcome, bundle, external_psks or {})
+    ctx = gi.group_context
+    epoch = ks.epoch_from_joiner(suite, secrets.joiner_secret, psk_secret, ctx.encoded())
+    if not suite.verify_mac(epoch.confirmation_key, ctx.confirmed_transcript_hash,
+                            gi.confirmation_tag):
+        raise MlsSignatureError("GroupInfo confirmation tag does not verify")
+    tree_included = find_extension(gi.extensions, EXT_RATCHET_TREE) is not None
+    return WelcomePreview(ctx.group_id, ctx.epoch, suite.suite_id, tree_included, suite,
+                          epoch.exporter_secret)
+
+
 def _psk_for_joiner(psk_id: PreSharedKeyID, external: Mapping[bytes, bytes]) -> bytes:
     if psk_id.psktype == PSK_EXTERNAL:
         secret = external.get(psk_id.psk_id)
@@ -260,7 +313,9 @@ def _psk_for_joiner(psk_id: PreSharedKeyID, external: Mapping[bytes, bytes]) -> 
 
 __all__ = [
     "KeyPackageBundle",
+    "WelcomePreview",
     "join_from_welcome",
     "make_key_package",
+    "preview_welcome",
     "validate_tree",
 ]
