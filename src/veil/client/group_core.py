@@ -8,6 +8,7 @@ and the live connection) only to keep modules short; docs/groups.md, "The client
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import hashlib
@@ -134,7 +135,7 @@ class _Out:
     welcomes: list[outbox_store.PendingMessage] = field(default_factory=list)
 
 
-class GroupCore:
+class GroupCore(abc.ABC):
     """State, helpers and the receive path shared by :class:`Groups`."""
 
     def __init__(self, ctx: Context, directory: Directory, outbox: Outbox) -> None:
@@ -533,9 +534,9 @@ class GroupCore:
         out.events.append(GroupUpdated(gid, "joined", sender, (self._me,)))
         return gid
 
+    @abc.abstractmethod
     def _kick(self, gid: str) -> None:
         """Catch up with ``gid`` in the background (:class:`Groups`)."""
-        raise NotImplementedError
 
 
 def _carry(requests: list[int], before: dict[int, gs.Member], after: dict[int, gs.Member]

@@ -9,6 +9,7 @@ keep modules short.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -407,9 +408,9 @@ class GroupSync(GroupCore):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    @abc.abstractmethod
     async def sync(self, gid: str) -> list[IncomingMessage]:
         """Catch up with one group (:class:`veil.client.groups.Groups`)."""
-        raise NotImplementedError
 
 
 __all__ = ["GroupSync"]
