@@ -86,6 +86,7 @@ from veil.protocol import responses as rs
 log = logging.getLogger("veil.client")
 _OWN_ADDS = ("group.own_adds", "waiting")   # linked devices still to join our groups
 OWN_ADD_TRIES = 40                           # with backoff up to 30 s: about 15 minutes
+ADD_BATCH = 150     # devices added per commit: its Welcome (136 B each) fits 64 KiB
 
 
 class Groups(GroupSync):
@@ -337,7 +338,7 @@ class Groups(GroupSync):
             fresh = [kp for account, kp in intent.key_packages
                      if (_key_package_member(kp) is not None
                          and (account, _device_of(kp)) not in present)]
-            return {"add": fresh} if fresh else None
+            return {"add": fresh[:ADD_BATCH]} if fresh else None    # a batch at a time
         if intent.op == "remove":
             leaves = [i for i, m in current if m.account in intent.accounts]
             if not leaves:
@@ -374,7 +375,9 @@ class Groups(GroupSync):
     async def _commit(self, gid: str, intent: _Intent, out: _Out) -> None:
         """With the group's lock held. See the module docstring."""
         store, api = self._ctx.store, self._ctx.api
-        for _ in range(COMMIT_ATTEMPTS):
+        attempts = 0
+        while attempts < COMMIT_ATTEMPTS:
+            attempts += 1
             rec = self._active(gid)
             if intent.op not in ("flush", "devices", "own") and self._me not in rec.admins:
                 admins = ", ".join(self._who(a) for a in rec.admins) or "nobody"
@@ -385,6 +388,7 @@ class Groups(GroupSync):
             if changes is None:
                 return
             epoch, write = group.epoch, write_cap(group)
+            added: list[bytes] = changes.get("add", [])  # type: ignore[assignment]
             before = group.save()
             # Welcomes never carry the tree: it goes to the new epoch's mailbox
             # (veil.client.group_tree), so a group of any size can be joined.
@@ -395,8 +399,8 @@ class Groups(GroupSync):
             tree = group_tree.seal_tree(group) if result.welcome is not None else []
             pending = gs.PendingCommit(
                 epoch=epoch, commit=result.commit, welcome=result.welcome,
-                welcome_to=sorted({a for a, _ in intent.key_packages}) if result.welcome
-                else [], before_slow=before.slow, before_hot=before.hot,
+                welcome_to=sorted({a for a, kp in intent.key_packages if kp in added}),
+                before_slow=before.slow, before_hot=before.hot,
                 after_slow=after.slow, after_hot=after.hot,
                 next_read=read_cap(group), next_write=write_cap(group), tree=tree)
             self._cache[gid] = _restore(before.slow, before.hot)
@@ -426,7 +430,10 @@ class Groups(GroupSync):
             outcome = await self._resolve(gid, out)
             if outcome == "ours":
                 await self._post_tree(gid, out)
-                return
+                if intent.op not in ("add", "own"):
+                    return
+                attempts = 0               # an add: the next batch, if any, or done
+                continue
             if outcome == "absent":
                 with self._txn(gid):
                     gs.drop_pending(store, gid)
