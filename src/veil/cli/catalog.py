@@ -657,10 +657,32 @@ SAID_ENOUGH_ZH: Final[frozenset[str]] = frozenset({
     "this store is locked with a passphrase (set VEIL_PASSPHRASE or type it when asked)",
 })
 
+# What the server tells its operator (veil.server.lines.LINES: same keys, same fields).
+SERVER_LINES_ZH: Final[dict[str, str]] = {
+    "listening": "veil 服务器正在 {url} 上监听（数据在 {data}）",
+    "trust_root": "信任根指纹 {fingerprint}（服务器密钥 {key_id}）",
+    "connect": "客户端这样连接：veil init --server {url} --trust-root {fingerprint}",
+    "throwaway_root": "已生成一次性信任根，且未保留其私钥：这个服务器密钥将无法轮换或吊销"
+    "（长期部署请看 'veil server keys --help'）",
+    "api_docs": "API 文档：{url}/docs",
+    "backup_written": "备份已写入 {path}（{size}，权限 0600：其中有服务器的签名密钥，请妥善保管）",
+    "backup_postgres": "存储为 PostgreSQL：此归档只包含密钥文件；请用 pg_dump --format=custom "
+    "--file veil.dump {url} 备份数据库",
+    "backup_sqlite": "数据库已在线复制（模式版本 {schema}），并包含 {files}",
+    "backup_not_included": "未包含：信任根私钥（它不在数据目录中，请自行离线备份）、配置文件和日志",
+    "backup_root_inside": "警告：{path} 是放在数据目录中的信任根私钥，它不在备份里："
+    "请用 'veil server keys move-root' 把它移出",
+    "restored": "已把 {files} 恢复到 {data}（{when} 的备份，Veil {version}）",
+    "restore_postgres": "存储为 PostgreSQL：请用 pg_restore 从 pg_dump 恢复数据库，"
+    "并在配置文件中设置 database_url",
+    "restore_start": "这样启动服务器：veil server --data {data}",
+}
+
 __all__ = [
     "CATALOGS",
     "EN",
     "ERRORS_ZH",
     "SAID_ENOUGH_ZH",
+    "SERVER_LINES_ZH",
     "ZH",
 ]

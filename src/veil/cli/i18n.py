@@ -26,7 +26,8 @@ from typing import Any, Final, Literal, TypeVar
 
 import click
 
-from veil.cli.catalog import CATALOGS, ERRORS_ZH, SAID_ENOUGH_ZH
+from veil.cli.catalog import CATALOGS, ERRORS_ZH, SAID_ENOUGH_ZH, SERVER_LINES_ZH
+from veil.server.lines import Line
 
 Language = Literal["en", "zh"]
 LANGUAGE_VARIABLES: Final = ("VEIL_LANG", "LC_ALL", "LC_MESSAGES", "LANG")
@@ -90,6 +91,14 @@ def explain(exc: BaseException, detail: str | None = None,
     if not text or text in SAID_ENOUGH_ZH:
         return sentence
     return f"{sentence}（{text}）"
+
+
+def said(line: Line, language: Language | None = None) -> str:
+    """A line the server tells its operator (``veil.server.lines``) in this language:
+    English as the server wrote it, Chinese from :data:`SERVER_LINES_ZH`."""
+    if (language or LANGUAGE) == "en":
+        return str(line)
+    return SERVER_LINES_ZH[line.key].format(**line.fields)
 
 
 # --- what click itself writes (headings, the help option, usage errors) ----------------
@@ -177,6 +186,7 @@ __all__ = [
     "explain",
     "localize_click",
     "localized",
+    "said",
     "show_usage_error",
     "t",
     "tn",

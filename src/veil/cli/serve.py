@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from veil.cli.i18n import localized, t
+from veil.cli.i18n import localized, said, t
 from veil.server.config import ServerConfig, load_config
 
 if TYPE_CHECKING:
@@ -41,7 +41,8 @@ def server(
         return
     from veil.server.runner import run
 
-    run(_config(data, config, host=host, port=port), announce=click.echo)
+    run(_config(data, config, host=host, port=port),
+        announce=lambda news: click.echo(said(news)))
 
 
 @server.command(name="invite", help=t("cmd.server.invite"))
@@ -70,7 +71,7 @@ def backup_command(ctx: click.Context, data: str | None, out: str) -> None:
 
     report = backup(_config(data or ctx.obj["data"], ctx.obj["config"]), Path(out))
     for line in report.lines:
-        click.echo(line)
+        click.echo(said(line))
 
 
 @server.command(name="restore", help=t("cmd.server.restore"))
@@ -88,7 +89,7 @@ def restore_command(ctx: click.Context, source: str, data: str | None) -> None:
         raise click.UsageError(t("restore.needs_data"))
     report = restore(Path(source), Path(target))
     for line in report.lines:
-        click.echo(line)
+        click.echo(said(line))
 
 
 COMMANDS: list[click.Command] = [server]

@@ -56,6 +56,7 @@ from veil import __version__
 from veil.server.certificates import ROOT_FILE, ROOT_PUBLIC_FILE, SERVER_FILE, STATEMENT_FILE
 from veil.server.config import ServerConfig
 from veil.server.errors import BackupError, InvalidBackup, RestoreTargetNotEmpty
+from veil.server.lines import Line, line
 from veil.server.storage import DATABASE_FILE
 from veil.server.storage.migrations import SCHEMA_VERSION
 
@@ -106,7 +107,7 @@ class Report:
 
     path: Path
     manifest: Manifest
-    lines: tuple[str, ...]
+    lines: tuple[Line, ...]
 
 
 # --- backup -------------------------------------------------------------------------
@@ -161,21 +162,14 @@ def backup(config: ServerConfig, out: Path, now_ms: int | None = None) -> Report
         shutil.rmtree(staging, ignore_errors=True)
 
     size = out.stat().st_size
-    lines = [f"backup written to {out} ({_bytes(size)}, mode 0600: it holds the server's "
-             f"signing key; keep it private)"]
+    lines = [line("backup_written", path=out, size=_bytes(size))]
     if postgres:
-        lines.append(f"storage is PostgreSQL: this archive holds the key files only; back "
-                     f"up the database with pg_dump --format=custom --file veil.dump "
-                     f"{_public_url(config.database_url)}")
+        lines.append(line("backup_postgres", url=_public_url(config.database_url)))
     else:
-        lines.append(f"database copied online at schema {schema}, with "
-                     + ", ".join(KEY_FILES))
-    lines.append("not included: the trust root's private key (it lives outside the data "
-                 "directory: back it up offline yourself), the config file and the logs")
+        lines.append(line("backup_sqlite", schema=schema, files=", ".join(KEY_FILES)))
+    lines.append(line("backup_not_included"))
     if (data_dir / ROOT_FILE).exists():
-        lines.append(f"warning: {data_dir / ROOT_FILE} is a trust root private key inside "
-                     f"the data directory; it is not in the backup: move it out with "
-                     f"'veil server keys move-root'")
+        lines.append(line("backup_root_inside", path=data_dir / ROOT_FILE))
     return Report(out, manifest, tuple(lines))
 
 
@@ -293,14 +287,13 @@ def restore(source: Path, data_dir: Path) -> Report:
         shutil.rmtree(staging, ignore_errors=True)
 
     names = ", ".join(entry.name for entry in manifest.files)
-    lines = [f"restored {names} into {data_dir} (backup of "
-             f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(manifest.created_ms / 1000))}"
-             f", Veil {manifest.veil_version})"]
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(manifest.created_ms / 1000))
+    lines = [line("restored", files=names, data=data_dir, when=when,
+                  version=manifest.veil_version)]
     if manifest.storage == "postgres":
-        lines.append("storage is PostgreSQL: restore the database with pg_restore from its "
-                     "pg_dump, and set database_url in the config file")
+        lines.append(line("restore_postgres"))
     else:
-        lines.append(f"start the server with: veil server --data {data_dir}")
+        lines.append(line("restore_start", data=data_dir))
     return Report(data_dir, manifest, tuple(lines))
 
 

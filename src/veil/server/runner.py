@@ -36,6 +36,7 @@ from veil.server.datadir_lock import DataDirectoryLock
 from veil.server.errors import ConfigError, NotAServerDirectory
 from veil.server.http.app import create_app
 from veil.server.http.context import Context
+from veil.server.lines import Line, line
 from veil.server.services.accounts import AccountService
 from veil.server.services.devices import DeviceService
 from veil.server.services.groups import GroupService, run_expiry
@@ -242,7 +243,7 @@ async def _start(config: ServerConfig, lock: DataDirectoryLock) -> RunningServer
     return RunningServer(context, runner, port, lock, expiry)
 
 
-def run(config: ServerConfig, announce: Callable[[str], None] = print) -> None:
+def run(config: ServerConfig, announce: Callable[[Line], None] = print) -> None:
     """Serve until SIGINT or SIGTERM (blocking), on uvloop when available."""
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(config)) as runner:
@@ -286,7 +287,7 @@ async def mint_invites(config: ServerConfig, count: int, hours: int) -> list[str
         await storage.close()
 
 
-async def serve(config: ServerConfig, announce: Callable[[str], None] = print) -> None:
+async def serve(config: ServerConfig, announce: Callable[[Line], None] = print) -> None:
     log_level(config)  # a bad level is refused before anything is touched
     # The lock first: a second process must not even open (and rotate) the log file.
     lock = DataDirectoryLock.acquire(config.data_dir)
@@ -301,15 +302,13 @@ async def serve(config: ServerConfig, announce: Callable[[str], None] = print) -
     gc.collect()
     gc.freeze()
     url = f"http://{config.host}:{running.port}"
-    announce(f"veil server listening on {url} (data in {config.data_dir})")
+    announce(line("listening", url=url, data=config.data_dir))
     ca = running.context.ca
-    announce(f"trust root fingerprint {ca.fingerprint} (server key {ca.key_id})")
-    announce(f"connect a client with: veil init --server {url} --trust-root {ca.fingerprint}")
+    announce(line("trust_root", fingerprint=ca.fingerprint, key_id=ca.key_id))
+    announce(line("connect", url=url, fingerprint=ca.fingerprint))
     if ca.generated_root:
-        announce("made a throw-away trust root and kept no copy of its private key: this "
-                 "server key can never be rotated or revoked (for a lasting deployment see "
-                 "'veil server keys --help')")
-    announce(f"API docs: {url}/docs")
+        announce(line("throwaway_root"))
+    announce(line("api_docs", url=url))
     log.info("listening on port %d, registration %s", running.port, config.registration)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

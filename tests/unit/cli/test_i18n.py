@@ -86,6 +86,25 @@ def test_every_error_code_of_the_lower_layers_has_a_chinese_sentence() -> None:
     assert codes - set(ERRORS_ZH) == set()
 
 
+def test_every_line_the_server_tells_its_operator_has_chinese_with_the_same_fields() -> None:
+    from string import Formatter
+
+    from veil.cli.catalog import SERVER_LINES_ZH
+    from veil.cli.i18n import said
+    from veil.server.lines import LINES, line
+
+    def fields(template: str) -> set[str]:
+        return {name for _, name, _, _ in Formatter().parse(template) if name}
+    assert set(SERVER_LINES_ZH) == set(LINES)
+    for key, english in LINES.items():
+        assert fields(SERVER_LINES_ZH[key]) == fields(english), key
+        assert re.search(r"[\u4e00-\u9fff]", SERVER_LINES_ZH[key]), key
+    news = line("listening", url="http://127.0.0.1:8470", data="veil-data")
+    assert said(news, "en") == str(news) == \
+        "veil server listening on http://127.0.0.1:8470 (data in veil-data)"
+    assert said(news, "zh") == "veil 服务器正在 http://127.0.0.1:8470 上监听（数据在 veil-data）"
+
+
 # --- no English literal bypasses the catalog ---------------------------------------------
 
 _SINK_NAMES = {"echo", "secho", "prompt", "confirm", "print", "rule", "add_row", "Table",

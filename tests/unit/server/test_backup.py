@@ -120,7 +120,7 @@ def test_restore_gives_the_same_database_and_keys(data: Path, archive: Path, tmp
     assert len(invite_hashes(target / DATABASE_FILE)) == 25
     assert CertificateAuthority(target, now_ms()).fingerprint == \
         CertificateAuthority(data, now_ms()).fingerprint
-    assert any("veil server --data" in line for line in report.lines)
+    assert any("veil server --data" in str(line) for line in report.lines)
     assert not list(tmp_path.glob(".restored.restore-*"))
 
 
@@ -293,7 +293,7 @@ def test_postgres_backup_holds_the_keys_and_says_to_use_pg_dump(data: Path, tmp_
                           database_url="postgresql://veil:s3cret@db.example:5432/veil")
     out = tmp_path / "pg.tar.gz"
     report = backup(config, out)
-    text = "\n".join(report.lines)
+    text = "\n".join(map(str, report.lines))
     assert "pg_dump" in text and "s3cret" not in text
     assert "postgresql://veil@db.example:5432/veil" in text
     files = members(out)
@@ -304,7 +304,7 @@ def test_postgres_backup_holds_the_keys_and_says_to_use_pg_dump(data: Path, tmp_
     target = tmp_path / "pg-restored"
     restored = restore(out, target)
     assert sorted(p.name for p in target.iterdir()) == sorted(KEY_FILES)
-    assert any("pg_restore" in line for line in restored.lines)
+    assert any("pg_restore" in str(line) for line in restored.lines)
 
 
 @pytest.fixture

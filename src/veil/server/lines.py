@@ -1,0 +1,59 @@
+"""What the server tells its operator in words (start-up, backup, restore), as data.
+
+The server speaks English; the ``veil`` command shows the same lines in the operator's
+language (``veil.cli.catalog.SERVER_LINES_ZH`` has a Chinese template for every key
+here, with the same fields — tests/unit/cli/test_i18n.py checks it). So each line is a
+key and its fields, and ``str()`` of it is the English text that
+``python -m veil.server`` prints and logs keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+LINES: Final[dict[str, str]] = {
+    "listening": "veil server listening on {url} (data in {data})",
+    "trust_root": "trust root fingerprint {fingerprint} (server key {key_id})",
+    "connect": "connect a client with: veil init --server {url} --trust-root {fingerprint}",
+    "throwaway_root": "made a throw-away trust root and kept no copy of its private key: "
+    "this server key can never be rotated or revoked (for a lasting deployment see "
+    "'veil server keys --help')",
+    "api_docs": "API docs: {url}/docs",
+    "backup_written": "backup written to {path} ({size}, mode 0600: it holds the server's "
+    "signing key; keep it private)",
+    "backup_postgres": "storage is PostgreSQL: this archive holds the key files only; back "
+    "up the database with pg_dump --format=custom --file veil.dump {url}",
+    "backup_sqlite": "database copied online at schema {schema}, with {files}",
+    "backup_not_included": "not included: the trust root's private key (it lives outside "
+    "the data directory: back it up offline yourself), the config file and the logs",
+    "backup_root_inside": "warning: {path} is a trust root private key inside the data "
+    "directory; it is not in the backup: move it out with 'veil server keys move-root'",
+    "restored": "restored {files} into {data} (backup of {when}, Veil {version})",
+    "restore_postgres": "storage is PostgreSQL: restore the database with pg_restore from "
+    "its pg_dump, and set database_url in the config file",
+    "restore_start": "start the server with: veil server --data {data}",
+}
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line for the operator: ``key`` in :data:`LINES`, and its fields."""
+
+    key: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return LINES[self.key].format(**self.fields)
+
+
+def line(key: str, **fields: Any) -> Line:
+    if key not in LINES:
+        raise KeyError(f"no operator line {key!r}")
+    return Line(key, fields)
+
+__all__ = [
+    "LINES",
+    "Line",
+    "line",
+]
