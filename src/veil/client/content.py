@@ -5,7 +5,10 @@ A small JSON object, padded by the session layer before encryption:
 ``pk`` is the sender's profile key, so the recipient can derive the sender's access key
 and answer with sealed sender afterwards (as Signal shares profile keys in messages).
 A sync of a sent message to the sender's own other devices is ``"kind": "sent"`` with
-``"to"``, the recipient account (docs/devices.md).
+``"to"``, the recipient account (docs/devices.md). A group message carries ``"sc"``,
+the sender's server-signed sender certificate (``veil.core.sealed``), so members who
+never talked 1:1 see the sender's ``@username`` vouched for by the server, as a 1:1
+recipient does (docs/groups.md).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from veil.core.errors import MalformedMessage
 
 MAX_TEXT = 64 * 1024
 MAX_TIMESTAMP = 1 << 53          # milliseconds; keeps every clock and JSON reader sane
+MAX_CERTIFICATE = 2048
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class Content:
     kind: str = "text"
     # kind "sent" (a sync to this account's other devices): the recipient account.
     to: str | None = None
+    # A group message: the sender certificate (bytes of veil.core.sealed's).
+    certificate: bytes | None = None
 
     @classmethod
     def text_message(cls, text: str, now_ms: int, profile_key: bytes) -> Content:
@@ -44,6 +50,8 @@ class Content:
             body["pk"] = base64.b64encode(self.profile_key).decode()
         if self.to is not None:
             body["to"] = self.to
+        if self.certificate is not None:
+            body["sc"] = base64.b64encode(self.certificate).decode()
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -65,7 +73,11 @@ class Content:
             if to is not None and not (isinstance(to, str) and len(to) == 32
                                        and all(c in "0123456789abcdef" for c in to)):
                 raise ValueError("the recipient of a sync is not an account id")
-            return cls(msg_id, ts, text, profile_key, kind, to)
+            sc = body.get("sc")
+            certificate = base64.b64decode(sc, validate=True) if isinstance(sc, str) else None
+            if certificate is not None and len(certificate) > MAX_CERTIFICATE:
+                raise ValueError("the sender certificate is too long")
+            return cls(msg_id, ts, text, profile_key, kind, to, certificate)
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise MalformedMessage(f"message content is malformed: {type(exc).__name__}")\
                 from None

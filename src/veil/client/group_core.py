@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from veil.client import contacts, group_tree
+from veil.client import contacts, group_tree, trust
 from veil.client import group_store as gs
 from veil.client import pending as outbox_store
 from veil.client.api import unb64
@@ -36,6 +36,7 @@ from veil.client.events import GroupUpdated, IncomingMessage
 from veil.client.outbox import Outbox
 from veil.client.records import HistoryEntry
 from veil.client.transport import WebSocket
+from veil.core import sealed
 from veil.core.errors import CoreError, MalformedMessage
 from veil.core.mls import Group, KeyPackageBundle, SavedGroup
 from veil.core.mls.codec import decode_all
@@ -356,6 +357,11 @@ class GroupCore(abc.ABC):
             return
         contact = contacts.get(self._ctx.store, member.account)
         flagged = not genuine or (contact is not None and contact.identity_changed)
+        if genuine and not own and contact is not None and content.certificate is not None:
+            named = self._vouched_username(content.certificate, member, m.ts)
+            if named is not None and contact.username != named:
+                contact.username = named         # vouched for by the server, as in 1:1
+                contacts.save(self._ctx.store, contact)
         self._ctx.store.append_history(gid, HistoryEntry(
             content.id, "out" if own else "in", member.account, content.text,
             content.timestamp, member.device, identity_changed=flagged).encode())
@@ -407,6 +413,23 @@ class GroupCore(abc.ABC):
             if index in after_members:
                 self._check_member(gid, after_members[index], out)
         self._tell_changes(out, gid, rec, old, before, after, by, leavers)
+
+    def _vouched_username(self, raw: bytes, member: gs.Member, server_ts: int) -> str | None:
+        """The username a group message's sender certificate names, if the certificate
+        chains to the pinned trust root, was valid when the server took the message, and
+        names this very leaf (account, device, identity); else None."""
+        ctx = self._ctx
+        try:
+            cert = sealed.SenderCertificate.from_bytes(raw)
+            cert.validate(ctx.device.record.trust_root,
+                          trust.certificate_time(server_ts, ctx.clock()))
+        except CoreError:
+            return None
+        if cert.server_certificate.key_id < ctx.device.min_server_key_id() \
+                or cert.account_id.hex() != member.account or cert.device_id != member.device \
+                or cert.identity.to_bytes() != member.identity.to_bytes():
+            return None
+        return cert.username
 
     def _known_identity(self, account: str) -> bytes | None:
         """The identity ``account`` is known by here (1:1, the directory's bundles, a

@@ -563,7 +563,10 @@ class Groups(GroupSync):
                         return self._as_sent(message)
                     group = self._group(gid)
                     if current.group_message is None or current.group_epoch != group.epoch:
-                        data = Content(current.id, current.timestamp, current.text).encode()
+                        # Members who never talked to us 1:1 see our @username from it.
+                        certificate = (await self._outbox.certificate()).to_bytes()
+                        data = Content(current.id, current.timestamp, current.text,
+                                       certificate=certificate).encode()
                         encrypted = group.encrypt(data, padding=(-len(data)) % PAD_TO)
                         current = msgspec.structs.replace(
                             current, group_message=encrypted, group_epoch=group.epoch)

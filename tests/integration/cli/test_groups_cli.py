@@ -27,8 +27,10 @@ def test_a_group_of_three_from_the_command_line(tmp_path: Path) -> None:
         carol_id = lines(veil(carol, "id", "--json"))[0]["account_id"]
         veil(carol, "send", "#team", "hi from carol")
         got = lines(veil(bob, "recv", "--json"))
-        assert [(m["group"], m["sender"], m["text"]) for m in got] == [
-            (made["id"], carol_id, "hi from carol")]
+        # Bob never talked to Carol 1:1: her @username comes from the server-signed
+        # sender certificate inside the group message.
+        assert [(m["group"], m["sender"], m["sender_username"], m["text"]) for m in got] \
+            == [(made["id"], carol_id, "carol_gc", "hi from carol")]
         members = lines(veil(bob, "group", "members", "#team", "--json"))
         ids = {n: lines(veil(h, "id", "--json"))[0]["account_id"]
                for n, h in (("alice", alice), ("bob", bob), ("carol", carol))}

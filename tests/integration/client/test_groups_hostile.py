@@ -514,3 +514,33 @@ async def test_a_capability_the_server_no_longer_matches(
         db.execute("UPDATE mls_groups SET epoch = epoch - 5 WHERE id = ?", (raw,))
     await alice.send_group(first.id, "back to normal")
     assert await texts(bob) == ["back to normal"]
+
+
+# --- a member passing off another member's sender certificate ------------------------------
+
+
+async def test_a_member_cannot_sign_with_another_members_certificate(
+        tmp_path: Path, clients: list[Client], server: ServerProcess) -> None:
+    """Group messages carry the sender's server-signed certificate, so members who never
+    talked 1:1 see its @username. Carol, who reads Alice's messages, copies Alice's
+    certificate into her own: the receivers keep her own name and rename nobody."""
+    alice, bob, carol = await trio(clients, tmp_path, server)
+    info = await alice.create_group("g", members=[at(bob), at(carol)])
+    await bob.receive_pending()
+    await carol.receive_pending()
+    await carol.send_group(info.id, "as myself")
+    [mine] = await bob.receive_pending()
+    assert (mine.sender, mine.sender_username) == (carol.account, carol.me.username)
+    alices = await alice._outbox.certificate()
+    carol._outbox.certificate = lambda: _ready(alices)        # type: ignore[method-assign]
+    await carol.send_group(info.id, "signed as alice")
+    [forged] = await bob.receive_pending()
+    assert forged.text == "signed as alice" and forged.sender == carol.account
+    assert forged.sender_username == carol.me.username         # not alice's name
+    names = {c.account: c.username for c in bob.contacts()}
+    assert names[carol.account] == carol.me.username
+    assert names.get(alice.account) in (None, alice.me.username)
+
+
+async def _ready(value: object) -> object:
+    return value
