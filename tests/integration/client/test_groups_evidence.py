@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,6 @@ from veil.client.group_core import _Intent, _restore
 from veil.client.groups import read_cap
 from veil.client.store import FAST
 from veil.protocol.responses import GroupMessagePage
-
-DSN = os.environ.get("VEIL_TEST_POSTGRES", "")
 
 
 def at(client: Client) -> str:
@@ -158,28 +155,6 @@ async def test_three_people_with_two_devices_each(
 
 # --- the same core flow on PostgreSQL --------------------------------------------------
 
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    if not DSN:
-        pytest.skip("postgres: VEIL_TEST_POSTGRES is not set")
-    asyncpg = pytest.importorskip("asyncpg")
-    name = "veil_srv_" + os.urandom(6).hex()
-    admin = await asyncpg.connect(DSN)
-    await admin.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield name
-    finally:
-        await admin.execute(f"DROP SCHEMA {name} CASCADE")
-        await admin.close()
-
-
-@pytest.fixture
-def pg_server(schema: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    sep = "&" if "?" in DSN else "?"
-    proc = ServerProcess(tmp_path / "data",
-                         {"database_url": f"{DSN}{sep}search_path={schema}"}).start()
-    yield proc
-    proc.stop()
 
 
 @pytest.mark.postgres

@@ -7,9 +7,6 @@ dropped), and is skipped by name otherwise.
 from __future__ import annotations
 
 import base64
-import os
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -23,31 +20,8 @@ from tests.integration.server.harness import (
 )
 
 pytestmark = pytest.mark.postgres
-DSN = os.environ.get("VEIL_TEST_POSTGRES", "")
 
 
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    if not DSN:
-        pytest.skip("postgres: VEIL_TEST_POSTGRES is not set")
-    asyncpg = pytest.importorskip("asyncpg")
-    name = "veil_srv_" + os.urandom(6).hex()
-    admin = await asyncpg.connect(DSN)
-    await admin.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield name
-    finally:
-        await admin.execute(f"DROP SCHEMA {name} CASCADE")
-        await admin.close()
-
-
-@pytest.fixture
-def pg_server(schema: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    sep = "&" if "?" in DSN else "?"
-    proc = ServerProcess(tmp_path / "data",
-                         {"database_url": f"{DSN}{sep}search_path={schema}"}).start()
-    yield proc
-    proc.stop()
 
 
 async def test_delivery_prekeys_and_crash_on_postgres(pg_server: ServerProcess):
