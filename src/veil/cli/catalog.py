@@ -111,6 +111,8 @@ EN: Final[dict[str, str]] = {
     "outbox.line.other": "{id}  [{when}] to {to}: {text}  ({stage}, {count} attempts{error})",
     "outbox.last_error": ", {error}",
     "outbox.empty": "the outbox is empty",
+    "outbox.stage.queued": "queued",
+    "outbox.stage.sealed": "sealed",
     # recv, chat, safety, verify, conversations, history
     "cmd.recv": "Print received messages (sender, time, text).",
     "opt.recv.follow": "Keep waiting for new messages.",
@@ -380,6 +382,8 @@ ZH: Final[dict[str, str]] = {
     "opt.outbox.retry": "立即发送等待中的消息。",
     "opt.outbox.cancel": "删除 ID（或其唯一前缀）为此值的消息。",
     "outbox.no_match": "发件箱中没有 ID 以 {prefix} 开头的消息",
+    "outbox.stage.queued": "排队中",
+    "outbox.stage.sealed": "已加密待发",
     "outbox.ambiguous": "{prefix} 匹配了 {count} 条消息；请给出更长的 ID",
     "outbox.cancelled": "已取消 {id}（发给 {to}）",
     "outbox.may_arrive": "——它仍可能送达：之前一次尝试的结果未知",

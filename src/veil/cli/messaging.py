@@ -319,7 +319,9 @@ async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: 
                             "last_error": m.last_error, "timestamp": m.timestamp,
                             "text": m.text},
                   tn("outbox.line", m.attempts, id=m.id[:8], when=when(m.timestamp),
-                     to=safe_text(to), text=safe_text(m.text[:60]), stage=m.stage,
+                     to=safe_text(to), text=safe_text(m.text[:60]),
+                     stage=t("outbox.stage.queued") if m.stage == "queued"
+                     else t("outbox.stage.sealed"),
                      error=t("outbox.last_error", error=m.last_error) if m.last_error
                      else ""))
         if not waiting and not as_json:
