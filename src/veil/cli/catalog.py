@@ -152,7 +152,7 @@ EN: Final[dict[str, str]] = {
     "opt.devices.name": "A name for the new device (kept on your devices, not the server).",
     "opt.devices.history_days": "Days of history to give it (0: none).",
     "cmd.devices.remove": "Unlink device DEVICE_ID: its credentials stop working at once.",
-    "devices.line": "{id:>3}  {name:<20} linked {linked}  last seen {seen}",
+    "devices.line": "{id:>3}  {name} linked {linked}  last seen {seen}",
     "devices.this_one": "(this device)",
     "devices.never": "never",
     "devices.approved": "approved: device {id} is now linked to this account",
@@ -190,6 +190,21 @@ EN: Final[dict[str, str]] = {
     "group.member.other": "{who}  ({count} devices){admin}",
     "group.admin_mark": "  admin",
     "group.none": "this device is in no group",
+    "group.missing.one": "{where}: {count} message from {who} did not arrive (the server "
+    "may have dropped it)",
+    "group.missing.other": "{where}: {count} messages from {who} did not arrive (the "
+    "server may have dropped them)",
+    "group.reordered": "{where}: a message from {who} arrived out of order, after a later "
+    "one",
+    "group.stalled.commit_withheld": "{where}: the server says the group has moved on but "
+    "withholds the change that did it; this device can neither read nor send there until "
+    "the server serves it (or you are invited again)",
+    "group.stalled.commit_refused": "{where}: the server served a group change that does "
+    "not verify; this device stays where it was and can neither read nor send there until "
+    "the real change is served (or you are invited again)",
+    "group.stalled.capability_refused": "{where}: the server refuses this device's key to "
+    "the group's mailbox (it expired after a long time offline, or the server changed "
+    "it); if this lasts, ask an admin to invite you again",
     "send.group_sent": "sent to {to} (stored once for every member)",
     # relay.py
     "relay.needs_directory": "--via mixnet needs --mix-directory FILE and --mix-authority "
@@ -426,7 +441,7 @@ ZH: Final[dict[str, str]] = {
     "opt.devices.name": "新设备的名称（只保存在你的设备上，不上传服务器）。",
     "opt.devices.history_days": "交给它的历史天数（0：不给）。",
     "cmd.devices.remove": "解除设备 DEVICE_ID 的关联：它的凭据立即失效。",
-    "devices.line": "{id:>3}  {name:<20} 关联于 {linked}  最后出现 {seen}",
+    "devices.line": "{id:>3}  {name} 关联于 {linked}  最后出现 {seen}",
     "devices.this_one": "（本设备）",
     "devices.never": "从未",
     "devices.approved": "已批准：设备 {id} 现已关联到本账户",
@@ -459,6 +474,15 @@ ZH: Final[dict[str, str]] = {
     "group.member.other": "{who}  （{count} 台设备）{admin}",
     "group.admin_mark": "  管理员",
     "group.none": "本设备不在任何群组中",
+    "group.missing.one": "{where}：来自 {who} 的 {count} 条消息未送达（服务器可能丢弃了它）",
+    "group.missing.other": "{where}：来自 {who} 的 {count} 条消息未送达（服务器可能丢弃了它们）",
+    "group.reordered": "{where}：来自 {who} 的一条消息顺序错乱，晚于其后发出的消息到达",
+    "group.stalled.commit_withheld": "{where}：服务器称群组已进入新阶段，却扣留了带来这一变化的"
+    "提交；在服务器提供它之前（或你被重新邀请之前），本设备无法在该群组中阅读或发送",
+    "group.stalled.commit_refused": "{where}：服务器提供的群组变更无法通过验证；本设备保持原状，"
+    "在真正的变更送达之前（或你被重新邀请之前）无法在该群组中阅读或发送",
+    "group.stalled.capability_refused": "{where}：服务器拒绝了本设备访问该群组信箱的凭据（长时间"
+    "离线后已过期，或被服务器更改）；如果持续如此，请让管理员重新邀请你",
     "send.group_sent": "已发送到 {to}（为所有成员只存储一份）",
     "relay.needs_directory": "--via mixnet 需要 --mix-directory FILE 和 --mix-authority HEX"
     "（或环境变量 VEIL_MIX_DIRECTORY 和 VEIL_MIX_AUTHORITY）",
@@ -598,6 +622,7 @@ ERRORS_ZH: Final[dict[str, str]] = {
     "not_group_member": "你（或对方）不是该群组的成员",
     "not_group_admin": "只有群组管理员才能添加、移除成员、改名或设置管理员",
     "group_busy": "群组一直在变化，提交未能完成；请重试",
+    "group_stuck": "服务器不让本设备越过该群组的当前阶段（提交被扣留或无法验证）；消息留在发件箱中",
     # veil.protocol.errors
     "protocol_error": "无法解码协议数据",
     "malformed_json": "数据不是有效的 JSON",

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 
 from veil.cli.i18n import t
@@ -118,6 +119,14 @@ def safe_text(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+def pad(text: str, columns: int) -> str:
+    """``text`` padded to ``columns`` terminal cells (a CJK character takes two), or
+    cut to fit: ``f"{x:<20}"`` counts characters, which misaligns Chinese names."""
+    if cell_len(text) > columns:
+        text = set_cell_size(text, columns - 1) + "…"
+    return text + " " * (columns - cell_len(text))
+
+
 def emit(as_json: bool, obj: dict[str, Any], text: str) -> None:
     click.echo(json.dumps(obj) if as_json else text)
 
@@ -195,6 +204,7 @@ __all__ = [
     "home_options",
     "home_path",
     "open_client",
+    "pad",
     "passphrase_for",
     "qr_text",
     "quiet_client_logs",

@@ -17,9 +17,11 @@ from veil.cli.common import (
     emit,
     home_options,
     home_path,
+    pad,
     passphrase_for,
     qr_text,
     quiet_client_logs,
+    safe_text,
     server_url,
     when,
     with_client,
@@ -72,7 +74,7 @@ def _device_obj(d: LinkedDeviceInfo) -> dict[str, object]:
 
 
 def _device_line(d: LinkedDeviceInfo) -> str:
-    return t("devices.line", id=d.device_id, name=d.name or "-",
+    return t("devices.line", id=d.device_id, name=pad(safe_text(d.name or "-"), 20),
              linked=when(d.linked_at) if d.linked_at else "-",
              seen=t("devices.this_one") if d.current
              else when(d.last_seen) if d.last_seen else t("devices.never"))

@@ -5,6 +5,10 @@ remove|leave|rename|admin|members|list``; ``veil send '#name' TEXT`` and ``veil 
 A group is named ``#name`` (as this device knows it; two groups of one name need the
 id) or by its 64-hex id. Names, members and admins live inside MLS: the server knows a
 random id and an epoch only.
+
+:func:`show_notice` prints the warnings ``veil recv`` and ``veil chat`` give about a
+group: messages that did not arrive or came out of order (``GroupMessagesMissing``)
+and a group this device cannot follow any more (``GroupStalled``).
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.markup import escape
 
-from veil.cli.common import emit, home_options, with_client
+from veil.cli.common import emit, err_console, home_options, safe_text, with_client
 from veil.cli.i18n import t, tn
 from veil.client import Client
+from veil.client.events import Event, GroupMessagesMissing, GroupStalled
 from veil.client.groups import GroupInfo
 
 _HEX = frozenset("0123456789abcdef")
@@ -44,6 +50,47 @@ def info_line(g: GroupInfo) -> str:
     state = "" if g.active else t("group.inactive")
     return tn("group.line", len(g.members), name=g.name, id=g.id[:8], role=role,
               state=state)
+
+
+def _where(c: Client, group_id: str) -> str:
+    for g in c.groups():
+        if g.id == group_id:
+            return "#" + safe_text(g.name)
+    return group_id[:8] + "…"
+
+
+def _sender(c: Client, account: str) -> str:
+    for contact in c.contacts():
+        if contact.account == account and contact.username:
+            return "@" + safe_text(contact.username)
+    return account[:8] + "…"
+
+
+def show_notice(c: Client, event: Event, as_json: bool) -> bool:
+    """Print ``event`` if it is a group warning (False otherwise): on standard error
+    for people, as a JSON object on standard output with ``--json``."""
+    if isinstance(event, GroupMessagesMissing):
+        where, who = _where(c, event.group), _sender(c, event.sender)
+        obj: dict[str, Any] = {"event": "group_messages_missing", "group": event.group,
+                               "sender": event.sender, "device": event.device,
+                               "missing": event.missing, "reordered": event.reordered}
+        text = t("group.reordered", where=where, who=who) if event.reordered else \
+            tn("group.missing", event.missing, where=where, who=who)
+    elif isinstance(event, GroupStalled):
+        where = _where(c, event.group)
+        obj = {"event": "group_stalled", "group": event.group, "epoch": event.epoch,
+               "reason": event.reason}
+        text = {"commit_withheld": t("group.stalled.commit_withheld", where=where),
+                "commit_refused": t("group.stalled.commit_refused", where=where),
+                "capability_refused": t("group.stalled.capability_refused", where=where),
+                }[event.reason]
+    else:
+        return False
+    if as_json:
+        emit(as_json, obj, text)
+    else:
+        err_console.print(f"[bold yellow]{escape(text)}[/]")
+    return True
 
 
 def _emit_info(as_json: bool, g: GroupInfo, said: str) -> None:
@@ -164,4 +211,5 @@ __all__ = [
     "info_line",
     "info_obj",
     "is_group",
+    "show_notice",
 ]

@@ -21,10 +21,12 @@ English detail (names, numbers, paths) in parentheses. English output is unchang
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal, TypeVar
 
 import click
+from rich.cells import cell_len
 
 from veil.cli.catalog import CATALOGS, ERRORS_ZH, SAID_ENOUGH_ZH, SERVER_LINES_ZH
 from veil.server.lines import Line
@@ -112,8 +114,50 @@ _CLICK_HEADINGS_ZH: Final[dict[str, str]] = {
 }
 
 
+# One unit of a line: a CJK character with the punctuation that may not be parted from
+# it (an opening bracket never ends a line, a full stop or closing bracket never starts
+# one), a Latin word, or a run of spaces.
+_WIDE = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef"
+_OPENING = "（「『《〈【〔“‘"
+_CLOSING = "。，、；：！？）」』》〉】〕”’…"
+_TOKENS = re.compile(rf"[{_OPENING}]*(?:[{_WIDE}]|[^\s{_WIDE}]+)[{_CLOSING}]*|\s+")
+
+
+def _first_sentence(text: str) -> str:
+    """A command's line in the command list: its help up to the first full stop (click
+    would cut Chinese, which has no spaces, to "...")."""
+    first = text.strip().split("\n\n")[0].replace("\n", "")
+    return first.split("。")[0] + "。" if "。" in first else first
+
+
+def wrap_cells(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` terminal cells. click wraps by characters,
+    so Chinese lines (two cells a character, no spaces between words) came out twice
+    as wide as the terminal; here a CJK character may end a line anywhere, a Latin
+    word only at a space."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for token in _TOKENS.findall(paragraph):
+            if token.isspace():
+                token = " " if line else ""
+            if line and cell_len(line + token) > width:
+                lines.append(line.rstrip())
+                line = token.lstrip()
+            else:
+                line += token
+        lines.append(line.rstrip())
+    return lines
+
+
 class ChineseHelpFormatter(click.HelpFormatter):
-    """click's help layout with its own words (usage, headings, defaults) in Chinese."""
+    """click's help layout with its own words (usage, headings, defaults) in Chinese,
+    wrapped by terminal cells (:func:`wrap_cells`)."""
+
+    def write_text(self, text: str) -> None:
+        indent = " " * self.current_indent
+        for line in wrap_cells(text, max(self.width - self.current_indent, 11)):
+            self.write(f"{indent}{line}\n" if line else "\n")
 
     def write_usage(self, prog: str, args: str = "", prefix: str | None = None) -> None:
         super().write_usage(prog, args, "用法：" if prefix is None else prefix)
@@ -126,7 +170,23 @@ class ChineseHelpFormatter(click.HelpFormatter):
             text = _CLICK_HELP_ZH.get(text, text)
             return (text.replace("[default: ", "[默认：").replace("; default: ", "；默认：")
                     .replace("; required]", "；必填]").replace("[required]", "[必填]"))
-        super().write_dl([(term, zh(text)) for term, text in rows], col_max, col_spacing)
+        rows = [(term, zh(text)) for term, text in rows]
+        first_col = min(max((cell_len(term) for term, _ in rows), default=0),
+                        col_max) + col_spacing
+        indent = " " * self.current_indent
+        for term, text in rows:
+            self.write(f"{indent}{term}")
+            if not text:
+                self.write("\n")
+                continue
+            if cell_len(term) <= first_col - col_spacing:
+                self.write(" " * (first_col - cell_len(term)))
+            else:
+                self.write("\n" + " " * (first_col + self.current_indent))
+            lines = wrap_cells(text, max(self.width - first_col - 2, 10))
+            self.write(f"{lines[0]}\n")
+            for line in lines[1:]:
+                self.write(f"{indent}{' ' * first_col}{line}\n")
 
 
 class ChineseContext(click.Context):
@@ -141,6 +201,8 @@ def localize_click(command: click.Command) -> None:
     command.context_class = ChineseContext
     if isinstance(command, click.Group):
         for sub in command.commands.values():
+            if sub.help and not sub.short_help:
+                sub.short_help = _first_sentence(sub.help)
             localize_click(sub)
 
 

@@ -26,6 +26,7 @@ from veil.cli.common import (
     err_console,
     home_options,
     home_path,
+    pad,
     passphrase_for,
     qr_text,
     safe_text,
@@ -33,7 +34,7 @@ from veil.cli.common import (
     when,
     with_client,
 )
-from veil.cli.groups import group_info, is_group
+from veil.cli.groups import group_info, is_group, show_notice
 from veil.cli.i18n import explain, t, tn
 from veil.client import (
     Client,
@@ -333,14 +334,22 @@ async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: 
 @click.option("--follow", "-f", is_flag=True, help=t("opt.recv.follow"))
 @home_options
 async def recv(follow: bool, home: str | None, as_json: bool, proxy: str | None) -> None:
-    """Print received messages (sender, time, text)."""
+    """Print received messages (sender, time, text), and warnings about groups."""
     async def body(c: Client) -> None:
         await _flush_first(c, as_json)
-        async for message in c.pending():
-            _show(message, as_json, c)
-        if follow:
-            async for message in c.messages():
+        with c.notices() as notices:
+            async for message in c.pending():
+                for event in notices():      # a gap is told before what follows it
+                    show_notice(c, event, as_json)
                 _show(message, as_json, c)
+            for event in notices():
+                show_notice(c, event, as_json)
+        if follow:
+            async for event in c.events():
+                if isinstance(event, MessageReceived):
+                    _show(event.message, as_json, c)
+                else:
+                    show_notice(c, event, as_json)
     await with_client(home, proxy, body)
 
 
@@ -420,6 +429,8 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
                                     "error": {"code": event.code, "message": event.reason}},
                           t("chat.outbox_failed", id=event.message_id[:8],
                             reason=event.reason))
+                else:
+                    show_notice(c, event, as_json)
 
         listener = asyncio.create_task(incoming())
         lines = _stdin_lines()
@@ -487,7 +498,8 @@ async def conversations(home: str | None, as_json: bool, proxy: str | None) -> N
             emit(as_json, {"peer": conv.peer, "username": conv.username,
                             "verified": conv.verified, "last_text": last.text,
                             "last_timestamp": last.timestamp},
-                  f"{name:<34} {when(last.timestamp)}  {safe_text(last.text[:40])}")
+                  f"{pad(safe_text(name), 34)} {when(last.timestamp)}  "
+                  f"{safe_text(last.text[:40])}")
     await with_client(home, proxy, body)
 
 

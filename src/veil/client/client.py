@@ -29,7 +29,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from pathlib import Path
 
 from msgspec import UNSET
@@ -119,6 +119,7 @@ class Client:
         self._outbox.group_delivery = self._groups.deliver_pending   # outbox kind "group"
         self._history = History(store, me.account)
         self._own_devices = Devices(self._ctx)
+        self._groups.own_devices_refresh = self._own_devices.refresh
         # Rotation and top-up of this device's prekeys (a timer while connected).
         self.prekeys = PrekeyMaintenance(store, self._api, identity, self._ctx.clock,
                                          self._keys_low)
@@ -540,8 +541,10 @@ class Client:
         return await self._outbox.send(to, text)
 
     def outbox(self) -> list[PendingMessage]:
-        """Messages not yet acknowledged by the server, oldest first."""
-        return pending_store.all_pending(self._ctx.store)
+        """Messages not yet acknowledged by the server, oldest first (syncs of sent
+        messages to this account's other devices wait there too, but are not listed)."""
+        return [m for m in pending_store.all_pending(self._ctx.store)
+                if m.kind != pending_store.SYNC_KIND]
 
     def cancel(self, message_id: str) -> bool:
         """Remove an unsent message from the outbox (False: there is none with that id).
@@ -583,6 +586,18 @@ class Client:
     async def receive_pending(self) -> list[IncomingMessage]:
         """Everything :meth:`pending` yields, as a list."""
         return [message async for message in self.pending()]
+
+    @contextlib.contextmanager
+    def notices(self) -> Iterator[Callable[[], list[Event]]]:
+        """The events other than messages that happen inside the ``with`` (e.g. the
+        ``GroupMessagesMissing`` and ``GroupStalled`` of :meth:`pending`'s group syncs),
+        without a live connection: ``with client.notices() as taken: ...; taken()``
+        returns those not taken yet. At most ``QUEUE_SIZE`` wait between two calls."""
+        queue = self._hub.add(messages=False)
+        try:
+            yield lambda: EventHub.drain(queue)
+        finally:
+            self._hub.remove(queue)
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """The typed event stream (``veil.client.events``); keeps the live connection

@@ -8,7 +8,10 @@ A sync of a sent message to the sender's own other devices is ``"kind": "sent"``
 ``"to"``, the recipient account (docs/devices.md). A group message carries ``"sc"``,
 the sender's server-signed sender certificate (``veil.core.sealed``), so members who
 never talked 1:1 see the sender's ``@username`` vouched for by the server, as a 1:1
-recipient does (docs/groups.md).
+recipient does (docs/groups.md), and ``"n"``, the sending device's sequence number in
+that group (1, 2, 3, ...), so a receiver sees a message the server dropped (a gap) or
+served out of order (docs/groups.md, "Missing messages"). Content without ``"n"`` (older
+clients) is accepted; it is just not counted.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from veil.core.errors import MalformedMessage
 MAX_TEXT = 64 * 1024
 MAX_TIMESTAMP = 1 << 53          # milliseconds; keeps every clock and JSON reader sane
 MAX_CERTIFICATE = 2048
+MAX_NUMBER = 1 << 53             # a group sequence number: exact in every JSON reader
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class Content:
     to: str | None = None
     # A group message: the sender certificate (bytes of veil.core.sealed's).
     certificate: bytes | None = None
+    # A group message: the sending device's sequence number in the group (from 1).
+    number: int | None = None
 
     @classmethod
     def text_message(cls, text: str, now_ms: int, profile_key: bytes) -> Content:
@@ -52,6 +58,8 @@ class Content:
             body["to"] = self.to
         if self.certificate is not None:
             body["sc"] = base64.b64encode(self.certificate).decode()
+        if self.number is not None:
+            body["n"] = self.number
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -77,7 +85,11 @@ class Content:
             certificate = base64.b64decode(sc, validate=True) if isinstance(sc, str) else None
             if certificate is not None and len(certificate) > MAX_CERTIFICATE:
                 raise ValueError("the sender certificate is too long")
-            return cls(msg_id, ts, text, profile_key, kind, to, certificate)
+            number = body.get("n")
+            if number is not None and not (type(number) is int
+                                           and 0 < number < MAX_NUMBER):
+                raise ValueError("the sequence number is not a positive integer")
+            return cls(msg_id, ts, text, profile_key, kind, to, certificate, number)
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise MalformedMessage(f"message content is malformed: {type(exc).__name__}")\
                 from None

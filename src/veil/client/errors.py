@@ -128,11 +128,19 @@ class GroupBusy(ClientError):
     code = "group_busy"
 
 
+class GroupStuck(GroupBusy):
+    """A group's mailbox does not let this device past its epoch (the commit that ended
+    it withheld or refused, or the read capability refused): nothing can be posted."""
+
+    code = "group_stuck"
+
+
 __all__ = [
     "AlreadyInitialised",
     "ClientError",
     "CorruptStore",
     "GroupBusy",
+    "GroupStuck",
     "IdentityChanged",
     "LinkCodeMismatch",
     "LinkFailed",

@@ -16,7 +16,11 @@ Events are frozen dataclasses:
 - :class:`DeviceLinked` — a contact gained a device its identity approved;
 - :class:`SentSynced` — another device of this account sent a message (now in history);
 - :class:`GroupUpdated` — a group's members, name or admins changed, or this device
-  joined or was removed (docs/groups.md).
+  joined or was removed (docs/groups.md);
+- :class:`GroupMessagesMissing` — a member's group messages were not delivered (a gap
+  in its sequence numbers), or one arrived after a later one (reordered);
+- :class:`GroupStalled` — this device cannot follow a group any more (a commit
+  withheld or refused, the read capability refused), told once while it lasts.
 
 Each subscriber has its own bounded queue (:data:`QUEUE_SIZE`). A message is never
 dropped: when a subscriber's queue is full, receiving waits for it (backpressure; the
@@ -130,8 +134,45 @@ class GroupUpdated:
     accounts: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class GroupMessagesMissing:
+    """A member's group messages did not all arrive as sent (committed before the event).
+
+    Each group message carries, inside the encryption, its sender device's sequence
+    number (1, 2, 3, ... across epochs; docs/groups.md, "Missing messages"). ``missing``
+    messages of ``sender``'s ``device`` were skipped: the server (or something on the
+    way) dropped them, or they are still to come out of order. ``reordered``: a message
+    numbered below one already received arrived now (``missing`` is 0 then)."""
+
+    group: str                     # group id, 64 hex
+    sender: str                    # account id
+    device: int
+    missing: int
+    reordered: bool = False
+
+
+StallReason = Literal["commit_withheld", "commit_refused", "capability_refused"]
+
+
+@dataclass(frozen=True)
+class GroupStalled:
+    """This device cannot follow ``group`` past ``epoch`` (told once while it lasts).
+
+    ``reason``: ``commit_withheld`` (the server says the epoch ended but serves no
+    commit for it), ``commit_refused`` (the commit it served does not verify), or
+    ``capability_refused`` (the mailbox refuses this device's read capability: the
+    epoch expired, or the server changed it). Nothing is lost by waiting: the device
+    stays in its epoch, posts are refused, and it catches up if the server serves the
+    commit; otherwise it must be invited again."""
+
+    group: str                     # group id, 64 hex
+    epoch: int
+    reason: StallReason
+
+
 Event = (MessageReceived | IdentityChanged | KeysLow | ConnectionState | OutboxSent
-         | OutboxFailed | DeviceLinked | SentSynced | GroupUpdated)
+         | OutboxFailed | DeviceLinked | SentSynced | GroupUpdated | GroupMessagesMissing
+         | GroupStalled)
 
 
 class _Failure:
@@ -148,6 +189,9 @@ class EventHub:
     def __init__(self, size: int = QUEUE_SIZE) -> None:
         self._size = size
         self._queues: list[asyncio.Queue[Event | _Failure]] = []
+        # Queues that take no messages (Client.notices): nothing waits on them, so a
+        # one-shot receive can collect warnings without reading every message twice.
+        self._no_messages: set[int] = set()
 
     @property
     def subscribers(self) -> int:
@@ -165,7 +209,8 @@ class EventHub:
     async def emit_message(self, event: MessageReceived) -> None:
         """Waits until every subscriber has room: messages are not dropped."""
         for queue in list(self._queues):
-            await queue.put(event)
+            if id(queue) not in self._no_messages:
+                await queue.put(event)
 
     def fail(self, error: BaseException | None) -> None:
         """Every reader raises ``error`` (or, with None, ends) once it gets here."""
@@ -178,15 +223,28 @@ class EventHub:
         """The client closed: every reader's iteration ends."""
         self.fail(None)
 
-    def add(self) -> asyncio.Queue[Event | _Failure]:
+    def add(self, messages: bool = True) -> asyncio.Queue[Event | _Failure]:
         queue: asyncio.Queue[Event | _Failure] = asyncio.Queue(self._size)
         self._queues.append(queue)
+        if not messages:
+            self._no_messages.add(id(queue))
         return queue
 
     def remove(self, queue: asyncio.Queue[Event | _Failure]) -> None:
         self._queues.remove(queue)
+        self._no_messages.discard(id(queue))
         while not queue.empty():           # wakes a message emit waiting for room
             queue.get_nowait()
+
+    @staticmethod
+    def drain(queue: asyncio.Queue[Event | _Failure]) -> list[Event]:
+        """The events waiting in ``queue`` now (the end of the client is not one)."""
+        out: list[Event] = []
+        while not queue.empty():
+            item = queue.get_nowait()
+            if not isinstance(item, _Failure):
+                out.append(item)
+        return out
 
     @staticmethod
     async def read(queue: asyncio.Queue[Event | _Failure]) -> AsyncIterator[Event]:
@@ -203,6 +261,8 @@ __all__ = [
     "DeviceLinked",
     "Event",
     "EventHub",
+    "GroupMessagesMissing",
+    "GroupStalled",
     "GroupUpdated",
     "IdentityChanged",
     "IncomingMessage",
@@ -211,4 +271,5 @@ __all__ = [
     "OutboxFailed",
     "OutboxSent",
     "SentSynced",
+    "StallReason",
 ]

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -32,7 +32,13 @@ from veil.client.errors import (
     ServerRejected,
     UnknownGroup,
 )
-from veil.client.events import GroupUpdated, IncomingMessage
+from veil.client.events import (
+    GroupMessagesMissing,
+    GroupStalled,
+    GroupUpdated,
+    IncomingMessage,
+    StallReason,
+)
 from veil.client.outbox import Outbox
 from veil.client.records import HistoryEntry
 from veil.client.transport import WebSocket
@@ -56,6 +62,11 @@ SEND_ATTEMPTS = 3
 MAX_PAGES = 1000                 # per sync: the server cannot loop us
 PAD_TO = 256
 WELCOME_KIND = "group_welcome"
+# A Welcome waiting for its ratchet tree (``group.joining``) is dropped after this long:
+# the tree is posted before the Welcome leaves, so one still missing after days never
+# comes (its epoch ended first, or the server withholds it), and the record and the
+# KeyPackage's private half should not be kept forever. (ms, the client's clock.)
+WELCOME_WAIT_MS = 7 * 24 * 3600 * 1000
 # Refusals that prove a commit was not stored (a server error code, not a lost or
 # garbled answer: then the commit may be stored, and the mailbox settles it).
 _NOT_STORED = frozenset({400, 401, 403, 404, 413, 422, 429})
@@ -102,8 +113,9 @@ class GroupMember:
     devices: tuple[int, ...]
     admin: bool
     # Devices whose leaf presents another identity than the account's (as this device
-    # knows it from 1:1 or the directory), or an account not confirmed by the directory
-    # yet: not to be taken as that person (docs/groups.md, "Identities").
+    # knows it from 1:1 or the directory), or a device the account does not list as
+    # approved, or an account not confirmed by the directory yet: not to be taken as
+    # that person (docs/groups.md, "Identities").
     unconfirmed: tuple[int, ...] = ()
 
 
@@ -131,7 +143,8 @@ class _Out:
     """What a step produced, told to the application once the lock is released."""
 
     messages: list[IncomingMessage] = field(default_factory=list)
-    events: list[GroupUpdated] = field(default_factory=list)
+    events: list[GroupUpdated | GroupMessagesMissing | GroupStalled] = field(
+        default_factory=list)
     announce: list[str] = field(default_factory=list)
     welcomes: list[outbox_store.PendingMessage] = field(default_factory=list)
 
@@ -156,10 +169,17 @@ class GroupCore(abc.ABC):
         self._own_seqs: dict[str, set[int]] = {}
         self._sent_seqs: dict[str, int] = {}     # outbox id → seq, for ``send``'s answer
         self._unconfirmable: set[str] = set()  # the directory could not confirm (this run)
+        # Devices of group members not known to be approved, asked of the directory in
+        # this run (asked again only for a device not asked before).
+        self._asked_devices: dict[str, set[int]] = {}
+        # Refreshes this account's device list (set by the client, veil.client.devices).
+        self.own_devices_refresh: Callable[[], Awaitable[object]] | None = None
         # Tests: called with "before_post" / "after_post" around a commit's request,
         # to stop the client there as a crash would.
         # (It may return an awaitable, awaited there: a test can hold a commit back.)
         self.crash_hook: Callable[[str], object] | None = None
+        # How long a Welcome may wait for its tree (docs/groups.md, "Large groups").
+        self.welcome_wait_ms = WELCOME_WAIT_MS
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -223,6 +243,7 @@ class GroupCore(abc.ABC):
         store.delete(gs.KIND_SLOW, gid)
         store.delete(gs.KIND_HOT, gid)
         gs.drop_pending(store, gid)
+        gs.drop_adding(store, gid)
         self._cache.pop(gid, None)
 
     def resolve(self, group: str) -> str:
@@ -303,7 +324,7 @@ class GroupCore(abc.ABC):
                 gs.put_record(store, rec)          # (or a tree chunk: not for members)
                 return
             if isinstance(got, ApplicationMessage):
-                self._application(gid, group, got, m, out)
+                self._application(gid, rec, group, got, m, out)
             elif isinstance(got, ProposalReceived):
                 proposal = got.proposal
                 if isinstance(proposal, Remove):
@@ -338,8 +359,8 @@ class GroupCore(abc.ABC):
         outbox_store.drop(self._ctx.store, message.id)
         self._sent_seqs[message.id] = seq
 
-    def _application(self, gid: str, group: Group, got: ApplicationMessage,
-                     m: rs.GroupStoredMessage, out: _Out) -> None:
+    def _application(self, gid: str, rec: gs.GroupRecord, group: Group,
+                     got: ApplicationMessage, m: rs.GroupStoredMessage, out: _Out) -> None:
         member = gs.member_of(group, got.sender)
         try:
             content = Content.decode(got.data)
@@ -350,11 +371,12 @@ class GroupCore(abc.ABC):
             return
         me = self._ctx.device.record
         own = member.account == me.account
-        genuine = self._known_identity(member.account) == member.identity.to_bytes()
+        genuine = self._genuine(member)
         if own and not genuine:
             log.warning("dropped a group message from a leaf that claims this account "
-                        "under another identity")
+                        "under another identity or for a device it does not list")
             return
+        self._count(gid, rec, member, content.number, out)
         contact = contacts.get(self._ctx.store, member.account)
         flagged = not genuine or (contact is not None and contact.identity_changed)
         if genuine and not own and contact is not None and content.certificate is not None:
@@ -370,6 +392,53 @@ class GroupCore(abc.ABC):
         out.messages.append(IncomingMessage(
             content.id, member.account, None if contact is None else contact.username,
             member.device, content.text, content.timestamp, flagged, group=gid))
+
+    def _count(self, gid: str, rec: gs.GroupRecord, member: gs.Member, number: int | None,
+               out: _Out) -> None:
+        """Inside the message's transaction: check the sender device's sequence number
+        against the highest seen (docs/groups.md, "Missing messages"). The first number
+        seen from a device is its baseline (a joiner cannot know what came before);
+        content without one (an older client) is not counted."""
+        if number is None:
+            return
+        key = f"{member.account}/{member.device}"
+        last = rec.senders.get(key)
+        if last is not None and number <= last:
+            log.warning("a group message arrived after a later one of the same sender")
+            out.events.append(GroupMessagesMissing(gid, member.account, member.device, 0,
+                                                   reordered=True))
+            return
+        if last is not None and number > last + 1:
+            log.warning("%d group message(s) of a member device did not arrive",
+                        number - last - 1)
+            out.events.append(GroupMessagesMissing(gid, member.account, member.device,
+                                                   number - last - 1))
+        rec.senders[key] = number
+
+    def _stalled(self, gid: str, epoch: int, reason: StallReason, out: _Out) -> None:
+        """This device cannot go past ``epoch``: tell it once (GroupStalled), with why.
+        Nothing else changes: the device stays in its epoch, safe, until the server
+        serves what is missing."""
+        rec = self._record(gid)
+        if rec.stalled == epoch:
+            return
+        with self._txn(gid):
+            rec = self._record(gid)
+            rec.stalled = epoch
+            gs.put_record(self._ctx.store, rec)
+        log.warning("a group cannot go past its current epoch: %s", reason)
+        out.events.append(GroupStalled(gid, epoch, reason))
+
+    def _unstalled(self, gid: str) -> None:
+        """A sync read its epoch to the end without a stall: a stall told before is
+        over (the next one is told again)."""
+        rec = gs.get_record(self._ctx.store, gid)
+        if rec is None or rec.stalled < 0:
+            return
+        with self._txn(gid):
+            rec = self._record(gid)
+            rec.stalled = -1
+            gs.put_record(self._ctx.store, rec)
 
     def _merge(self, gid: str, rec: gs.GroupRecord, group: Group, staged: StagedCommit,
                out: _Out) -> None:
@@ -394,6 +463,7 @@ class GroupCore(abc.ABC):
             return
         rec.epoch = group.epoch
         after_members = dict(gs.members(group))
+        rec.senders = _counted(rec.senders, before_members, after_members)
         after = {mm.account for mm in after_members.values()}
         # A leave request the commit did not carry out still stands (its leaf keeps its
         # member); the next commit by an admin removes it.
@@ -439,6 +509,24 @@ class GroupCore(abc.ABC):
         contact = contacts.get(self._ctx.store, account)
         return None if contact is None else contact.identity
 
+    def _approved_device(self, member: gs.Member) -> bool:
+        """Whether the member's device is one its account approved and still lists, as
+        this device knows (docs/devices.md): an own device from the account's device
+        list, another account's from the directory's approval-checked bundles. A leaf
+        for any other device id (never approved, or unlinked) is what a holder of the
+        account's identity key could add without the account: flagged like an
+        identity change."""
+        me = self._ctx.device.record
+        if member.account == me.account and member.device == me.device_id:
+            return True
+        contact = contacts.get(self._ctx.store, member.account)
+        return contact is not None and member.device in contact.devices and \
+            member.device in contact.linked_devices
+
+    def _genuine(self, member: gs.Member) -> bool:
+        return self._known_identity(member.account) == member.identity.to_bytes() and \
+            self._approved_device(member)
+
     def _check_member(self, gid: str, member: gs.Member, out: _Out) -> None:
         """A member's identity against the identity its account is known by. A
         credential is only self-signed by the key it embeds, so it never changes a
@@ -452,23 +540,45 @@ class GroupCore(abc.ABC):
             out.events.append(GroupUpdated(gid, "policy_violation", None, (member.account,)))
 
     async def _confirm_members(self, gid: str, out: _Out) -> None:
-        """Learn the identity of members' accounts not known here from the directory
-        (their prekey bundles, whose device approvals it checks), then flag leaves that
-        present another one. With the group's lock held; outside any transaction."""
+        """Learn from the directory (prekey bundles, whose device approvals it checks)
+        the identity of members' accounts not known here, and the devices of accounts
+        with a leaf for a device not known to be approved; then flag leaves that present
+        another identity or a device the account does not approve. With the group's lock
+        held; outside any transaction. Each account is asked once per run."""
         group = self._group(gid)
         current = gs.members(group)
         for account in sorted({m.account for _, m in current}):
-            if self._known_identity(account) is not None or account in self._unconfirmable:
+            devices = [m for _, m in current if m.account == account]
+            unasked = {m.device for m in devices if not self._approved_device(m)} - \
+                self._asked_devices.get(account, set())
+            if account in self._unconfirmable or \
+                    (self._known_identity(account) is not None and not unasked):
                 continue
+            self._asked_devices.setdefault(account, set()).update(unasked)
             try:
-                await self._directory.refresh_devices(account)
+                if account == self._me:
+                    await self._own_devices_refresh()
+                else:
+                    await self._directory.refresh_devices(account)
             except (ClientError, CoreError) as exc:
                 self._unconfirmable.add(account)
-                log.warning("could not confirm a group member's identity: %s", exc.code)
+                log.warning("could not confirm a group member's devices: %s", exc.code)
                 continue
-            for _, member in current:
-                if member.account == account:
+            for member in devices:
+                if self._known_identity(account) == member.identity.to_bytes() and \
+                        not self._approved_device(member):
+                    log.warning("a group member's account does not list or approve one "
+                                "of its devices in the group; flagged")
+                    out.events.append(GroupUpdated(gid, "policy_violation", None,
+                                                   (account,)))
+                else:
                     self._check_member(gid, member, out)
+
+    async def _own_devices_refresh(self) -> None:
+        """This account's device list from the server, approvals checked (set by the
+        client: ``veil.client.devices``)."""
+        if self.own_devices_refresh is not None:
+            await self.own_devices_refresh()
 
     def accept_welcome(self, sender: str, device: int, content: Content) -> None:
         """An inbox hook (in the receive transaction): join from a Welcome sent by
@@ -565,6 +675,15 @@ class GroupCore(abc.ABC):
 def _carry(requests: list[int], before: dict[int, gs.Member], after: dict[int, gs.Member]
            ) -> list[int]:
     return [i for i in requests if i in before and after.get(i) == before[i]]
+
+
+def _counted(senders: dict[str, int], before: dict[int, gs.Member],
+             after: dict[int, gs.Member]) -> dict[str, int]:
+    """The sequence numbers still to follow after a commit: only of devices that stay
+    in the same leaf. A device removed, or added (again), starts a new count (its own
+    count restarts when it joins anew)."""
+    staying = {f"{m.account}/{m.device}" for i, m in after.items() if before.get(i) == m}
+    return {key: n for key, n in senders.items() if key in staying}
 
 
 def _key_package_member(data: bytes) -> gs.Member | None:

@@ -12,6 +12,9 @@ Records (all inside the encrypted store, :mod:`veil.client.store`):
   but not yet known to have won its epoch: the state before and after it, the
   capabilities of the next epoch and the Welcome to send. It is resolved against the
   server's mailbox (docs/groups.md, "Crash safety");
+- ``group.adding`` / group id: :class:`Adding` — an invitation committed in batches
+  (more than ``ADD_BATCH`` devices): the KeyPackages not yet in the group, so a client
+  stopped between two batches commits the rest on its next sync;
 - ``mlskp`` / KeyPackageRef (hex): the private half of a published KeyPackage
   (:class:`veil.core.mls.KeyPackageBundle`), deleted once a Welcome used it (a
   last-resort one is kept);
@@ -72,6 +75,7 @@ KIND_HOT = "group.hot"
 KIND_PENDING = "group.pending"
 KIND_TREE = "group.tree"
 KIND_JOINING = "group.joining"
+KIND_ADDING = "group.adding"
 KIND_KP = "mlskp"
 _SIGNER = ("self", "mls_signer")
 _CREDENTIAL_LABEL = b"veil mls credential v1"
@@ -93,6 +97,14 @@ class GroupRecord(msgspec.Struct, kw_only=True):
     created: int = 0                 # ms
     # Leaves whose account proposed its own removal (leaving) in the current epoch.
     leave_requests: list[int] = msgspec.field(default_factory=list)
+    # Sequence numbers (docs/groups.md, "Missing messages"): the last one this device
+    # gave a message it sent, and the highest received from each member device
+    # ("account/device"), across epochs.
+    sent: int = 0
+    senders: dict[str, int] = msgspec.field(default_factory=dict)
+    # The epoch a GroupStalled was told for (-1: none), so it is told once; cleared by
+    # a sync that reads its epoch to the end without a stall.
+    stalled: int = -1
 
 
 class PendingCommit(msgspec.Struct, kw_only=True):
@@ -135,11 +147,21 @@ class Joining(msgspec.Struct, kw_only=True):
     group_id: str = ""
 
 
+class Adding(msgspec.Struct, kw_only=True):
+    """``group.adding`` / group id: the rest of an invitation committed in batches. The
+    KeyPackages of the whole intent, (account, KeyPackage); those whose device is in
+    the group are dropped by the transaction that adopts each batch's commit."""
+
+    op: str                          # "add" or "own" (veil.client.group_core._Intent)
+    key_packages: list[tuple[str, bytes]]
+
+
 _ENC = msgspec.json.Encoder()
 _GROUP = msgspec.json.Decoder(GroupRecord)
 _PENDING = msgspec.json.Decoder(PendingCommit)
 _TREE = msgspec.json.Decoder(TreePost)
 _JOINING = msgspec.json.Decoder(Joining)
+_ADDING = msgspec.json.Decoder(Adding)
 
 
 def get_record(store: Store, group_id: str) -> GroupRecord | None:
@@ -217,6 +239,22 @@ def all_joining(store: Store) -> list[str]:
         except msgspec.MsgspecError:
             raise CorruptStore("a stored group join is damaged") from None
     return out
+
+
+def get_adding(store: Store, group_id: str) -> Adding | None:
+    raw = store.get(KIND_ADDING, group_id)
+    try:
+        return None if raw is None else _ADDING.decode(raw)
+    except msgspec.MsgspecError:
+        raise CorruptStore("a stored invitation is damaged") from None
+
+
+def put_adding(store: Store, group_id: str, adding: Adding) -> None:
+    store.put(KIND_ADDING, group_id, _ENC.encode(adding))
+
+
+def drop_adding(store: Store, group_id: str) -> None:
+    store.delete(KIND_ADDING, group_id)
 
 
 # --- metadata -----------------------------------------------------------------------------
@@ -432,6 +470,7 @@ __all__ = [
     "CAPABILITIES",
     "META_EXTENSION",
     "SUITE",
+    "Adding",
     "GroupRecord",
     "KeyPackageMaintenance",
     "Member",

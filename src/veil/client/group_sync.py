@@ -27,6 +27,8 @@ from veil.client.group_core import (
     WELCOME_KIND,
     GroupCore,
     _carry,
+    _counted,
+    _device_of,
     _Out,
     _restore,
     _sha,
@@ -36,6 +38,7 @@ from veil.client.group_core import (
 )
 from veil.client.transport import WebSocket
 from veil.core.errors import CoreError
+from veil.core.mls import Group
 from veil.protocol import requests as rq
 from veil.protocol import responses as rs
 from veil.protocol import to_builtins
@@ -128,12 +131,15 @@ class GroupSync(GroupCore):
                 rec.name, rec.description, rec.admins = (meta.name, meta.description,
                                                          list(meta.admins))
             rec.epoch, rec.cursor = group.epoch, seq
-            rec.leave_requests = _carry(rec.leave_requests, dict(gs.members(self._group(gid))),
+            members_before = dict(gs.members(self._group(gid)))
+            rec.leave_requests = _carry(rec.leave_requests, members_before,
                                         dict(gs.members(group)))
+            rec.senders = _counted(rec.senders, members_before, dict(gs.members(group)))
             gs.put_record(store, rec)
             store.put(gs.KIND_SLOW, gid, pending.after_slow)
             store.put(gs.KIND_HOT, gid, pending.after_hot)
             gs.drop_pending(store, gid)
+            self._prune_adding(gid, group)
             if pending.tree and welcomes:     # the tree first, then the Welcomes
                 gs.put_tree_post(store, gid, gs.TreePost(
                     epoch=group.epoch, chunks=pending.tree, welcomes=welcomes))
@@ -144,6 +150,22 @@ class GroupSync(GroupCore):
         if not pending.tree:
             out.welcomes.extend(welcomes)
         self._tell_changes(out, gid, rec, old, before, after, self._me, set())
+
+    def _prune_adding(self, gid: str, group: Group) -> None:
+        """Inside the transaction that adopts a commit of ours: the invitation's
+        KeyPackages whose device is now in the group are done; the rest (the next
+        batches) stay in ``group.adding``, or the record goes."""
+        store = self._ctx.store
+        adding = gs.get_adding(store, gid)
+        if adding is None:
+            return
+        present = {(m.account, m.device) for _, m in gs.members(group)}
+        rest = [(account, kp) for account, kp in adding.key_packages
+                if (account, _device_of(kp)) not in present]
+        if rest:  # the next batches
+            gs.put_adding(store, gid, gs.Adding(op=adding.op, key_packages=rest))
+        else:
+            gs.drop_adding(store, gid)
 
     async def _sync(self, gid: str, out: _Out) -> None:
         rec = gs.get_record(self._ctx.store, gid)
@@ -161,12 +183,16 @@ class GroupSync(GroupCore):
         await self._post_tree(gid, out)
         if self._record(gid).status == "active":
             await self._confirm_members(gid, out)
+        seen_commit, seen_epoch = False, -1     # a commit served in the epoch being read
+        stalled = False
         for _ in range(MAX_PAGES):
             rec = self._record(gid)
             if rec.status != "active":
                 break
             group = self._group(gid)
             epoch = group.epoch
+            if epoch != seen_epoch:
+                seen_commit, seen_epoch = False, epoch
             try:
                 page = await self._fetch(gid, epoch, rec.cursor, read_cap(group))
             except ServerRejected as exc:
@@ -174,7 +200,9 @@ class GroupSync(GroupCore):
                     raise
                 log.warning("a group's mailbox refused this device's capability (expired, "
                             "or the epoch is gone)")
+                self._stalled(gid, epoch, "capability_refused", out)
                 return
+            seen_commit = seen_commit or any(m.commit for m in page.messages)
             for m in page.messages:
                 pending = gs.get_pending(self._ctx.store, gid) if m.commit else None
                 if pending is not None and m.message == pending.commit \
@@ -191,7 +219,16 @@ class GroupSync(GroupCore):
                 return
             if page.more or (page.epoch_ended and self._group(gid).epoch > epoch):
                 continue
+            if page.epoch_ended:
+                # The server says the epoch ended, and this device is still in it: the
+                # commit that ended it was not served (or did not verify). The device
+                # stays here, safely; it is told why, once (docs/groups.md).
+                self._stalled(gid, epoch, "commit_refused" if seen_commit
+                              else "commit_withheld", out)
+                stalled = True
             break
+        if not stalled:
+            self._unstalled(gid)
         await self._post_tree(gid, out)
         await self._subscribe(gid)
 
@@ -199,10 +236,15 @@ class GroupSync(GroupCore):
         """A Welcome without the tree (``group.joining``): read its epoch's mailbox with
         the read capability the Welcome gave, open the tree's chunks, and join with the
         tree (``Group.join`` checks its hash against the GroupContext's). Until every
-        chunk is there it stays waiting; a tree that does not verify drops it."""
+        chunk is there it stays waiting, for at most ``welcome_wait_ms`` (then it is
+        dropped); a tree that does not verify drops it."""
         store = self._ctx.store
         joining = gs.get_joining(store, gid)
         if joining is None:
+            return
+        waited = self._ctx.clock() - joining.created
+        if waited >= self.welcome_wait_ms:
+            self._expire_join(gid, joining, waited)
             return
         raw_id = bytes.fromhex(gid)
         chunks: dict[int, tuple[int, int, bytes]] = {}
@@ -239,6 +281,19 @@ class GroupSync(GroupCore):
             log.warning("dropped a group Welcome whose tree does not verify: %s", exc.code)
             with self._txn(gid):
                 store.delete(gs.KIND_JOINING, gid)
+
+    def _expire_join(self, gid: str, joining: gs.Joining, waited_ms: int) -> None:
+        """Drop a Welcome whose tree never came, with the private half of its one-time
+        KeyPackage (no other Welcome can be for it: the server handed it out once)."""
+        store = self._ctx.store
+        found = gs.find_bundle(store, [bytes.fromhex(joining.ref)])
+        with self._txn(gid):
+            store.delete(gs.KIND_JOINING, gid)
+            if found is not None and not found[2]:
+                store.delete(gs.KIND_KP, found[0])
+        log.warning("dropped a group Welcome that waited %d days for its ratchet tree; "
+                    "the group's admin must invite this device again",
+                    waited_ms // (24 * 3600 * 1000))
 
     async def _post_tree(self, gid: str, out: _Out) -> None:
         """Our commit won: post the new epoch's tree (``group.tree``), then queue the
@@ -345,6 +400,11 @@ class GroupSync(GroupCore):
                 return
             if frame.current_epoch != frame.epoch:
                 self._subscribed.pop(gid, None)
+                if rec is not None and rec.stalled == frame.epoch:
+                    # Stalled there (GroupStalled told): a sync would find the same and
+                    # subscribe again, round and round. The next connect or receive
+                    # looks again.
+                    return
         self._kick(gid)
 
     async def key_packages_low(self) -> None:

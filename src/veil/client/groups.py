@@ -9,7 +9,9 @@ One component, :class:`Groups`, built on the client's :class:`~veil.client.devic
   post it, then resolve it against the mailbox: the commit that ended the epoch is ours
   (adopt the after-state, queue the Welcomes) or another member's (drop ours, process
   theirs, re-apply the intent; at most :data:`COMMIT_ATTEMPTS` times). A client killed
-  anywhere in between resolves the same record the same way on its next sync.
+  anywhere in between resolves the same record the same way on its next sync. An
+  invitation of more than :data:`ADD_BATCH` devices is several commits; what is still
+  to add is kept in ``group.adding``, so a sync after a crash finishes it.
 - **Welcomes** travel as ordinary sealed 1:1 messages of kind ``group_welcome`` through
   the :class:`~veil.client.outbox.Outbox`; the invitee's inbox hands them to
   :meth:`Groups.accept_welcome`, which joins (in the receive transaction).
@@ -53,6 +55,7 @@ from veil.client.content import Content
 from veil.client.errors import (
     ClientError,
     GroupBusy,
+    GroupStuck,
     NotGroupAdmin,
     NotGroupMember,
     ServerRejected,
@@ -112,7 +115,7 @@ class Groups(GroupSync):
         unconfirmed: dict[str, list[int]] = {}
         for _, member in gs.members(self._group(gid)):
             by_account.setdefault(member.account, []).append(member.device)
-            if self._known_identity(member.account) != member.identity.to_bytes():
+            if not self._genuine(member):
                 unconfirmed.setdefault(member.account, []).append(member.device)
         return [GroupMember(a, self._username(a), tuple(sorted(d)), a in rec.admins,
                             tuple(sorted(unconfirmed.get(a, ()))))
@@ -324,9 +327,28 @@ class Groups(GroupSync):
             async with self._lock(gid):
                 self._active(gid)
                 await self._sync(gid, out)
+                await self._resume_adds(gid, out)
                 await self._commit(gid, intent, out)
         finally:
             await self._emit(out)
+
+    async def _resume_adds(self, gid: str, out: _Out) -> None:
+        """With the lock held, after a sync: an invitation cut off between its batches
+        (``group.adding``: a crash, a kill, the server away) commits its remaining
+        batches now."""
+        adding = gs.get_adding(self._ctx.store, gid)
+        rec = gs.get_record(self._ctx.store, gid)
+        if adding is None or rec is None or rec.status != "active":
+            return
+        log.info("resuming an invitation cut off between its batches")
+        try:
+            await self._commit(gid, _Intent(adding.op, key_packages=adding.key_packages),
+                               out)
+        except (ClientError, CoreError) as exc:
+            # Not the caller's failure (a sync, another change): logged; the record is
+            # kept if a later sync can still finish it (_commit decides).
+            log.warning("could not finish an invitation cut off between its batches: %s",
+                        exc.code)
 
     def _changes(self, rec: gs.GroupRecord, group: Group, intent: _Intent
                  ) -> dict[str, object] | None:
@@ -373,7 +395,28 @@ class Groups(GroupSync):
         return flush
 
     async def _commit(self, gid: str, intent: _Intent, out: _Out) -> None:
-        """With the group's lock held. See the module docstring."""
+        """With the group's lock held. See the module docstring. An invitation keeps its
+        KeyPackages in ``group.adding`` until every batch is in the group; a refusal the
+        person is told of (or that a retry cannot fix) forgets them."""
+        if intent.op not in ("add", "own"):
+            await self._commit_loop(gid, intent, out)
+            return
+        try:
+            await self._commit_loop(gid, intent, out)
+        except ServerRejected as exc:
+            if not_stored(exc):
+                self._drop_adding(gid)
+            raise
+        except (NotGroupAdmin, NotGroupMember, GroupBusy, CoreError):
+            self._drop_adding(gid)
+            raise
+
+    def _drop_adding(self, gid: str) -> None:
+        if gs.get_adding(self._ctx.store, gid) is not None:
+            with self._txn(gid):
+                gs.drop_adding(self._ctx.store, gid)
+
+    async def _commit_loop(self, gid: str, intent: _Intent, out: _Out) -> None:
         store, api = self._ctx.store, self._ctx.api
         attempts = 0
         while attempts < COMMIT_ATTEMPTS:
@@ -386,9 +429,12 @@ class Groups(GroupSync):
             group = self._group(gid)
             changes = self._changes(rec, group, intent)
             if changes is None:
+                if intent.op in ("add", "own"):
+                    self._drop_adding(gid)     # every device is in (or none is usable)
                 return
             epoch, write = group.epoch, write_cap(group)
             added: list[bytes] = changes.get("add", [])  # type: ignore[assignment]
+            group_before = {(m.account, m.device) for _, m in gs.members(group)}
             before = group.save()
             # Welcomes never carry the tree: it goes to the new epoch's mailbox
             # (veil.client.group_tree), so a group of any size can be joined.
@@ -408,6 +454,11 @@ class Groups(GroupSync):
                 store.put(gs.KIND_SLOW, gid, before.slow)
                 store.put(gs.KIND_HOT, gid, before.hot)
                 gs.put_pending(store, gid, pending)
+                if intent.op in ("add", "own"):
+                    # What is not in the group yet, this batch included: whatever stops
+                    # this call, the next sync commits it (_adopt takes each batch out).
+                    gs.put_adding(store, gid, gs.Adding(
+                        op=intent.op, key_packages=_not_in(group_before, intent)))
             await self._hook("before_post")
             try:
                 await api.group_call(
@@ -432,6 +483,7 @@ class Groups(GroupSync):
                 await self._post_tree(gid, out)
                 if intent.op not in ("add", "own"):
                     return
+                await self._hook("batch_done")
                 attempts = 0               # an add: the next batch, if any, or done
                 continue
             if outcome == "absent":
@@ -565,14 +617,23 @@ class Groups(GroupSync):
                     if current.group_message is None or current.group_epoch != group.epoch:
                         # Members who never talked to us 1:1 see our @username from it.
                         certificate = (await self._outbox.certificate()).to_bytes()
+                        # The sequence number is taken once per message and kept when a
+                        # new epoch re-encrypts it, so receivers count each message once
+                        # (docs/groups.md, "Missing messages").
+                        number = current.group_number or self._record(gid).sent + 1
                         data = Content(current.id, current.timestamp, current.text,
-                                       certificate=certificate).encode()
+                                       certificate=certificate, number=number).encode()
                         encrypted = group.encrypt(data, padding=(-len(data)) % PAD_TO)
                         current = msgspec.structs.replace(
-                            current, group_message=encrypted, group_epoch=group.epoch)
+                            current, group_message=encrypted, group_epoch=group.epoch,
+                            group_number=number)
                         with self._txn(gid):   # the key is used: saved before it leaves
                             self._save_state(gid, group)
                             outbox_store.save(store, current)
+                            rec = self._record(gid)
+                            if number > rec.sent:
+                                rec.sent = number
+                                gs.put_record(store, rec)
                     assert current.group_message is not None
                     try:
                         answer = await self._post(gid, group.epoch, current.group_message,
@@ -585,6 +646,10 @@ class Groups(GroupSync):
                     with self._txn(gid):       # in the history and out of the outbox
                         self._note_sent(gid, current, answer.seq)
                     return self._as_sent(message)
+                if self._record(gid).stalled == self._group(gid).epoch:
+                    raise GroupStuck(f"the server does not let this device past its epoch "
+                                     f"of '{rec.name}' (a commit withheld or refused); the "
+                                     "message waits in the outbox")
                 raise GroupBusy(f"the group '{rec.name}' kept changing; the message waits "
                                 "in the outbox")
         finally:
@@ -601,6 +666,7 @@ class Groups(GroupSync):
         try:
             async with self._lock(gid):
                 await self._sync(gid, out)
+                await self._resume_adds(gid, out)
         finally:
             got = list(out.messages)
             await self._emit(out)
@@ -639,6 +705,12 @@ class Groups(GroupSync):
             await self._change(gid, _Intent("flush"))
         except (ClientError, CoreError) as exc:
             log.warning("could not commit a member's leaving: %s", exc.code)
+
+def _not_in(present: set[tuple[str, int]], intent: _Intent) -> list[tuple[str, bytes]]:
+    """The intent's KeyPackages whose device is not among ``present`` (account, device)."""
+    return [(account, kp) for account, kp in intent.key_packages
+            if (account, _device_of(kp)) not in present]
+
 
 __all__ = [
     "GroupInfo",

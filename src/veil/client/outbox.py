@@ -116,6 +116,8 @@ class Outbox:
             if self.group_delivery is None:
                 raise ClientError("group messages cannot be sent from here")
             return await self.guarded(message, self.group_delivery, keep=(GroupBusy,))
+        if message.kind == pending.SYNC_KIND:
+            return await self.guarded(message, self._deliver_sync)
         return await self.guarded(message, self._deliver)
 
     async def guarded(self, message: pending.PendingMessage,
@@ -156,7 +158,9 @@ class Outbox:
             if message.id in self._inflight:
                 continue                  # a send in this process is delivering it
             try:
-                sent.append(await self.deliver(message))
+                done = await self.deliver(message)
+                if message.kind != pending.SYNC_KIND:   # housekeeping, not the person's
+                    sent.append(done)
             except RETRYABLE:
                 break
             except GroupBusy:
@@ -164,10 +168,17 @@ class Outbox:
             except ServerRejected as exc:
                 if exc.status >= 500 or exc.status == 429:
                     break
-                self.failed.append((message, exc))
+                self._failed(message, exc)
             except (ClientError, CoreError) as exc:
-                self.failed.append((message, exc))
+                self._failed(message, exc)
         return sent
+
+    def _failed(self, message: pending.PendingMessage, exc: Exception) -> None:
+        if message.kind == pending.SYNC_KIND:      # delivered; only our copy is lost
+            log.warning("gave up syncing a sent message to this account's other "
+                        "devices: %s", getattr(exc, "code", type(exc).__name__))
+            return
+        self.failed.append((message, exc))
 
     async def _deliver(self, message: pending.PendingMessage) -> SentMessage:
         ctx = self._ctx
@@ -226,45 +237,88 @@ class Outbox:
                     ) from None
                 raise
         entry = HistoryEntry(message.id, "out", account, message.text, message.timestamp, 0)
+        sync: pending.PendingMessage | None = None
         with ctx.store.transaction():   # in history and out of the outbox, together
+            pending.drop(ctx.store, message.id)
             if message.kind == "text":  # a group Welcome is no line of the conversation
                 ctx.store.append_history(account, entry.encode())
-            pending.drop(ctx.store, message.id)
-        if message.kind == "text":
-            await self._sync_sent(message, account)
+                sync = self._queue_sync(message, account)
+        if sync is not None:
+            await self._sync_now(sync)
         return SentMessage(message.id, account, len(message.envelopes or {}), message.timestamp,
                            use_sealed, via)
 
-    async def _sync_sent(self, message: pending.PendingMessage, account: str) -> None:
-        """Best effort, after delivery: this account's other devices get the sent
-        message as a "sent" sync over their own sessions (docs/devices.md). A sync that
-        cannot go now is not retried (the recipient has the message either way)."""
-        ctx = self._ctx
-        me = ctx.device.record
-        own = contacts.get(ctx.store, me.account)
+    def _queue_sync(self, message: pending.PendingMessage,
+                    account: str) -> pending.PendingMessage | None:
+        """Inside the transaction that records ``message`` as delivered: the "sent" sync
+        for this account's other devices, saved in the outbox (docs/devices.md), or
+        None when there are none."""
+        me = self._ctx.device.record
+        own = contacts.get(self._ctx.store, me.account)
         if account == me.account or own is None or not own.devices:
-            return
-        content = Content(message.id, message.timestamp, message.text, None, "sent", account)
+            return None
+        sync = pending.PendingMessage(id=message.id, to=me.account, text=message.text,
+                                      timestamp=message.timestamp, account=me.account,
+                                      kind=pending.SYNC_KIND, sync_to=account)
+        pending.save(self._ctx.store, sync)
+        return sync
+
+    async def _sync_now(self, sync: pending.PendingMessage) -> None:
+        """Try the sync at once; whatever stops it, the message it syncs was delivered,
+        so the caller hears nothing of it (a retryable failure is retried by
+        :meth:`flush`)."""
         try:
-            cert = await self.certificate()
-            for attempt in range(ATTEMPTS):
-                envelopes, _ = await self._encrypt_for(own, content.encode(), cert)
-                try:
-                    await ctx.api.call(
-                        "PUT", f"/v1/messages/{me.account}", rs.Accepted,
-                        rq.Submission(messages=[rq.EnvelopeItem(device_id=d, envelope=e)
-                                                for d, e in envelopes.items()]))
-                    return
-                except ServerRejected as exc:
-                    if exc.server_code != "mismatched_devices" or attempt == ATTEMPTS - 1:
-                        raise
-                    self._reconcile_devices(me.account, exc.details)
-                    own = contacts.get(ctx.store, me.account) or Contact(me.account)
-                    if not own.devices:
-                        return
+            await self.deliver(sync)
         except (TimeoutError, ClientError, CoreError) as exc:
-            log.warning("could not sync a sent message to this account's other devices: "
-                        "%s", getattr(exc, "code", type(exc).__name__))
+            if pending.get(self._ctx.store, sync.id) is None:
+                self._failed(sync, exc)
+            else:
+                log.info("a sync to this account's other devices waits in the outbox: "
+                         "%s", getattr(exc, "code", type(exc).__name__))
+
+    async def _deliver_sync(self, sync: pending.PendingMessage) -> SentMessage:
+        """Send a sent message's sync to this account's other devices over their own
+        sessions, submitted to our own account (the server expects the *other*
+        devices). Sealed once into the outbox record, so a retry sends the same bytes
+        and the other devices drop a second copy."""
+        ctx, store = self._ctx, self._ctx.store
+        me = ctx.device.record
+        assert sync.sync_to is not None
+        content = Content(sync.id, sync.timestamp, sync.text, None, "sent", sync.sync_to)
+        for attempt in range(ATTEMPTS):
+            own = contacts.get(store, me.account) or Contact(me.account)
+            if not own.devices:
+                pending.drop(store, sync.id)     # no other device left to sync to
+                return SentMessage(sync.id, me.account, 0, sync.timestamp, False)
+            envelopes = sync.envelopes
+            if envelopes is not None and \
+                    (sync.cert_expires or 0) - ctx.clock() < RESEAL_MARGIN_MS:
+                envelopes = None
+            if envelopes is None:
+                cert = await self.certificate()
+
+                def keep(made: dict[int, bytes], account: str,
+                         base: pending.PendingMessage = sync,
+                         expires: int = cert.expires_at) -> None:
+                    pending.save(store, msgspec.structs.replace(
+                        base, envelopes=made, cert_expires=expires))
+                envelopes, _ = await self._encrypt_for(own, content.encode(), cert, keep)
+            try:
+                await ctx.api.call(
+                    "PUT", f"/v1/messages/{me.account}", rs.Accepted,
+                    rq.Submission(messages=[rq.EnvelopeItem(device_id=d, envelope=e)
+                                            for d, e in envelopes.items()]))
+            except ServerRejected as exc:
+                if exc.server_code != "mismatched_devices" or attempt == ATTEMPTS - 1:
+                    raise
+                # Nothing was stored: encrypting again for the devices it named cannot
+                # make a duplicate.
+                self._reconcile_devices(me.account, exc.details)
+                sync = msgspec.structs.replace(sync, envelopes=None)
+                continue
+            pending.drop(store, sync.id)
+            return SentMessage(sync.id, me.account, len(envelopes), sync.timestamp, False)
+        raise ClientError("this account's device list kept changing while syncing")
 
     async def _seal(self, message: pending.PendingMessage,
                     contact: Contact) -> pending.PendingMessage:

@@ -30,6 +30,7 @@ __all__ = [
     "GROUP_KIND",
     "KIND",
     "MAX_PENDING",
+    "SYNC_KIND",
     "PendingMessage",
     "all_pending",
     "drop",
@@ -39,6 +40,10 @@ __all__ = [
 
 KIND = "outbox"
 GROUP_KIND = "group"
+# A sent 1:1 message on its way to this account's other devices (docs/devices.md): kept
+# here like any message until the server took it, so a sync that cannot go at once goes
+# on a later flush. Not one of the person's unsent messages (``Client.outbox`` hides it).
+SYNC_KIND = "sent_sync"
 # Bounded like every queue: a person offline for a long time can still queue this many.
 MAX_PENDING = 10_000
 
@@ -59,14 +64,19 @@ class PendingMessage(msgspec.Struct, kw_only=True, frozen=True):
     attempts: int = 0
     last_error: str | None = None
     # What the content is: "text" (a message typed by a person, kept in the history),
-    # "group_welcome" (a Welcome to a group, veil.client.groups: not in the history) or
-    # "group" (a message typed into the group whose id is ``to``).
+    # "group_welcome" (a Welcome to a group, veil.client.groups: not in the history),
+    # "group" (a message typed into the group whose id is ``to``) or "sent_sync".
     kind: str = "text"
     # A group message: the MLS PrivateMessage as encrypted (saved with the MLS state
     # that used its key, before it is posted) and the epoch it belongs to. Every retry
     # in that epoch posts these same bytes; a new epoch re-encrypts.
     group_message: bytes | None = None
     group_epoch: int | None = None
+    # A group message: its sequence number (docs/groups.md, "Missing messages"), taken
+    # at its first encryption and kept when a new epoch re-encrypts it.
+    group_number: int | None = None
+    # A "sent_sync": the account the synced message went to (``to`` is our own).
+    sync_to: str | None = None
 
     @property
     def stage(self) -> str:

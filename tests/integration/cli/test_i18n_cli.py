@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from rich.cells import cell_len
 
 from veil.cli.catalog import ERRORS_ZH, ZH
 
@@ -33,13 +36,21 @@ def test_help_in_chinese() -> None:
     assert "创建身份并在服务器上注册。" in out          # veil init's line
 
 
+def _flat(text: str) -> str:
+    """Help text without its line breaks and indentation (lines are wrapped by width)."""
+    return re.sub(r"\s+", "", text)
+
+
 def test_send_help_in_chinese() -> None:
-    proc = veil("send", "--help", LANG="zh_CN.UTF-8")
+    proc = veil("send", "--help", LANG="zh_CN.UTF-8", COLUMNS="80")
     assert proc.returncode == 0
     out = proc.stdout
     assert out.startswith("用法：veil send [OPTIONS] TO [TEXT]")
-    assert ZH["opt.send.wait"] in out and ZH["opt.home"] in out
+    assert _flat(ZH["opt.send.wait"]) in _flat(out) and _flat(ZH["opt.home"]) in _flat(out)
     assert "发件箱" in out and "[默认：direct]" in out
+    # Wrapped by terminal cells: a Chinese line is no wider than the terminal (but for
+    # a Latin word longer than the space left, which is never cut).
+    assert all(cell_len(line) <= 80 for line in out.splitlines() if "socks5://" not in line)
     assert "Send TEXT to TO" not in out
 
 

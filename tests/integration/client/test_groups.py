@@ -682,3 +682,115 @@ async def test_an_unsent_group_message_found_in_the_mailbox_is_not_sent_again(
     assert await texts(bob) == ["posted, answer lost"]
     await carol.receive_pending()
     assert [e.text for e in carol.history(info.id)] == []
+
+
+_KILLED_INVITER = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from veil.client import Client
+import veil.client.groups as groups
+
+groups.ADD_BATCH = 1                   # one device per commit: three batches
+
+async def main() -> None:
+    alice = await Client.open(Path(sys.argv[1]), passphrase="pw")
+    point, nth = sys.argv[3].split(":")
+    seen = []
+    def die(at: str) -> None:
+        seen.append(at)
+        if seen.count(point) == int(nth):
+            os.kill(os.getpid(), signal.SIGKILL)
+    alice._groups.crash_hook = die
+    await alice.invite(sys.argv[2], *sys.argv[4:])
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("point", ["after_post:1", "batch_done:1", "before_post:2"])
+async def test_kill9_between_the_batches_of_an_invitation(
+        tmp_path: Path, clients: list[Client], server: ServerProcess,
+        monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    """An invitation of three devices goes in three commits (a batch of one here); a
+    real ``kill -9`` cuts it off after the first batch's commit was stored, after the
+    first batch was adopted, or with the second batch posted but not settled. The
+    remaining batches are in the encrypted store (``group.adding``): the next sync
+    settles the cut batch and commits the rest, every invitee joins once, no fork."""
+    import subprocess
+    import sys
+
+    from veil.client import groups as groups_module
+
+    monkeypatch.setattr(groups_module, "ADD_BATCH", 1)
+    alice, bob, carol = await trio(clients, tmp_path, server)
+    dave = await person(clients, tmp_path, server, "dave")
+    for invitee in (bob, carol, dave):
+        await invitee.receive_pending()              # KeyPackages published
+    info = await alice.create_group("g")
+    clients.remove(alice)
+    await alice.close()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KILLED_INVITER, str(tmp_path / "alice"), info.id, point,
+        at(bob), at(carol), at(dave), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode == -9, err.decode()[-2000:]
+    alice = await Client.open(tmp_path / "alice", passphrase="pw")
+    clients.append(alice)
+    adding = gs.get_adding(alice._ctx.store, info.id)
+    assert adding is not None and adding.op == "add"
+    assert len(adding.key_packages) == (3 if point == "after_post:1" else 2)
+    await alice.sync_groups()                        # settles, then the next batches
+    await alice.flush_outbox()                       # Welcomes queued before the kill
+    assert gs.get_adding(alice._ctx.store, info.id) is None
+    assert gs.get_pending(alice._ctx.store, info.id) is None
+    assert {m.account: m.devices for m in alice.members(info.id)} == {
+        c.account: (1,) for c in (alice, bob, carol, dave)}
+    for invitee in (bob, carol, dave):
+        assert await texts(invitee) == []
+        assert invitee.group(info.id).active
+    await alice.sync_groups()
+    for c in (bob, carol, dave):
+        await c.sync_groups()
+    assert len({c.group(info.id).epoch for c in (alice, bob, carol, dave)}) == 1
+    await dave.send_group(info.id, "all three of us are in")
+    for c in (alice, bob, carol):
+        assert await texts(c) == ["all three of us are in"]
+
+
+async def test_an_invitation_stopped_between_batches_resumes_on_the_next_start(
+        tmp_path: Path, clients: list[Client], server: ServerProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same with the client stopped in process (the crash hook raises) once the
+    first batch is done: reopened, ``receive_pending`` finishes the invitation."""
+    from veil.client import groups as groups_module
+
+    monkeypatch.setattr(groups_module, "ADD_BATCH", 1)
+    alice, bob, carol = await trio(clients, tmp_path, server)
+    for invitee in (bob, carol):
+        await invitee.receive_pending()
+    info = await alice.create_group("g")
+
+    class Crash(BaseException):
+        pass
+
+    def crash(point: str) -> None:
+        if point == "batch_done":
+            raise Crash
+
+    alice._groups.crash_hook = crash
+    with pytest.raises(Crash):
+        await alice.invite(info.id, at(bob), at(carol))
+    assert len(alice.group(info.id).members) == 2    # the first batch only
+    clients.remove(alice)
+    await alice.close()
+    alice = await Client.open(tmp_path / "alice", passphrase="pw")
+    clients.append(alice)
+    await alice.flush_outbox()
+    await alice.receive_pending()
+    assert set(alice.group(info.id).members) == {alice.account, bob.account, carol.account}
+    assert gs.get_adding(alice._ctx.store, info.id) is None
+    await bob.receive_pending()
+    await carol.receive_pending()
+    await alice.send_group(info.id, "both of you")
+    assert await texts(bob) == ["both of you"]
+    assert await texts(carol) == ["both of you"]

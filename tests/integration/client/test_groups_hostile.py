@@ -7,12 +7,16 @@ Everything is driven over HTTP (``receive_pending`` / ``sync_groups``): no sleep
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,9 +26,17 @@ from veil.client import Client
 from veil.client import group_store as gs
 from veil.client import pending as outbox_store
 from veil.client.api import b64
-from veil.client.errors import GroupBusy, UnapprovedDevice
-from veil.client.events import GroupUpdated
-from veil.client.group_core import WELCOME_KIND
+from veil.client.content import Content
+from veil.client.errors import GroupBusy, GroupStuck, UnapprovedDevice
+from veil.client.events import (
+    EventHub,
+    GroupMessagesMissing,
+    GroupStalled,
+    GroupUpdated,
+    StallReason,
+)
+from veil.client.group_core import WELCOME_KIND, _Intent, write_cap
+from veil.client.store import FAST
 from veil.core.keys import IdentityKeyPair
 from veil.core.mls import Credential, Group
 from veil.core.mls.codec import decode_all
@@ -451,6 +463,38 @@ async def test_a_device_the_server_adds_is_neither_written_to_nor_invited(
         alice.account: (1,), bob.account: (1,)}
 
 
+async def test_a_device_the_account_did_not_approve_is_flagged_by_every_member(
+        tmp_path: Path, clients: list[Client], server: ServerProcess) -> None:
+    """Issue 11 §3: a leaf for a device of bob's account that bob's account never
+    approved (here added by a modified client holding bob's identity key, as an unlinked
+    device that kept it could) gets the same loud warning as in 1:1: flagged to the
+    other members, shown as unconfirmed, never taken as bob."""
+    alice, bob, carol = await trio(clients, tmp_path, server)
+    info = await alice.create_group("g", members=[at(bob), at(carol)])
+    await bob.receive_pending()
+    await carol.receive_pending()
+    suite = get_suite(gs.SUITE)
+    priv, public = suite.generate_signature_key_pair()
+    stranger = Group.key_package(
+        gs.SUITE, gs.make_credential(bob._ctx.identity, bob.account, 7, public),
+        now=bob._groups._now_s(), signature_priv=priv,
+        lifetime_seconds=gs.KEY_PACKAGE_LIFETIME_S, capabilities=gs.CAPABILITIES)
+    await bob._groups._change(info.id, _Intent(
+        "own", key_packages=[(bob.account, stranger.key_package.encoded())]))
+    for member in (alice, carol):
+        queue = member._hub.add()
+        await member.sync_groups()
+        flagged = [e for e in drain(queue) if isinstance(e, GroupUpdated)
+                   and e.change == "policy_violation"]
+        assert flagged and all(e.accounts == (bob.account,) for e in flagged)
+        [shown] = [m for m in member.members(info.id) if m.account == bob.account]
+        assert shown.devices == (1, 7) and shown.unconfirmed == (7,)
+    # Bob's approved device is still bob: his messages are not flagged.
+    await bob.send_group(info.id, "still me")
+    [got] = [m for m in await alice.receive_pending() if m.group == info.id]
+    assert (got.text, got.identity_changed) == ("still me", False)
+
+
 # --- 6. malformed input ---------------------------------------------------------------------
 
 
@@ -544,3 +588,211 @@ async def test_a_member_cannot_sign_with_another_members_certificate(
 
 async def _ready(value: object) -> object:
     return value
+
+
+# --- 7. what a member is told: dropped and reordered messages, a stalled epoch -----------
+
+
+def missing_events(queue: asyncio.Queue[Any]) -> list[GroupMessagesMissing]:
+    return [e for e in EventHub.drain(queue) if isinstance(e, GroupMessagesMissing)]
+
+
+def stalls(queue: asyncio.Queue[Any]) -> list[GroupStalled]:
+    return [e for e in EventHub.drain(queue) if isinstance(e, GroupStalled)]
+
+
+async def test_a_dropped_group_message_is_reported_with_its_sender(
+        tmp_path: Path, clients: list[Client], server: ServerProcess) -> None:
+    """The server deletes one of alice's messages from the mailbox: bob reads the others
+    and is told that one message of alice's device did not arrive (its sequence number,
+    inside the encryption, skips one). Carol's messages, not touched, raise nothing; the
+    report comes once, and alice's next message raises nothing more."""
+    alice, bob, carol = await trio(clients, tmp_path, server)
+    info = await alice.create_group("g", members=[at(bob), at(carol)])
+    await bob.receive_pending()
+    await carol.receive_pending()
+    await alice.send_group(info.id, "one")
+    await carol.send_group(info.id, "from carol")
+    dropped = await seq_of(alice, info.id, "two, dropped by the server")
+    await alice.send_group(info.id, "three")
+    await carol.send_group(info.id, "carol again")
+    delete(server, info.id, dropped)
+    queue = bob._hub.add()
+    assert await texts(bob) == ["one", "from carol", "three", "carol again"]
+    assert missing_events(queue) == [GroupMessagesMissing(info.id, alice.account, 1, 1)]
+    assert await texts(bob) == []
+    await alice.send_group(info.id, "four")
+    assert await texts(bob) == ["four"]
+    assert missing_events(queue) == []
+    # carol, who got every message, is told nothing
+    carols = carol._hub.add()
+    assert await texts(carol) == ["one", "three", "four"]
+    assert missing_events(carols) == [GroupMessagesMissing(info.id, alice.account, 1, 1)]
+
+
+async def test_a_reordered_group_message_is_reported_and_still_read(
+        tmp_path: Path, clients: list[Client], server: ServerProcess) -> None:
+    """The server serves alice's third message before her second: bob reads both (in
+    the order served), is told one is missing when the third comes, and that the second
+    came out of order when it does; nothing is refused, nothing forks."""
+    alice, bob, _ = await trio(clients, tmp_path, server)
+    info = await alice.create_group("g", members=[at(bob)])
+    await bob.receive_pending()
+    await alice.send_group(info.id, "first")
+    assert await texts(bob) == ["first"]
+    s2 = await seq_of(alice, info.id, "second")
+    s3 = await seq_of(alice, info.id, "third")
+    swap(server, info.id, s2, s3)
+    queue = bob._hub.add()
+    assert await texts(bob) == ["third", "second"]
+    assert missing_events(queue) == [
+        GroupMessagesMissing(info.id, alice.account, 1, 1),
+        GroupMessagesMissing(info.id, alice.account, 1, 0, reordered=True)]
+    await alice.send_group(info.id, "fourth")
+    assert await texts(bob) == ["fourth"]
+    assert missing_events(queue) == []
+    one_group(alice, bob, gid=info.id)
+
+
+async def test_group_content_without_a_sequence_number_is_still_read(
+        tmp_path: Path, clients: list[Client], server: ServerProcess) -> None:
+    """An older client's content has no sequence number: it is read as before and
+    counts for nothing (no gap before the next numbered message)."""
+    alice, bob, _ = await trio(clients, tmp_path, server)
+    info = await alice.create_group("g", members=[at(bob)])
+    await bob.receive_pending()
+    await alice.send_group(info.id, "numbered")
+    assert await texts(bob) == ["numbered"]
+    groups = alice._groups
+    group = groups._group(info.id)
+    data = Content(os.urandom(16).hex(), alice._ctx.clock(), "from an older client").encode()
+    assert b'"n"' not in data
+    message = group.encrypt(data, padding=(-len(data)) % 256)
+    with groups._txn(info.id):
+        groups._save_state(info.id, group)
+    await groups._post(info.id, group.epoch, message, write_cap(group))
+    await alice.send_group(info.id, "numbered again")
+    queue = bob._hub.add()
+    got = await bob.receive_pending()
+    assert [(m.text, m.sender) for m in got] == [("from an older client", alice.account),
+                                                 ("numbered again", alice.account)]
+    assert missing_events(queue) == []
+
+
+@pytest.mark.parametrize("how", ["withheld", "forged"])
+async def test_a_withheld_commit_tells_the_member_why_once(
+        tmp_path: Path, clients: list[Client], server: ServerProcess, how: str) -> None:
+    """The server withholds the commit that ends bob's epoch (deletes it), or serves
+    junk in its place: bob stays in his epoch and is told why, once
+    (``GroupStalled``); sending says so too (``GroupStuck``). When the withheld commit
+    is served he catches up, and nothing more is said. (Junk served in the commit's
+    place has moved his cursor past it: he must be invited again.)"""
+    alice, bob, _ = await trio(clients, tmp_path, server)
+    info = await alice.create_group("g", members=[at(bob)])
+    await bob.receive_pending()
+    epoch = bob.group(info.id).epoch
+    await alice.rename(info.id, "renamed")
+    (*_, (seq, commit_epoch, _, commit)) = commits(server, info.id)
+    assert commit_epoch == epoch
+    if how == "withheld":
+        delete(server, info.id, seq)
+    else:
+        replace(server, info.id, seq, os.urandom(len(commit)), True)
+    await alice.send_group(info.id, "in the next epoch")
+    queue = bob._hub.add()
+    assert await texts(bob) == []
+    reason: StallReason = "commit_withheld" if how == "withheld" else "commit_refused"
+    assert stalls(queue) == [
+        GroupStalled(info.id, epoch, reason)]
+    await bob.sync_groups()                       # told once, not on every sync
+    with pytest.raises(GroupStuck, match="does not let this device past its epoch"):
+        await bob.send_group(info.id, "bob, stuck")
+    assert stalls(queue) == []
+    assert bob.group(info.id).epoch == epoch and bob.group(info.id).name == "g"
+    if how != "withheld":
+        return
+    inject(server, info.id, epoch, commit, True, seq=seq)       # the server relents
+    await bob.sync_groups()
+    assert "in the next epoch" in [e.text for e in bob.history(info.id)]
+    assert bob.group(info.id).name == "renamed"
+    assert stalls(queue) == []
+    one_group(alice, bob, gid=info.id)
+
+
+async def test_a_refused_capability_tells_the_member_why(
+        tmp_path: Path, clients: list[Client], server: ServerProcess) -> None:
+    """The mailbox refuses bob's read capability (the server changed its verifier):
+    ``GroupStalled`` with ``capability_refused``, once while it lasts; once the server
+    answers right again the stall is over, and a new one is told again."""
+    alice, bob, _ = await trio(clients, tmp_path, server)
+    info = await alice.create_group("g", members=[at(bob)])
+    await bob.receive_pending()
+    epoch = bob.group(info.id).epoch
+    where = (bytes.fromhex(info.id), epoch)
+    with database(server) as db:
+        (verifier,) = db.execute("SELECT read_verifier FROM group_epochs WHERE group_id = ? "
+                                 "AND epoch = ?", where).fetchone()
+        db.execute("UPDATE group_epochs SET read_verifier = ? WHERE group_id = ? AND "
+                   "epoch = ?", (os.urandom(32), *where))
+    queue = bob._hub.add()
+    await bob.sync_groups()
+    await bob.sync_groups()
+    stalled = GroupStalled(info.id, epoch, "capability_refused")
+    assert stalls(queue) == [stalled]
+    with database(server) as db:
+        db.execute("UPDATE group_epochs SET read_verifier = ? WHERE group_id = ? AND "
+                   "epoch = ?", (verifier, *where))
+    await alice.send_group(info.id, "readable again")
+    assert await texts(bob) == ["readable again"]
+    with database(server) as db:
+        db.execute("UPDATE group_epochs SET read_verifier = ? WHERE group_id = ? AND "
+                   "epoch = ?", (os.urandom(32), *where))
+    await bob.sync_groups()
+    assert stalls(queue) == [stalled]
+
+
+# --- 8. a Welcome whose tree never comes ---------------------------------------------------
+
+
+async def test_a_welcome_waiting_for_its_tree_expires(
+        tmp_path: Path, clients: list[Client], server: ServerProcess,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The server deletes the ratchet tree alice posted for bob's Welcome: bob keeps the
+    Welcome waiting (``group.joining``), still after six days on his clock, and drops
+    it after seven (with the one-time KeyPackage's private half), logging no id."""
+    alice = await person(clients, tmp_path, server, "alice")
+    offset = [0]
+
+    def clock() -> int:                        # bob's clock, moved by the test
+        return int(time.time() * 1000) + offset[0]
+
+    bob = await Client.register(tmp_path / "bob", server.url,
+                                username="bob" + os.urandom(3).hex(), passphrase="pw",
+                                kdf=FAST, clock=clock)
+    clients.append(bob)
+    await bob.receive_pending()                 # publishes KeyPackages
+    info = await alice.create_group("g", members=[at(bob)])
+    chunks = [row for row in stored(server, info.id) if not row[2]]
+    assert chunks
+    for seq, *_ in chunks:
+        delete(server, info.id, seq)
+    assert await texts(bob) == []
+    joining = gs.get_joining(bob._ctx.store, info.id)
+    assert joining is not None and bob.groups() == []
+    assert gs.find_bundle(bob._ctx.store, [bytes.fromhex(joining.ref)]) is not None
+    day = 24 * 3600 * 1000
+    offset[0] = 6 * day
+    await bob.sync_groups()
+    assert gs.get_joining(bob._ctx.store, info.id) is not None
+    offset[0] = 7 * day + 60_000
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="veil.client"):
+        await bob.sync_groups()
+    assert gs.get_joining(bob._ctx.store, info.id) is None
+    assert gs.find_bundle(bob._ctx.store, [bytes.fromhex(joining.ref)]) is None
+    assert bob.groups() == []
+    said = [r.getMessage() for r in caplog.records]
+    assert any("waited 7 days for its ratchet tree" in line for line in said), said
+    assert not any(info.id[:16] in line or alice.account[:16] in line for line in said)
+    await bob.sync_groups()                     # nothing left to do
+    assert bob.groups() == []

@@ -12,9 +12,15 @@ import pytest
 
 from tests.integration.client.conftest import new_client
 from tests.integration.server.harness import ServerProcess
-from veil.client import Client
+from veil.client import Client, pending
 from veil.client.api import b64
-from veil.client.errors import LinkCodeMismatch, LinkFailed, ServerRejected, UnapprovedDevice
+from veil.client.errors import (
+    LinkCodeMismatch,
+    LinkFailed,
+    ServerRejected,
+    ServerUnreachable,
+    UnapprovedDevice,
+)
 from veil.client.events import DeviceLinked, Event, SentSynced
 from veil.client.store import FAST, Store
 from veil.core import devices, keys, primitives, provisioning
@@ -280,3 +286,49 @@ async def test_linked_devices_are_in_the_accounts_groups(
     await laptop.send_group(info.id, "from the laptop")
     assert [m.text for m in await tablet.receive_pending()] == ["from the laptop"]
     assert [m.text for m in await bob.receive_pending()] == ["from the laptop"]
+
+
+async def test_a_sync_that_cannot_go_at_once_waits_in_the_outbox_and_goes_once(
+        server: ServerProcess, clients: list[Client], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sent message is delivered even when its sync to the account's other devices
+    cannot go (the server unreachable just then); the sync waits in the outbox, hidden
+    from the person's list, survives a restart and reaches the other device once."""
+    alice = await new_client(clients, tmp_path, server, "alice8")
+    bob = await new_client(clients, tmp_path, server, "bob8")
+    await bob.send(alice.account, "hello")
+    await alice.receive_pending()
+    laptop, _ = await _link(alice, tmp_path / "laptop8", server)
+    clients.append(laptop)
+    api = laptop._ctx.api
+    real_call = api.call
+    own_path = f"/v1/messages/{alice.account}"
+
+    async def unreachable_for_syncs(method: str, path: str, *args: object,
+                                    **kwargs: object) -> object:
+        if path == own_path:
+            raise ServerUnreachable("the server cannot be reached (test)")
+        return await real_call(method, path, *args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(api, "call", unreachable_for_syncs)
+    sent = await laptop.send(bob.account, "from the laptop, synced later")
+    assert sent.devices == 1
+    assert [m.text for m in await bob.receive_pending()] == ["from the laptop, synced later"]
+    assert laptop.outbox() == []                     # not one of the person's messages
+    waiting = pending.all_pending(laptop._ctx.store)
+    assert [(m.kind, m.sync_to, m.stage) for m in waiting] == \
+        [(pending.SYNC_KIND, bob.account, "sealed")]
+    assert await laptop.flush_outbox() == []         # still unreachable: kept
+    assert len(pending.all_pending(laptop._ctx.store)) == 1
+    await alice.receive_pending()
+    assert "from the laptop, synced later" not in [e.text for e in alice.history(bob.account)]
+
+    monkeypatch.setattr(api, "call", real_call)
+    phone_events = _events(alice)
+    assert await laptop.flush_outbox() == []         # a sync is no OutboxSent
+    assert pending.all_pending(laptop._ctx.store) == []
+    await alice.receive_pending()
+    assert [e.text for e in alice.history(bob.account)].count(
+        "from the laptop, synced later") == 1
+    synced = [e for e in _drain(phone_events) if isinstance(e, SentSynced)]
+    assert [(e.conversation, e.text, e.device) for e in synced] == \
+        [(bob.account, "from the laptop, synced later", 2)]

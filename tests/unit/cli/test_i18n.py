@@ -309,3 +309,20 @@ def test_click_usage_errors_in_chinese(monkeypatch: pytest.MonkeyPatch) -> None:
     text = formatter.getvalue()
     assert text.startswith("用法：veil [OPTIONS]") and "选项：" in text
     assert "显示本帮助并退出。" in text and "[默认：direct]" in text
+
+
+def test_chinese_help_is_wrapped_by_terminal_cells() -> None:
+    from rich.cells import cell_len
+
+    from veil.cli.i18n import ChineseHelpFormatter, wrap_cells
+    text = "通过 SOCKS5 代理连接，例如 socks5://127.0.0.1:9050（Tor）。消息会先存入发件箱。"
+    lines = wrap_cells(text, 20)
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+    assert all(cell_len(line) <= 20 for line in lines if " " in line or len(line) < 20)
+    assert not any(line.startswith(("。", "，", "）")) for line in lines)
+    assert not any(line.endswith("（") for line in lines)
+    formatter = ChineseHelpFormatter(width=40)
+    formatter.write_dl([("--proxy TEXT", text), ("-h, --help", "Show this message and exit.")])
+    written = formatter.getvalue().splitlines()
+    assert all(cell_len(line) <= 40 for line in written if "socks5://" not in line)
+    assert written[-1].strip() == "-h, --help    显示本帮助并退出。"   # aligned

@@ -14,3 +14,15 @@ def test_peer_text_cannot_forge_lines_or_escape_sequences() -> None:
     assert first == "hi" and rest and all(line.startswith("    ") for line in rest)
     assert "\u202e" not in shown and "\\u202e" in shown
     assert _safe("plain ünïcode ✓") == "plain ünïcode ✓"
+
+
+def test_columns_are_padded_by_terminal_cells_not_characters() -> None:
+    from rich.cells import cell_len
+
+    from veil.cli.common import pad
+    assert pad("laptop", 10) == "laptop    "
+    # Two cells per CJK character: "笔记本" takes 6 of the 10 columns.
+    assert pad("笔记本", 10) == "笔记本    " and cell_len(pad("笔记本", 10)) == 10
+    long = pad("一二三四五六七八九十", 9)
+    assert cell_len(long) == 9 and long.rstrip().endswith("…")
+    assert cell_len(pad("a" * 30, 20)) == 20

@@ -40,3 +40,62 @@ def test_metadata_round_trip_and_malformed() -> None:
     bad = gs.Extension(gs.META_EXTENSION, b'{"name": 1, "admins": []}')
     assert gs.Metadata.of([bad]) is None
     assert gs.Metadata.of([gs.Extension(gs.META_EXTENSION, b"[" * 10000)]) is None
+
+
+def test_group_content_carries_its_sequence_number_and_older_content_has_none() -> None:
+    import pytest
+
+    from veil.client.content import Content
+    from veil.core.errors import MalformedMessage
+
+    numbered = Content("ab" * 16, 5, "hi", certificate=b"c", number=7)
+    assert b'"n":7' in numbered.encode()
+    assert Content.decode(numbered.encode()) == numbered
+    old = b'{"v":1,"id":"' + b"ab" * 16 + b'","ts":5,"kind":"text","text":"hi"}'
+    assert Content.decode(old).number is None
+    for bad in (b'0', b'-1', b'1.5', b'"1"', b'true', str(1 << 53).encode()):
+        with pytest.raises(MalformedMessage):
+            Content.decode(old[:-1] + b',"n":' + bad + b"}")
+
+
+def test_records_of_older_versions_still_decode() -> None:
+    import msgspec
+
+    rec = msgspec.json.decode(b'{"id":"ab","name":"g","epoch":3,"cursor":9}',
+                              type=gs.GroupRecord)
+    assert (rec.sent, rec.senders, rec.stalled) == (0, {}, -1)
+    adding = gs.Adding(op="add", key_packages=[("cd" * 16, b"\x00\x01kp")])
+    assert msgspec.json.decode(msgspec.json.encode(adding), type=gs.Adding) == adding
+
+
+def test_a_commit_restarts_the_count_of_devices_it_adds_or_removes() -> None:
+    from veil.client.group_core import _counted
+
+    def member(account: str, device: int) -> gs.Member:
+        return gs.Member(account, device, identity)
+
+    identity = keys.IdentityKeyPair.generate().public
+    a, b, c = "a" * 32, "b" * 32, "c" * 32
+    before = {0: member(a, 1), 1: member(b, 1), 2: member(c, 1)}
+    after = {0: member(a, 1), 2: member(b, 1), 3: member(c, 2)}   # b moved, c re-added
+    senders = {f"{a}/1": 4, f"{b}/1": 9, f"{c}/1": 2}
+    assert _counted(senders, before, after) == {f"{a}/1": 4}
+
+
+async def test_a_queue_without_messages_never_holds_up_receiving() -> None:
+    from veil.client.events import (
+        EventHub,
+        GroupStalled,
+        IncomingMessage,
+        MessageReceived,
+    )
+
+    hub = EventHub(size=2)
+    quiet = hub.add(messages=False)
+    message = MessageReceived(IncomingMessage("id", "a" * 32, None, 1, "t", 1), "a" * 32)
+    for _ in range(5):                   # more than the queue holds: nothing waits
+        await hub.emit_message(message)
+    hub.emit(GroupStalled("g" * 64, 3, "commit_withheld"))
+    assert EventHub.drain(quiet) == [GroupStalled("g" * 64, 3, "commit_withheld")]
+    hub.remove(quiet)
+    assert hub.subscribers == 0
