@@ -22,6 +22,7 @@ from veil.core.errors import VeilError
 _COMMAND_MODULES: tuple[str, ...] = (
     "veil.cli.demo",
     "veil.cli.messaging",
+    "veil.cli.conversation",
     "veil.cli.devices",
     "veil.cli.groups",
     "veil.cli.serve",

@@ -34,8 +34,23 @@ from veil.cli.common import (
     when,
     with_client,
 )
-from veil.cli.groups import group_info, is_group, show_notice
+from veil.cli.display import (
+    conversation_key,
+    group_name,
+    history_line,
+    history_obj,
+    show_event,
+    show_message,
+)
+from veil.cli.groups import group_info, is_group
 from veil.cli.i18n import explain, t, tn
+from veil.cli.transfer import (
+    TransferView,
+    conversation_of,
+    flush_outbox,
+    save_files,
+    size_text,
+)
 from veil.client import (
     Client,
     IncomingMessage,
@@ -50,27 +65,12 @@ from veil.client.store import Store
 from veil.core.errors import VeilError
 
 
-def _message_obj(m: IncomingMessage) -> dict[str, Any]:
-    return {"id": m.id, "sender": m.sender, "sender_username": m.sender_username,
-            "device": m.device, "text": m.text, "timestamp": m.timestamp,
-            "identity_changed": m.identity_changed, "group": m.group}
-
-
 def _group_name(c: Client, group_id: str) -> str:
-    for g in c.groups():
-        if g.id == group_id:
-            return "#" + safe_text(g.name)
-    return group_id[:8] + "…"
+    return group_name(c, group_id)
 
 
 def _show(m: IncomingMessage, as_json: bool, c: Client | None = None) -> None:
-    if m.identity_changed:
-        err_console.print(f"[bold red]{t('recv.identity_changed', who=m.sender[:8])}[/]")
-    who = f"@{m.sender_username}" if m.sender_username else m.sender[:8] + "…"
-    if m.group is not None:
-        where = _group_name(c, m.group) if c is not None else m.group[:8] + "…"
-        who = f"{where} {who}"
-    emit(as_json, _message_obj(m), f"[{when(m.timestamp)}] {who}: {safe_text(m.text)}")
+    show_message(m, as_json, c)
 
 
 @click.command(help=t("cmd.init"))
@@ -190,15 +190,19 @@ def _sent_text(to: str, sent: SentMessage) -> str:
 
 
 async def _flush_first(c: Client, as_json: bool) -> None:
-    """What earlier commands left in the outbox goes first (reported on stderr)."""
+    """What earlier commands left in the outbox goes first (reported on stderr); an
+    upload a killed or cut-off command left goes on from where it stopped."""
     if not c.outbox():
         return
     try:
-        sent = await c.flush_outbox()
+        sent = await flush_outbox(c, TransferView(as_json))
     except ServerUnreachable:
         return
     for message in sent:
-        err_console.print(t("send.flushed", id=message.id[:8]))
+        if as_json:
+            emit(True, {**_sent_obj(message), "from_outbox": True}, "")
+        else:
+            err_console.print(t("send.flushed", id=message.id[:8]))
 
 
 def _read_text(text: str | None, text_file: str | None) -> str:
@@ -223,18 +227,21 @@ def _read_text(text: str | None, text_file: str | None) -> str:
 @click.argument("text", required=False)
 @click.option("--text-file", type=click.Path(dir_okay=False), default=None,
               help=t("opt.send.text_file"))
+@click.option("--file", "file", type=click.Path(dir_okay=False), default=None,
+              help=t("opt.send.file"))
 @click.option("--wait", is_flag=True, help=t("opt.send.wait"))
 @via_options
 @home_options
-async def send(to: str, text: str | None, text_file: str | None, wait: bool, via: str,
-               mix_directory: str | None, mix_authority: str | None, home: str | None,
-               as_json: bool, proxy: str | None) -> None:
+async def send(to: str, text: str | None, text_file: str | None, file: str | None,
+               wait: bool, via: str, mix_directory: str | None, mix_authority: str | None,
+               home: str | None, as_json: bool, proxy: str | None) -> None:
     """Send TEXT to TO (an account id, @username or contact link); TEXT '-' reads
     standard input.
 
     The message is saved in the outbox first: if the server cannot be reached it is
     sent by the next veil command that connects (or, with --wait, by this one)."""
-    message = _read_text(text, text_file)
+    message = "" if file is not None and text is None and text_file is None else \
+        _read_text(text, text_file)
 
     async def body(c: Client) -> None:
         relay = None
@@ -242,6 +249,11 @@ async def send(to: str, text: str | None, text_file: str | None, wait: bool, via
             from veil.cli.relay import attach_mixnet
             relay = await attach_mixnet(c, mix_directory, mix_authority, proxy)
         await _flush_first(c, as_json)
+        if file is not None:
+            await _send_file(c, to, Path(file), message, wait, as_json)
+            if relay is not None:
+                await relay.finish(timeout=120)
+            return
         if is_group(to):
             posted = await c.send_group(to, message)
             emit(as_json, {"status": "sent", "id": posted.id, "group": posted.group,
@@ -264,6 +276,37 @@ async def send(to: str, text: str | None, text_file: str | None, wait: bool, via
     await with_client(home, proxy, body)
 
 
+async def _send_file(c: Client, to: str, path: Path, text: str, wait: bool,
+                     as_json: bool) -> None:
+    """``veil send TO --file PATH``: encrypted here, uploaded with a progress bar, and
+    sent; a cut-off upload waits in the outbox and goes on from where it stopped."""
+    before = {m.id for m in c.outbox()}
+    view = TransferView(as_json)
+    try:
+        message_id = await c.send_file(to, path, text, progress=view)
+    except ServerUnreachable as exc:
+        view.close()
+        queued = [m for m in c.outbox() if m.id not in before]
+        if not queued:                          # a group's upload: nothing was kept
+            raise
+        if not wait:
+            emit(as_json, {"status": "queued", "id": queued[-1].id, "to": to,
+                           "file": path.name, "reason": str(exc)},
+                 t("send.file_queued", reason=explain(exc)))
+            return
+        sent = await _wait_for(c, queued[-1].id, as_json)
+        message_id = sent.id
+    finally:
+        view.close()
+    size = path.stat().st_size if path.exists() else 0
+    where = _group_name(c, c.group(to).id) if is_group(to) else await _display(c, to)
+    emit(as_json, {"status": "sent", "id": message_id, "to": to,
+                   "file": {"name": path.name, "size": size},
+                   "resumed_at": view.resumed[0].resumed_at if view.resumed else None},
+         t("send.file_sent", name=safe_text(path.name), size=size_text(size),
+           to=where))
+
+
 async def _wait_for(c: Client, message_id: str, as_json: bool) -> SentMessage:
     """Retry the outbox with backoff until ``message_id`` has gone out."""
     if not as_json:
@@ -273,7 +316,7 @@ async def _wait_for(c: Client, message_id: str, as_json: bool) -> SentMessage:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
         with contextlib.suppress(ServerUnreachable):
-            for sent in await c.flush_outbox():
+            for sent in await flush_outbox(c, TransferView(as_json)):
                 if sent.id == message_id:
                     return sent
         if all(m.id != message_id for m in c.outbox()):
@@ -302,9 +345,17 @@ async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: 
                      if matches[0].attempts and matches[0].stage == "sealed" else ""))
             return
         if retry:
+            files = {m.id for m in c.outbox() if m.uploads}
+            view = TransferView(as_json)
             try:
-                for sent in await c.flush_outbox():
-                    emit(as_json, _sent_obj(sent), _sent_text(sent.recipient, sent))
+                for sent in await flush_outbox(c, view):
+                    obj = _sent_obj(sent)
+                    text = _sent_text(sent.recipient, sent)
+                    if sent.id in files:
+                        resumed = [p.resumed_at for p in view.resumed if p.resumed_at]
+                        obj["resumed_at"] = resumed[0] if resumed else None
+                        text = t("outbox.file_sent", id=sent.id[:8]) + "\n" + text
+                    emit(as_json, obj, text)
             except ServerUnreachable as exc:
                 raise click.ClickException(t("outbox.kept", reason=explain(exc))) from None
         waiting = c.outbox()
@@ -318,38 +369,92 @@ async def outbox(retry: bool, cancel_id: str | None, home: str | None, as_json: 
             emit(as_json, {"status": "pending", "id": m.id, "to": m.to, "kind": m.kind,
                             "stage": m.stage, "attempts": m.attempts,
                             "last_error": m.last_error, "timestamp": m.timestamp,
-                            "text": m.text},
+                            "text": m.text, "uploads": len(m.uploads)},
                   tn("outbox.line", m.attempts, id=m.id[:8], when=when(m.timestamp),
                      to=safe_text(to), text=safe_text(m.text[:60]),
                      stage=t("outbox.stage.queued") if m.stage == "queued"
                      else t("outbox.stage.sealed"),
                      error=t("outbox.last_error", error=m.last_error) if m.last_error
-                     else ""))
+                     else "") + (t("outbox.file_waiting") if m.uploads else ""))
         if not waiting and not as_json:
             click.echo(t("outbox.empty"))
     await with_client(home, proxy, body)
 
 
+def recv_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Where received files go, and whether what is shown counts as read."""
+    fn = click.option("--no-read-receipts", "no_read", is_flag=True,
+                      help=t("opt.recv.no_read"))(fn)
+    fn = click.option("--no-download", is_flag=True, help=t("opt.recv.no_download"))(fn)
+    return click.option("--download-dir", "download_dir",
+                        type=click.Path(file_okay=False), default=None,
+                        help=t("opt.recv.download_dir"))(fn)
+
+
+class Shown:
+    """What ``veil recv`` and ``veil chat`` do with a message once it is shown: save its
+    files (one at a time, in order) and mark it read (a read receipt goes)."""
+
+    def __init__(self, c: Client, as_json: bool, download_dir: str | None,
+                 no_download: bool, no_read: bool) -> None:
+        self._c = c
+        self._json = as_json
+        self._dir = Path(download_dir).resolve() if download_dir else None
+        self._download = not no_download
+        self._read = not no_read
+        self._lock = asyncio.Lock()
+        self.ok = True
+
+    async def handle(self, messages: list[IncomingMessage]) -> None:
+        async with self._lock:
+            if self._download:
+                for m in messages:
+                    if m.attachments and not await save_files(self._c, m, self._dir,
+                                                              self._json):
+                        self.ok = False
+            if self._read:
+                by_conversation: dict[str, list[str]] = {}
+                for m in messages:
+                    by_conversation.setdefault(conversation_of(m), []).append(m.id)
+                for key, ids in by_conversation.items():
+                    with contextlib.suppress(ClientError):
+                        await self._c.mark_read(key, ids)
+
+
 @click.command(help=t("cmd.recv"))
 @click.option("--follow", "-f", is_flag=True, help=t("opt.recv.follow"))
+@recv_options
 @home_options
-async def recv(follow: bool, home: str | None, as_json: bool, proxy: str | None) -> None:
+async def recv(follow: bool, download_dir: str | None, no_download: bool, no_read: bool,
+               home: str | None, as_json: bool, proxy: str | None) -> None:
     """Print received messages (sender, time, text), and warnings about groups."""
     async def body(c: Client) -> None:
         await _flush_first(c, as_json)
+        after = Shown(c, as_json, download_dir, no_download, no_read)
+        shown: list[IncomingMessage] = []
         with c.notices() as notices:
             async for message in c.pending():
                 for event in notices():      # a gap is told before what follows it
-                    show_notice(c, event, as_json)
+                    show_event(c, event, as_json)
                 _show(message, as_json, c)
+                shown.append(message)
             for event in notices():
-                show_notice(c, event, as_json)
+                show_event(c, event, as_json)
+        await after.handle(shown)
         if follow:
-            async for event in c.events():
-                if isinstance(event, MessageReceived):
-                    _show(event.message, as_json, c)
-                else:
-                    show_notice(c, event, as_json)
+            # Messages disappear while it runs, as their timers end (told as lines).
+            expiry = asyncio.create_task(c.run_expiry())
+            try:
+                async for event in c.events():
+                    if isinstance(event, MessageReceived):
+                        _show(event.message, as_json, c)
+                        await after.handle([event.message])
+                    else:
+                        show_event(c, event, as_json, typing=True)
+            finally:
+                expiry.cancel()
+        if not after.ok:
+            raise SystemExit(1)
     await with_client(home, proxy, body)
 
 
@@ -391,11 +496,30 @@ async def _chat_send(c: Client, to: str, text: str, as_json: bool) -> None:
               t("chat.not_sent", reason=explain(exc)))
 
 
+async def _chat_file(c: Client, to: str, path: str, as_json: bool) -> None:
+    """``/file PATH`` in chat: send that file (a progress bar on a terminal)."""
+    with TransferView(as_json) as view:
+        try:
+            message_id = await c.send_file(to, Path(path), progress=view)
+        except ServerUnreachable:
+            emit(as_json, {"status": "queued"}, t("chat.pending"))
+            return
+        except VeilError as exc:
+            emit(as_json, {"status": "failed", "error": {"code": exc.code,
+                                                         "message": str(exc)}},
+                 t("chat.not_sent", reason=explain(exc)))
+            return
+    emit(as_json, {"status": "sent", "id": message_id, "file": Path(path).name},
+         t("chat.file_sent", name=safe_text(Path(path).name)))
+
+
 @click.command(help=t("cmd.chat"))
 @click.argument("to")
 @via_options
+@recv_options
 @home_options
 async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str | None,
+               download_dir: str | None, no_download: bool, no_read: bool,
                home: str | None, as_json: bool, proxy: str | None) -> None:
     """Interactive chat with TO: type a line to send it; Ctrl-D to leave."""
     async def body(c: Client) -> None:
@@ -411,16 +535,21 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
             name = await _display(c, to)
         if not as_json:
             click.echo(t("chat.header", who=name))
+        c.expire_messages()
+        expiry = asyncio.create_task(c.run_expiry())
         for entry in c.history(conversation, 20):
-            who = t("chat.you") if entry.direction == "out" else name
-            emit(as_json, {"history": True, "id": entry.id, "direction": entry.direction,
-                            "text": entry.text, "timestamp": entry.timestamp},
-                  f"[{when(entry.timestamp)}] {who}: {safe_text(entry.text)}")
+            emit(as_json, {"history": True, **history_obj(entry)},
+                 history_line(c, conversation, entry, name))
+        after = Shown(c, as_json, download_dir, no_download, no_read)
+        handling: set[asyncio.Task[None]] = set()
 
         async def incoming() -> None:
             async for event in c.events():
                 if isinstance(event, MessageReceived):
                     _show(event.message, as_json, c)
+                    task = asyncio.create_task(after.handle([event.message]))
+                    handling.add(task)
+                    task.add_done_callback(handling.discard)
                 elif isinstance(event, OutboxSent):
                     emit(as_json, {"status": "sent", "id": event.message_id},
                           t("chat.sent_from_outbox", id=event.message_id[:8]))
@@ -430,7 +559,7 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
                           t("chat.outbox_failed", id=event.message_id[:8],
                             reason=event.reason))
                 else:
-                    show_notice(c, event, as_json)
+                    show_event(c, event, as_json, typing=True)
 
         listener = asyncio.create_task(incoming())
         lines = _stdin_lines()
@@ -439,9 +568,15 @@ async def chat(to: str, via: str, mix_directory: str | None, mix_authority: str 
                 line = await lines.get()
                 if not line:
                     break
-                if line.strip():
+                if line.startswith("/file "):
+                    await _chat_file(c, to, line[len("/file "):].strip(), as_json)
+                elif line.strip():
                     await _chat_send(c, to, line.rstrip("\n"), as_json)
         finally:
+            for task in list(handling):
+                with contextlib.suppress(Exception):
+                    await task
+            expiry.cancel()
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
@@ -491,6 +626,7 @@ async def verify(to: str, number: str | None, home: str | None, as_json: bool,
 async def conversations(home: str | None, as_json: bool, proxy: str | None) -> None:
     """List conversations, most recent first."""
     async def body(c: Client) -> None:
+        c.expire_messages()
         for conv in c.conversations():
             last = conv.last
             assert last is not None
@@ -511,12 +647,11 @@ async def history(to: str, limit: int, home: str | None, as_json: bool,
                   proxy: str | None) -> None:
     """Show the conversation with TO."""
     async def body(c: Client) -> None:
-        contact = await c.resolve(to)
-        for e in c.history(contact.account, limit):
-            emit(as_json, {"id": e.id, "direction": e.direction, "text": e.text,
-                            "timestamp": e.timestamp},
-                  f"[{when(e.timestamp)}] {t('chat.you') if e.direction == 'out' else to}: "
-                  f"{safe_text(e.text)}")
+        key, group = await conversation_key(c, to)
+        name = _group_name(c, key) if group else safe_text(await _display(c, to))
+        c.expire_messages()                  # what disappeared is not shown
+        for e in c.history(key, limit):
+            emit(as_json, history_obj(e), history_line(c, key, e, name))
     await with_client(home, proxy, body)
 
 

@@ -70,6 +70,12 @@ class Api:
         raw = f"{account_hex}.{device_id}:{b64(token)}".encode()
         self._auth = "Basic " + base64.b64encode(raw).decode()
 
+    @property
+    def authorization(self) -> str | None:
+        """The device's ``Authorization`` value, for the blob uploads that go beside
+        this API (``veil.client.blob_http``); None before registration."""
+        return self._auth
+
     async def close(self) -> None:
         await self._transport.close()
 

@@ -37,8 +37,12 @@ from msgspec import UNSET
 from veil.client import contacts, home_lock, home_place, prekey_store, provisioning, trust
 from veil.client import pending as pending_store
 from veil.client.api import Api, given
+from veil.client.attachments import UPLOAD_KIND, Attachments, Progress
+from veil.client.blob_http import BlobHttp
+from veil.client.chat import Chat
 from veil.client.connection import Connection
 from veil.client.contact_link import ContactLink, identity_fingerprint
+from veil.client.content import Content
 from veil.client.device import Clock, Context, DeviceInfo, DeviceState
 from veil.client.devices import DeviceInfo as LinkedDeviceInfo
 from veil.client.devices import Devices
@@ -62,7 +66,7 @@ from veil.client.events import (
 from veil.client.groups import GroupInfo, GroupMember, Groups, SentGroupMessage
 from veil.client.history import Conversation, History
 from veil.client.inbox import Inbox
-from veil.client.outbox import Outbox, Relay, SentMessage
+from veil.client.outbox import Outbox, Relay, SentMessage, content_of
 from veil.client.pending import PendingMessage
 from veil.client.prekey_store import PrekeyMaintenance
 from veil.client.provisioning import PendingLink, Provisioned
@@ -95,8 +99,17 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Client:
-    """Open with :meth:`register` (new identity) or :meth:`open`; ``await close()`` after."""
+def _housekeeping_content(message: PendingMessage) -> bool:
+    """A receipt or typing notice waiting in the outbox: sent when it can be, never one
+    of the person's messages."""
+    return message.content is not None and \
+        content_of(message).kind in ("receipt", "typing")
+
+
+class Client(Chat):
+    """Open with :meth:`register` (new identity) or :meth:`open`; ``await close()`` after.
+    The conversation operations (files, replies, reactions, edits, deletions, receipts,
+    typing, disappearing messages) are :class:`veil.client.chat.Chat`'s."""
 
     def __init__(self, store: Store, me: SelfRecord, identity: keys.IdentityKeyPair,
                  proxy: str | None = None, clock: Clock | None = None,
@@ -130,6 +143,16 @@ class Client:
         self._live_readers = 0
         self._flushing: asyncio.Task[None] | None = None   # the outbox, after a connect
         self._home_lock: home_lock.HomeLock | None = None   # set by open and register
+        # Attachments (veil.client.attachments): uploads beside the API, downloads on
+        # connections of their own.
+        self._blob_http = BlobHttp(me.server, self._api.authorization, proxy)
+        self._attachments = Attachments(store, self._blob_http)
+        self._outbox.attachments = self._attachments
+        self._typing_sent: dict[str, int] = {}
+        self._arrivals: list[IncomingMessage] = []       # awaiting delivery receipts
+        self._receipts_task: asyncio.Task[None] | None = None
+        self._pending_calls = 0
+        self._hub.on_message = self._arrived
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -313,14 +336,16 @@ class Client:
     async def close(self) -> None:
         """Ends every ``events()``/``messages()`` iteration and the live connection."""
         self._hub.end()
-        tasks = [*self._stopping, *(t for t in (self._live, self._flushing) if t is not None)]
-        self._live = self._flushing = None
+        tasks = [*self._stopping, *(t for t in (self._live, self._flushing,
+                                                 self._receipts_task) if t is not None)]
+        self._live = self._flushing = self._receipts_task = None
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._groups.close()
         await self.certificates.close()
+        await self._blob_http.close()
         await self._api.close()
         self._store.close()
         if self._home_lock is not None:
@@ -427,6 +452,9 @@ class Client:
         return await self._directory.verify(who, expected_digits)
 
     def history(self, who_account: str, limit: int = 50) -> list[HistoryEntry]:
+        """The last ``limit`` lines of a conversation (disappearing ones whose timer
+        ran out are deleted first, never shown)."""
+        self.expire_messages()
         return self._history.entries(who_account, limit)
 
     def conversations(self) -> list[Conversation]:
@@ -493,7 +521,12 @@ class Client:
         reached it stays there (the exception says why) and :meth:`flush_outbox` posts
         it, exactly once. An epoch that ended meanwhile is caught up with and the text
         re-encrypted."""
-        return await self._groups.send(self._groups.resolve(group), text)
+        gid = self._groups.resolve(group)
+        content = Content.text_message(text, self._ctx.clock(), b"")
+        timer = self._conversations.timer(gid)
+        if timer:
+            content = dataclasses.replace(content, expire_s=timer)
+        return await self._groups.send(gid, text, content)
 
     async def sync_groups(self) -> list[IncomingMessage]:
         """Catch up with every group's mailbox over HTTP (``pending()`` does this too;
@@ -537,14 +570,35 @@ class Client:
         """Save ``text`` for ``to`` in the outbox, encrypt it for every device of ``to``
         and hand it to the server. If the server cannot be reached (or the call is
         interrupted) the message stays in the outbox, encrypted once, and is sent by
-        :meth:`flush_outbox` (which every connection runs); the exception says why."""
-        return await self._outbox.send(to, text)
+        :meth:`flush_outbox` (which every connection runs); the exception says why. The
+        conversation's disappearing timer goes with it."""
+        content = Content.text_message(text, self._ctx.clock(),
+                                       self._ctx.device.record.profile_key)
+        known = self._known_account(to)
+        timer = 0 if known is None else self._conversations.timer(known)
+        if timer:
+            content = dataclasses.replace(content, expire_s=timer)
+        return await self._outbox.send(to, text, content)
+
+    def _known_account(self, to: str) -> str | None:
+        """The account ``to`` names, if that is known here without asking the server
+        (so a message typed offline still goes into the outbox at once)."""
+        to = to.strip()
+        if to.startswith("@"):
+            contact = contacts.by_username(self._ctx.store, to[1:].lower())
+            return None if contact is None else contact.account
+        return to.lower() if len(to) == 32 else None
+
+    def _downloads_dir(self) -> Path:
+        """Where attachments are saved unless the caller says: the home's downloads."""
+        assert self._home_lock is not None
+        return self._home_lock.path.parent / "downloads"
 
     def outbox(self) -> list[PendingMessage]:
         """Messages not yet acknowledged by the server, oldest first (syncs of sent
         messages to this account's other devices wait there too, but are not listed)."""
         return [m for m in pending_store.all_pending(self._ctx.store)
-                if m.kind != pending_store.SYNC_KIND]
+                if m.kind != pending_store.SYNC_KIND and not _housekeeping_content(m)]
 
     def cancel(self, message_id: str) -> bool:
         """Remove an unsent message from the outbox (False: there is none with that id).
@@ -552,12 +606,17 @@ class Client:
         outcome was unknown (the server may have stored it)."""
         return pending_store.drop(self._ctx.store, message_id)
 
-    async def flush_outbox(self) -> list[SentMessage]:
+    async def flush_outbox(self, progress: Progress | None = None) -> list[SentMessage]:
         """Send what waits in the outbox, oldest first, each exactly once to the
         recipient; stops at the first the server cannot take now. Messages that cannot
         be sent at all leave the outbox; each is reported as an ``OutboxFailed`` event
-        (and those sent as ``OutboxSent``)."""
-        sent = await self._outbox.flush()
+        (and those sent as ``OutboxSent``). ``progress`` hears of the file uploads it
+        resumes."""
+        self._outbox.upload_progress = progress
+        try:
+            sent = await self._outbox.flush()
+        finally:
+            self._outbox.upload_progress = None
         failed, self._outbox.failed = self._outbox.failed, []
         for done in sent:
             self._hub.emit(OutboxSent(done.id, done.recipient, done.sealed))
@@ -575,13 +634,19 @@ class Client:
         """Fetch, decrypt and acknowledge what is queued for this device (HTTP), yielding
         each message as soon as it is stored."""
         stream = self._inbox.pending(self._housekeeping, self.prekeys.run_quietly)
+        self._pending_calls += 1               # receipts batched to the end
         try:
-            async for message in stream:
+            try:
+                async for message in stream:
+                    yield message
+            finally:
+                await stream.aclose()
+            for message in await self._groups.sync_all():     # then every group's mailbox
                 yield message
         finally:
-            await stream.aclose()
-        for message in await self._groups.sync_all():     # then every group's mailbox
-            yield message
+            self._pending_calls -= 1
+        self.expire_messages()
+        await self.flush_delivery_receipts()   # those of what just arrived, now
 
     async def receive_pending(self) -> list[IncomingMessage]:
         """Everything :meth:`pending` yields, as a list."""
@@ -636,12 +701,17 @@ class Client:
             await stream.aclose()            # at once, not when the collector gets to it
 
     async def _run_live(self) -> None:
+        expiry = asyncio.create_task(self.run_expiry())   # while the connection lives
         try:
             await self._connection.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:                 # the readers raise it
             self._hub.fail(exc)
+        finally:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
 
     def _decrypt_and_store(self, envelope: bytes, server_ts: int
                            ) -> tuple[IncomingMessage | None, bool]:
@@ -671,6 +741,13 @@ class Client:
         await self._groups.key_packages.run_quietly()
         await self._own_devices.upload_own_approval_quietly()
         await self._own_devices.refresh_quietly()
+        if self._ctx.store.count(UPLOAD_KIND):
+            referenced = {job for m in pending_store.all_pending(self._ctx.store)
+                          for job in m.uploads}
+            try:
+                await self._attachments.forget_orphans(referenced)
+            except ClientError as exc:
+                log.info("could not clear unreferenced uploads: %s", exc.code)
         if self._ctx.store.count(pending_store.KIND) and (
                 self._flushing is None or self._flushing.done()):
             # In the background: a slow server must not stall receiving.

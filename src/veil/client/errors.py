@@ -135,10 +135,35 @@ class GroupStuck(GroupBusy):
     code = "group_stuck"
 
 
+class AttachmentError(ClientError):
+    code = "attachment_error"
+
+
+class AttachmentRefused(AttachmentError):
+    """A downloaded attachment did not open or its digest is not its pointer's: it was
+    deleted, never shown."""
+
+    code = "attachment_refused"
+
+
+class FileChanged(AttachmentError):
+    """The file changed while it was being sent: its upload cannot go on."""
+
+    code = "file_changed"
+
+
+class AttachmentTooLarge(AttachmentError):
+    code = "attachment_too_large"
+
+
 __all__ = [
     "AlreadyInitialised",
+    "AttachmentError",
+    "AttachmentRefused",
+    "AttachmentTooLarge",
     "ClientError",
     "CorruptStore",
+    "FileChanged",
     "GroupBusy",
     "GroupStuck",
     "IdentityChanged",

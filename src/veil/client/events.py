@@ -20,7 +20,11 @@ Events are frozen dataclasses:
 - :class:`GroupMessagesMissing` — a member's group messages were not delivered (a gap
   in its sequence numbers), or one arrived after a later one (reordered);
 - :class:`GroupStalled` — this device cannot follow a group any more (a commit
-  withheld or refused, the read capability refused), told once while it lasts.
+  withheld or refused, the read capability refused), told once while it lasts;
+- :class:`MessageChanged` — a line was edited, deleted for everyone, reacted to,
+  delivered, read, or expired (veil.client.conversations);
+- :class:`TimerChanged` — someone set a conversation's disappearing timer;
+- :class:`Typing` — someone started or stopped typing.
 
 Each subscriber has its own bounded queue (:data:`QUEUE_SIZE`). A message is never
 dropped: when a subscriber's queue is full, receiving waits for it (backpressure; the
@@ -34,13 +38,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 log = logging.getLogger("veil.client")
 
 QUEUE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    """What a message says of one attachment (the key and token stay in the store):
+    ``Client.download(conversation, message_id, index)`` fetches it."""
+
+    name: str
+    size: int
+    media_type: str
+    path: str | None = None        # where it was saved on this device, once downloaded
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,11 @@ class IncomingMessage:
     timestamp: int                 # sender's clock, ms
     identity_changed: bool = False  # warn loudly: the sender's key is not the verified one
     group: str | None = None       # a group message: the group id (64 hex), else None
+    # "text", or "unsupported": a kind from a newer client (kept, shown as such).
+    kind: str = "text"
+    reply_to: str | None = None    # the id of the message this one answers
+    attachments: tuple[AttachmentInfo, ...] = ()
+    expires_at: int | None = None  # ms: deleted from this device then (disappearing)
 
 
 @dataclass(frozen=True)
@@ -170,9 +190,43 @@ class GroupStalled:
     reason: StallReason
 
 
+@dataclass(frozen=True)
+class MessageChanged:
+    """A line of a conversation changed (committed before the event): ``change`` is
+    ``edited`` (``text`` is the new text), ``deleted`` (deleted for everyone: its text
+    and attachments are gone), ``reaction`` (``account`` reacted ``emoji``, or took it
+    back: ``emoji`` None), ``delivered`` or ``read`` (``account``'s receipt for one of
+    our messages), or ``expired`` (its disappearing timer ran out: gone from here)."""
+
+    conversation: str
+    message_id: str
+    change: str
+    account: str | None = None     # who did it (None: expiry)
+    text: str | None = None
+    emoji: str | None = None
+
+
+@dataclass(frozen=True)
+class TimerChanged:
+    """``account`` set the conversation's disappearing timer (0: off)."""
+
+    conversation: str
+    seconds: int
+    account: str
+
+
+@dataclass(frozen=True)
+class Typing:
+    """``account`` started or stopped typing (never stored)."""
+
+    conversation: str
+    account: str
+    typing: bool
+
+
 Event = (MessageReceived | IdentityChanged | KeysLow | ConnectionState | OutboxSent
          | OutboxFailed | DeviceLinked | SentSynced | GroupUpdated | GroupMessagesMissing
-         | GroupStalled)
+         | GroupStalled | MessageChanged | TimerChanged | Typing)
 
 
 class _Failure:
@@ -192,6 +246,9 @@ class EventHub:
         # Queues that take no messages (Client.notices): nothing waits on them, so a
         # one-shot receive can collect warnings without reading every message twice.
         self._no_messages: set[int] = set()
+        # Told of every message as it is emitted, subscribers or not (the client's
+        # delivery receipts: veil.client.chat).
+        self.on_message: Callable[[IncomingMessage], None] | None = None
 
     @property
     def subscribers(self) -> int:
@@ -208,6 +265,8 @@ class EventHub:
 
     async def emit_message(self, event: MessageReceived) -> None:
         """Waits until every subscriber has room: messages are not dropped."""
+        if self.on_message is not None:
+            self.on_message(event.message)
         for queue in list(self._queues):
             if id(queue) not in self._no_messages:
                 await queue.put(event)
@@ -257,6 +316,7 @@ class EventHub:
             yield item
 
 __all__ = [
+    "AttachmentInfo",
     "ConnectionState",
     "DeviceLinked",
     "Event",
@@ -267,9 +327,12 @@ __all__ = [
     "IdentityChanged",
     "IncomingMessage",
     "KeysLow",
+    "MessageChanged",
     "MessageReceived",
     "OutboxFailed",
     "OutboxSent",
     "SentSynced",
     "StallReason",
+    "TimerChanged",
+    "Typing",
 ]

@@ -23,7 +23,8 @@ from veil.client import contacts, group_tree, trust
 from veil.client import group_store as gs
 from veil.client import pending as outbox_store
 from veil.client.api import unb64
-from veil.client.content import Content
+from veil.client.content import CONVERSATION_KINDS, Content
+from veil.client.conversations import Conversations, incoming, line_for
 from veil.client.device import Context
 from veil.client.directory import Directory
 from veil.client.errors import (
@@ -33,6 +34,7 @@ from veil.client.errors import (
     UnknownGroup,
 )
 from veil.client.events import (
+    Event,
     GroupMessagesMissing,
     GroupStalled,
     GroupUpdated,
@@ -40,7 +42,6 @@ from veil.client.events import (
     StallReason,
 )
 from veil.client.outbox import Outbox
-from veil.client.records import HistoryEntry
 from veil.client.transport import WebSocket
 from veil.core import sealed
 from veil.core.errors import CoreError, MalformedMessage
@@ -143,8 +144,7 @@ class _Out:
     """What a step produced, told to the application once the lock is released."""
 
     messages: list[IncomingMessage] = field(default_factory=list)
-    events: list[GroupUpdated | GroupMessagesMissing | GroupStalled] = field(
-        default_factory=list)
+    events: list[Event] = field(default_factory=list)
     announce: list[str] = field(default_factory=list)
     welcomes: list[outbox_store.PendingMessage] = field(default_factory=list)
 
@@ -168,6 +168,11 @@ class GroupCore(abc.ABC):
         self._own_lock = asyncio.Lock()        # adding this account's linked devices
         self._own_seqs: dict[str, set[int]] = {}
         self._sent_seqs: dict[str, int] = {}     # outbox id → seq, for ``send``'s answer
+        self._conversations = Conversations(
+            ctx.store, ctx.device.record.account,
+            lambda gid, account: account in self._record(gid).admins)
+        # Changes our own group posts made here (told after the post's transaction).
+        self._applied_own: list[Event] = []
         self._unconfirmable: set[str] = set()  # the directory could not confirm (this run)
         # Devices of group members not known to be approved, asked of the directory in
         # this run (asked again only for a device not asked before).
@@ -353,9 +358,16 @@ class GroupCore(abc.ABC):
     def _note_sent(self, gid: str, message: outbox_store.PendingMessage, seq: int) -> None:
         """Inside a transaction: the server stored ``message`` at ``seq``: it goes into
         the history and out of the outbox."""
-        self._ctx.store.append_history(gid, HistoryEntry(
-            message.id, "out", self._me, message.text, message.timestamp,
-            self._ctx.device.record.device_id).encode())
+        content = Content(message.id, message.timestamp, message.text) \
+            if message.content is None else Content.decode(message.content)
+        now = self._ctx.clock()
+        if content.kind == "text":
+            self._conversations.add_line(gid, line_for(
+                content, "out", self._me, self._ctx.device.record.device_id), now,
+                content.expire_s)
+        else:                      # our reaction, edit, deletion, timer: applied here
+            self._applied_own.extend(self._conversations.apply(gid, self._me, content, now,
+                                                               group=gid))
         outbox_store.drop(self._ctx.store, message.id)
         self._sent_seqs[message.id] = seq
 
@@ -367,7 +379,7 @@ class GroupCore(abc.ABC):
         except MalformedMessage:
             log.warning("dropped a group message whose content is malformed")
             return
-        if member is None or content.kind != "text":
+        if member is None or content.kind in ("sent", "group_welcome"):
             return
         me = self._ctx.device.record
         own = member.account == me.account
@@ -384,14 +396,21 @@ class GroupCore(abc.ABC):
             if named is not None and contact.username != named:
                 contact.username = named         # vouched for by the server, as in 1:1
                 contacts.save(self._ctx.store, contact)
-        self._ctx.store.append_history(gid, HistoryEntry(
-            content.id, "out" if own else "in", member.account, content.text,
-            content.timestamp, member.device, identity_changed=flagged).encode())
-        if own:
+        now = self._ctx.clock()
+        if content.kind in CONVERSATION_KINDS and content.kind != "text":
+            if not genuine:
+                log.warning("ignored a group %s from a flagged member", content.kind)
+                return
+            out.events.extend(self._conversations.apply(gid, member.account, content, now,
+                                                        group=gid))
+            return
+        line = line_for(content, "out" if own else "in", member.account, member.device,
+                        flagged)
+        kept = self._conversations.add_line(gid, line, now, content.expire_s)
+        if own or kept is None:
             return                         # another device of ours: history only
-        out.messages.append(IncomingMessage(
-            content.id, member.account, None if contact is None else contact.username,
-            member.device, content.text, content.timestamp, flagged, group=gid))
+        out.messages.append(incoming(kept, None if contact is None else contact.username,
+                                     gid))
 
     def _count(self, gid: str, rec: gs.GroupRecord, member: gs.Member, number: int | None,
                out: _Out) -> None:

@@ -20,6 +20,7 @@ from veil.client import group_store as gs
 from veil.client import group_tree
 from veil.client import pending as outbox_store
 from veil.client.api import b64
+from veil.client.conversations import forget_if_deleted
 from veil.client.errors import ClientError, ServerRejected
 from veil.client.events import IncomingMessage, MessageReceived
 from veil.client.group_core import (
@@ -360,7 +361,9 @@ class GroupSync(GroupCore):
     async def _emit(self, out: _Out) -> None:
         for account in out.announce:
             self._ctx.announce(True, account)
-        for event in out.events:
+        own, self._applied_own = self._applied_own, []
+        forget_if_deleted(self._ctx.store, [*out.events, *own])
+        for event in [*out.events, *own]:
             self._ctx.hub.emit(event)
         for message in out.messages:
             assert message.group is not None

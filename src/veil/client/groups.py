@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
 import os
+from collections.abc import Sequence
 
 import msgspec
 
@@ -80,7 +82,7 @@ from veil.client.group_core import (
     write_cap,
 )
 from veil.client.group_sync import GroupSync
-from veil.client.outbox import SentMessage
+from veil.client.outbox import SentMessage, content_of
 from veil.core.errors import CoreError
 from veil.core.mls import Group
 from veil.protocol import requests as rq
@@ -578,15 +580,22 @@ class Groups(GroupSync):
         self._own_seqs.setdefault(gid, set()).add(answer.seq)
         return answer
 
-    async def send(self, gid: str, text: str) -> SentGroupMessage:
-        """Save ``text`` in the persistent outbox (kind ``group``) before anything else,
-        then deliver it (:meth:`deliver_pending`). If the server cannot be reached the
-        message stays in the outbox and ``flush_outbox`` (every connect) posts it."""
+    async def send(self, gid: str, text: str, content: Content | None = None,
+                   uploads: Sequence[str] = ()) -> SentGroupMessage:
+        """Save ``text`` (or ``content``: a reply, attachments, a reaction, an edit...)
+        in the persistent outbox (kind ``group``) before anything else, then deliver it
+        (:meth:`deliver_pending`). If the server cannot be reached the message stays in
+        the outbox and ``flush_outbox`` (every connect) posts it."""
         self._active(gid)
-        content = Content.text_message(text, self._ctx.clock(), b"")
-        message = outbox_store.PendingMessage(id=content.id, to=gid, text=text,
-                                              timestamp=content.timestamp,
-                                              kind=outbox_store.GROUP_KIND)
+        if content is None:
+            content = Content.text_message(text, self._ctx.clock(), b"")
+        if content.kind == "timer" and self._me not in self._record(gid).admins:
+            raise NotGroupAdmin("only an admin of the group sets its disappearing timer")
+        message = outbox_store.PendingMessage(
+            id=content.id, to=gid, text=content.text, timestamp=content.timestamp,
+            kind=outbox_store.GROUP_KIND,
+            content=dataclasses.replace(content, profile_key=None).encode(),
+            uploads=list(uploads))
         outbox_store.save(self._ctx.store, message)
         await self._outbox.deliver(message)
         return SentGroupMessage(message.id, gid, self._sent_seqs.pop(message.id, 0),
@@ -621,8 +630,9 @@ class Groups(GroupSync):
                         # new epoch re-encrypts it, so receivers count each message once
                         # (docs/groups.md, "Missing messages").
                         number = current.group_number or self._record(gid).sent + 1
-                        data = Content(current.id, current.timestamp, current.text,
-                                       certificate=certificate, number=number).encode()
+                        data = dataclasses.replace(
+                            content_of(current), kind=_group_kind(current),
+                            certificate=certificate, number=number).encode()
                         encrypted = group.encrypt(data, padding=(-len(data)) % PAD_TO)
                         current = msgspec.structs.replace(
                             current, group_message=encrypted, group_epoch=group.epoch,
@@ -710,6 +720,11 @@ def _not_in(present: set[tuple[str, int]], intent: _Intent) -> list[tuple[str, b
     """The intent's KeyPackages whose device is not among ``present`` (account, device)."""
     return [(account, kp) for account, kp in intent.key_packages
             if (account, _device_of(kp)) not in present]
+
+
+def _group_kind(message: outbox_store.PendingMessage) -> str:
+    """The content kind of an outbox group message (older records: text)."""
+    return "text" if message.content is None else content_of(message).kind
 
 
 __all__ = [

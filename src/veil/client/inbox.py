@@ -18,10 +18,17 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from veil.client import contacts, prekey_store, sessions, trust
 from veil.client import devices as own_devices
-from veil.client.content import Content
+from veil.client.content import CONVERSATION_KINDS, Content
+from veil.client.conversations import Conversations, forget_if_deleted, incoming, line_for
 from veil.client.device import Context
-from veil.client.events import DeviceLinked, IncomingMessage, MessageReceived, SentSynced
-from veil.client.records import Contact, HistoryEntry
+from veil.client.events import (
+    DeviceLinked,
+    Event,
+    IncomingMessage,
+    MessageReceived,
+    SentSynced,
+)
+from veil.client.records import Contact
 from veil.client.store import Store
 from veil.core import sealed
 from veil.core.errors import CoreError, DuplicateMessage, UntrustedIdentity
@@ -48,6 +55,9 @@ class Inbox:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self.seen_limit = SEEN_LIMIT
+        self.conversations = Conversations(ctx.store, ctx.device.record.account)
+        # Changes made by the envelope being received, told once it is committed.
+        self._changes: list[Event] = []
         # Content of kinds other than "text" (sender account, device, content), called
         # inside the receive transaction; it must not raise (veil.client.groups).
         self.on_content: Callable[[str, int, Content], None] | None = None
@@ -101,16 +111,21 @@ class Inbox:
             if store.get(_SEEN, seen_key) is not None:
                 return None, changed, linked
             _remember_seen(store, seen_key, self.seen_limit)
-            if content.kind != "text":
+            if content.kind in CONVERSATION_KINDS and content.kind != "text":
+                self._changes.extend(self.conversations.apply(account, account, content,
+                                                              now))
+                return None, changed, linked
+            if content.known and content.kind != "text":
                 # Another kind (a group Welcome): its component, in this transaction.
                 if self.on_content is not None:
                     self.on_content(account, device, content)
                 return None, changed, linked
-            store.append_history(account, HistoryEntry(
-                content.id, "in", account, content.text, content.timestamp, device).encode())
-        return IncomingMessage(content.id, account, contact.username, device, content.text,
-                               content.timestamp, changed or contact.identity_changed), \
-            changed, linked
+            line = line_for(content, "in", account, device,
+                            changed or contact.identity_changed)
+            kept = self.conversations.add_line(account, line, now, content.expire_s)
+        if kept is None:
+            return None, changed, linked
+        return incoming(kept, contact.username, None), changed, linked
 
     def _from_own_device(self, opened: sealed.Unsealed, device: int,
                          now: int) -> SentSynced | None:
@@ -129,14 +144,17 @@ class Inbox:
             sessions.save(store, me.account, device, held)
             own_devices.note_own_device(store, me, ctx.identity.public, device, now)
             to = content.to
-            if content.kind not in ("sent", "text") and self.on_content is not None:
+            synced_kind = content.kind in CONVERSATION_KINDS and content.kind != "text"
+            if content.known and content.kind not in ("sent", "text") and not synced_kind \
+                    and self.on_content is not None:
                 # Another kind (a group Welcome for this device): its component decides.
                 seen_key = f"own:{device}:{content.id}"
                 if store.get(_SEEN, seen_key) is None:
                     _remember_seen(store, seen_key, self.seen_limit)
                     self.on_content(me.account, device, content)
                 return None
-            if content.kind != "sent" or to is None or to == me.account:
+            if (content.known and content.kind not in ("sent", *CONVERSATION_KINDS)) \
+                    or to is None or to == me.account:
                 return None                  # nothing else travels between our devices
             seen_key = f"sent:{to}:{content.id}"
             if store.get(_SEEN, seen_key) is not None:
@@ -144,23 +162,34 @@ class Inbox:
             _remember_seen(store, seen_key, self.seen_limit)
             if contacts.get(store, to) is None:
                 contacts.save(store, Contact(to))     # so the conversation is listed
-            store.append_history(to, HistoryEntry(
-                content.id, "out", to, content.text, content.timestamp, device).encode())
+            if synced_kind:                  # our edit, deletion, reaction, timer
+                self._changes.extend(self.conversations.apply(to, me.account, content,
+                                                              now))
+                return None
+            self.conversations.add_line(to, line_for(content, "out", to, device), now,
+                                        content.expire_s)
         return SentSynced(content.id, to, content.text, content.timestamp, device)
 
     async def handle(self, envelope: bytes, server_ts: int) -> IncomingMessage | None:
         """Open, decrypt, store, tell subscribers. None for duplicates and for what can
         never be read."""
+        self._changes = []
         try:
             message, changed, linked = self._receive(envelope, server_ts)
         except DuplicateMessage:
             return None
-        except (CoreError, RecursionError) as exc:
+        except (CoreError, RecursionError, ValueError) as exc:
+            # ValueError: content this code could not handle (it is a bug to fix, but
+            # one envelope must never jam the queue for every later one).
             # Undecryptable forever (forged, corrupt, for an old identity or prekey,
             # counters at their limit): drop it, so the queue moves on.
-            code = exc.code if isinstance(exc, CoreError) else "too_deep"
+            code = exc.code if isinstance(exc, CoreError) else type(exc).__name__
             log.warning("dropped an envelope that cannot be decrypted: %s", code)
             return None
+        forget_if_deleted(self._ctx.store, self._changes)
+        for change in self._changes:
+            self._ctx.hub.emit(change)
+        self._changes = []
         if isinstance(message, SentSynced):
             self._ctx.hub.emit(message)
             return None

@@ -12,8 +12,9 @@ commits its own transaction in between.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -21,8 +22,10 @@ import msgspec
 
 from veil.client import contacts, pending, sessions
 from veil.client.api import decode_answer
+from veil.client.attachments import Attachments, Progress
 from veil.client.certificates import SenderCertificates
 from veil.client.content import Content
+from veil.client.conversations import Conversations, forget_if_deleted, line_for
 from veil.client.device import Context
 from veil.client.directory import Directory
 from veil.client.errors import (
@@ -34,7 +37,8 @@ from veil.client.errors import (
     ServerUnreachable,
     UnknownUser,
 )
-from veil.client.records import Contact, HistoryEntry
+from veil.client.events import Event
+from veil.client.records import Contact
 from veil.core import keys, sealed, session
 from veil.core.errors import CoreError
 from veil.core.submission import Submission
@@ -88,6 +92,10 @@ class Outbox:
         # the caller to report; bounded by the outbox's own bound.
         self.failed: list[tuple[pending.PendingMessage, Exception]] = []
         self._inflight: set[str] = set()  # ids being delivered in this process
+        self.conversations = Conversations(ctx.store, ctx.device.record.account)
+        # Uploads of attachments (set by the client) and who hears of their progress.
+        self.attachments: Attachments | None = None
+        self.upload_progress: Progress | None = None
         # Delivers an outbox record of kind "group" (veil.client.groups sets it).
         self.group_delivery: Callable[[pending.PendingMessage],
                                       Awaitable[SentMessage]] | None = None
@@ -97,21 +105,28 @@ class Outbox:
         refreshed ahead of need on its own schedule: :mod:`veil.client.certificates`)."""
         return await self.certificates.get()
 
-    async def send(self, to: str, text: str) -> SentMessage:
-        """Queue ``text`` for ``to`` in the outbox (saved before anything goes to the
-        network), then deliver it. If delivery fails for a reason a retry can fix (the
-        server is unreachable, busy or timed out, or the caller is interrupted) the
-        message stays in the outbox and :meth:`flush` sends it later; otherwise it is
-        removed and the error says why it was not sent."""
+    async def send(self, to: str, text: str, content: Content | None = None,
+                   uploads: Sequence[str] = ()) -> SentMessage:
+        """Queue ``text`` (or ``content``: a reply, attachments, a reaction, an edit...)
+        for ``to`` in the outbox (saved before anything goes to the network), then
+        deliver it. If delivery fails for a reason a retry can fix (the server is
+        unreachable, busy or timed out, or the caller is interrupted) the message stays
+        in the outbox and :meth:`flush` sends it later; otherwise it is removed and the
+        error says why it was not sent."""
         ctx = self._ctx
-        content = Content.text_message(text, ctx.clock(), ctx.device.record.profile_key)
-        message = pending.PendingMessage(id=content.id, to=to, text=text,
-                                         timestamp=content.timestamp)
+        if content is None:
+            content = Content.text_message(text, ctx.clock(), ctx.device.record.profile_key)
+        message = pending.PendingMessage(
+            id=content.id, to=to, text=content.text, timestamp=content.timestamp,
+            content=dataclasses.replace(content, profile_key=None).encode(),
+            uploads=list(uploads))
         pending.save(ctx.store, message)
         return await self.deliver(message)
 
     async def deliver(self, message: pending.PendingMessage) -> SentMessage:
         """Send one outbox message; it leaves the outbox once the server stored it."""
+        if message.uploads:
+            message = await self.guarded(message, self._upload)
         if message.kind == pending.GROUP_KIND:
             if self.group_delivery is None:
                 raise ClientError("group messages cannot be sent from here")
@@ -180,6 +195,27 @@ class Outbox:
             return
         self.failed.append((message, exc))
 
+    async def _upload(self, message: pending.PendingMessage) -> pending.PendingMessage:
+        """Finish the message's uploads (resumed where they stopped) and put their
+        pointers in its content, saved before the message is encrypted."""
+        if self.attachments is None:
+            raise ClientError("attachments cannot be sent from here")
+        content = content_of(message)
+        pointers = list(content.attachments)
+        for job_id in message.uploads:
+            job = self.attachments.upload_job(job_id)
+            if job is None:
+                raise ClientError("an attachment of this message was cancelled")
+            pointer = await self.attachments.upload(job, self.upload_progress)
+            pointers.append(pointer.to_json())
+        content = dataclasses.replace(content, attachments=tuple(pointers))
+        done = msgspec.structs.replace(message, content=content.encode(), uploads=[])
+        with self._ctx.store.transaction():
+            pending.save(self._ctx.store, done)
+            for job_id in message.uploads:
+                self.attachments.forget_upload(job_id)
+        return done
+
     async def _deliver(self, message: pending.PendingMessage) -> SentMessage:
         ctx = self._ctx
         if message.envelopes is not None and \
@@ -236,20 +272,38 @@ class Outbox:
                         "the outbox and goes, with your credentials, on the next attempt"
                     ) from None
                 raise
-        entry = HistoryEntry(message.id, "out", account, message.text, message.timestamp, 0)
         sync: pending.PendingMessage | None = None
+        changes: list[Event] = []
         with ctx.store.transaction():   # in history and out of the outbox, together
             pending.drop(ctx.store, message.id)
             if message.kind == "text":  # a group Welcome is no line of the conversation
-                ctx.store.append_history(account, entry.encode())
-                sync = self._queue_sync(message, account)
+                content = content_of(message)
+                changes = self.record_sent(account, content)
+                if content.kind not in ("receipt", "typing"):
+                    sync = self._queue_sync(message, account, content)
+        forget_if_deleted(ctx.store, changes)
+        for change in changes:
+            ctx.hub.emit(change)
         if sync is not None:
             await self._sync_now(sync)
         return SentMessage(message.id, account, len(message.envelopes or {}), message.timestamp,
                            use_sealed, via)
 
-    def _queue_sync(self, message: pending.PendingMessage,
-                    account: str) -> pending.PendingMessage | None:
+    def record_sent(self, conversation: str, content: Content) -> list[Event]:
+        """Inside the transaction that records delivery: what we sent, in our history
+        (a text line) or applied to it (our reaction, edit, deletion, timer)."""
+        me = self._ctx.device.record
+        now = self._ctx.clock()
+        if content.kind == "text":
+            self.conversations.add_line(conversation, line_for(
+                content, "out", conversation, me.device_id), now, content.expire_s)
+            return []
+        if content.kind in ("receipt", "typing"):
+            return []                          # about their lines, not ours
+        return self.conversations.apply(conversation, me.account, content, now)
+
+    def _queue_sync(self, message: pending.PendingMessage, account: str,
+                    content: Content) -> pending.PendingMessage | None:
         """Inside the transaction that records ``message`` as delivered: the "sent" sync
         for this account's other devices, saved in the outbox (docs/devices.md), or
         None when there are none."""
@@ -257,9 +311,12 @@ class Outbox:
         own = contacts.get(self._ctx.store, me.account)
         if account == me.account or own is None or not own.devices:
             return None
+        synced = dataclasses.replace(content, profile_key=None, to=account,
+                                     kind="sent" if content.kind == "text" else content.kind)
         sync = pending.PendingMessage(id=message.id, to=me.account, text=message.text,
                                       timestamp=message.timestamp, account=me.account,
-                                      kind=pending.SYNC_KIND, sync_to=account)
+                                      kind=pending.SYNC_KIND, sync_to=account,
+                                      content=synced.encode())
         pending.save(self._ctx.store, sync)
         return sync
 
@@ -284,7 +341,8 @@ class Outbox:
         ctx, store = self._ctx, self._ctx.store
         me = ctx.device.record
         assert sync.sync_to is not None
-        content = Content(sync.id, sync.timestamp, sync.text, None, "sent", sync.sync_to)
+        content = Content.decode(sync.content) if sync.content is not None else \
+            Content(sync.id, sync.timestamp, sync.text, None, "sent", sync.sync_to)
         for attempt in range(ATTEMPTS):
             own = contacts.get(store, me.account) or Contact(me.account)
             if not own.devices:
@@ -325,8 +383,8 @@ class Outbox:
         """Encrypt ``message`` for every device of ``contact``; the envelopes are saved
         in the outbox in the transaction that advances the sessions."""
         ctx = self._ctx
-        content = Content(message.id, message.timestamp, message.text,
-                          ctx.device.record.profile_key, message.kind)
+        content = dataclasses.replace(content_of(message),
+                                      profile_key=ctx.device.record.profile_key)
         cert = await self.certificate()
         sealed_message: list[pending.PendingMessage] = []
 
@@ -414,8 +472,16 @@ class Outbox:
             sessions.save(store, account, device, held)   # drops the set-aside ones
         return envelopes, contact
 
+def content_of(message: pending.PendingMessage) -> Content:
+    """The content an outbox message sends (saved when it was typed)."""
+    if message.content is not None:
+        return Content.decode(message.content)
+    return Content(message.id, message.timestamp, message.text, None, message.kind)
+
+
 __all__ = [
     "Outbox",
     "Relay",
     "SentMessage",
+    "content_of",
 ]

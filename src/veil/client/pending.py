@@ -77,6 +77,13 @@ class PendingMessage(msgspec.Struct, kw_only=True, frozen=True):
     group_number: int | None = None
     # A "sent_sync": the account the synced message went to (``to`` is our own).
     sync_to: str | None = None
+    # The content as made when it was typed (veil.client.content, without the profile
+    # key): a reply, attachments, a timer, or a reaction, edit, deletion, receipt or
+    # timer change. None: a plain text message made of ``text``.
+    content: bytes | None = None
+    # Attachments still to upload (veil.client.attachments upload job ids): the message
+    # waits here from the moment it is sent, so a killed client resumes the upload.
+    uploads: list[str] = []
 
     @property
     def stage(self) -> str:

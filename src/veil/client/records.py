@@ -118,6 +118,21 @@ class HistoryEntry:
     device: int
     # A group message from a leaf whose identity is not its account's (docs/groups.md).
     identity_changed: bool = False
+    # Conversations (issue 12; veil.client.conversations). "text"; "unsupported" (a kind
+    # from a newer client, kept); "timer" (a notice: someone set the timer).
+    kind: str = "text"
+    reply_to: str | None = None
+    # Attachment pointers (veil.client.attachments.Pointer.to_json), each with "path"
+    # once downloaded here.
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    edits: list[list[Any]] = field(default_factory=list)     # earlier [text, ts], oldest first
+    reactions: dict[str, str] = field(default_factory=dict)  # account → emoji
+    deleted: bool = False          # deleted for everyone: text and attachments dropped
+    expires_at: int | None = None  # ms, this device's clock: then deleted everywhere here
+    timer_s: int | None = None     # kind "timer": the timer set (0: off)
+    # An outgoing line: account → {"delivered": ms, "read": ms}, from their receipts.
+    receipts: dict[str, dict[str, int]] = field(default_factory=dict)
+    read_at: int | None = None     # an incoming line: when it was read on this account
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()

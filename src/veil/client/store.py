@@ -44,6 +44,7 @@ Stores of format 1 are re-sealed in one transaction on first open.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import sqlite3
 import struct
@@ -65,12 +66,15 @@ from veil.client.errors import (
 from veil.core import primitives as p
 from veil.core.errors import DecryptionFailed
 
+log = logging.getLogger("veil.client")
 DB_FILE = "veil.db"
 KEY_FILE = "store.key"
-FORMAT = b"2"
+FORMAT = b"3"
+_FORMAT_2 = b"2"
 _CHECK = b"veil store check v1"
 _STATE_AD = b"veil store state v2"
 _HISTORY = ""                    # the state's key for history rows (no record kind is "")
+_HISTORY_KEY = "history.key"     # message id → history seq, per conversation
 _MOD = 1 << 256
 _U64 = struct.Struct(">Q")
 _TABLES = """
@@ -79,7 +83,8 @@ CREATE TABLE IF NOT EXISTS records (
     kind TEXT NOT NULL, name BLOB NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL,
     value BLOB NOT NULL, PRIMARY KEY (kind, name));
 CREATE TABLE IF NOT EXISTS history (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, conv BLOB NOT NULL, value BLOB NOT NULL);
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, conv BLOB NOT NULL, value BLOB NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS history_conv ON history (conv, seq);
 """
 _INDEXES = "CREATE INDEX IF NOT EXISTS records_order ON records (kind, seq);"
@@ -243,6 +248,8 @@ class Store:
         try:
             if meta.get("format") is None:
                 store._migrate_v1()
+            if meta.get("format") in (None, _FORMAT_2):
+                store._migrate_v2()
             elif meta["format"] != FORMAT:
                 raise CorruptStore("this store was written by a newer version of Veil")
             store.verify()
@@ -300,9 +307,9 @@ class Store:
                 "SELECT kind, name, version FROM records"):
             found.add(kind, self._element(kind, name, version))
             newest = max(newest, version)
-        for conv, seq in self._db.execute("SELECT conv, seq FROM history"):
-            found.add(_HISTORY, self._element(_HISTORY, conv, seq))
-            newest = max(newest, seq)
+        for conv, seq, version in self._db.execute("SELECT conv, seq, version FROM history"):
+            found.add(_HISTORY, self._history_element(conv, seq, version))
+            newest = max(newest, seq, version)
         for kind in sorted(set(found.kinds) | set(state.kinds)):
             if found.kinds.get(kind) != state.kinds.get(kind):
                 what = "history" if kind == _HISTORY else f"'{kind}'"
@@ -319,7 +326,7 @@ class Store:
         record and history row with its version bound in."""
         with self.transaction():
             if self._db.execute("SELECT value FROM meta WHERE name = 'format'"
-                                ).fetchone() == (FORMAT,):
+                                ).fetchone() in ((_FORMAT_2,), (FORMAT,)):
                 return                       # another process migrated meanwhile
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
             for column in ("seq", "version"):
@@ -347,8 +354,20 @@ class Store:
                     (version, version, self._seal(kind, name, version, plain), kind, name))
                 state.add(kind, self._element(kind, name, version))
             self._write_state(state)
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)",
+                             (_FORMAT_2,))
             self._state, self._dirty = None, False
+
+    def _migrate_v2(self) -> None:
+        """Format 2 → 3: history rows gain a version (0: as written by format 2, sealed
+        under their seq alone), so a row can be replaced in place (an edit, a reaction)
+        or deleted. Nothing is re-sealed."""
+        with self.transaction():
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(history)")}
+            if "version" not in columns:
+                self._db.execute("ALTER TABLE history ADD COLUMN version INTEGER NOT NULL "
+                                 "DEFAULT 0")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
 
     def _open_v1(self, kind: str, name: bytes, value: bytes) -> bytes:
         try:
@@ -407,12 +426,24 @@ class Store:
         except DecryptionFailed:
             raise CorruptStore(f"a stored {kind} record is damaged") from None
 
-    def _seal_history(self, conv: bytes, seq: int, value: bytes) -> bytes:
-        return p.seal_random_nonce(self._enc, value, b"h2\x00" + conv + _U64.pack(seq))
+    @staticmethod
+    def _history_ad(conv: bytes, seq: int, version: int) -> bytes:
+        # Version 0: a row as format 2 wrote it, bound to its seq alone.
+        if version == 0:
+            return b"h2\x00" + conv + _U64.pack(seq)
+        return b"h3\x00" + conv + _U64.pack(seq) + _U64.pack(version)
 
-    def _open_history(self, conv: bytes, seq: int, value: bytes) -> bytes:
+    def _history_element(self, conv: bytes, seq: int, version: int) -> int:
+        if version == 0:
+            return self._element(_HISTORY, conv, seq)
+        return self._element(_HISTORY, conv + _U64.pack(seq), version)
+
+    def _seal_history(self, conv: bytes, seq: int, value: bytes, version: int = 0) -> bytes:
+        return p.seal_random_nonce(self._enc, value, self._history_ad(conv, seq, version))
+
+    def _open_history(self, conv: bytes, seq: int, value: bytes, version: int = 0) -> bytes:
         try:
-            return p.open_random_nonce(self._enc, value, b"h2\x00" + conv + _U64.pack(seq))
+            return p.open_random_nonce(self._enc, value, self._history_ad(conv, seq, version))
         except DecryptionFailed:
             raise CorruptStore("a stored history record is damaged") from None
 
@@ -495,7 +526,9 @@ class Store:
 
     # history ------------------------------------------------------------------------
 
-    def append_history(self, conversation: str, value: bytes) -> None:
+    def append_history(self, conversation: str, value: bytes, key: str | None = None) -> int:
+        """Add a line to ``conversation``; its position (``seq``) is returned. With
+        ``key`` (a message id), :meth:`find_history` finds it again by that key."""
         conv = self._name("conv", conversation)
         with self.transaction():
             state = self._writable()
@@ -504,13 +537,81 @@ class Store:
             self._db.execute("INSERT INTO history (seq, conv, value) VALUES (?, ?, ?)",
                              (seq, conv, self._seal_history(conv, seq, value)))
             state.add(_HISTORY, self._element(_HISTORY, conv, seq))
+            if key is not None:
+                self.put(_HISTORY_KEY, self._key(conversation, key), _U64.pack(seq))
+        return seq
+
+    @staticmethod
+    def _key(conversation: str, key: str) -> str:
+        return f"{conversation}\x00{key}"
+
+    def find_history(self, conversation: str, key: str) -> tuple[int, bytes] | None:
+        """The line stored under ``key`` in ``conversation``: ``(seq, value)``."""
+        raw = self.get(_HISTORY_KEY, self._key(conversation, key))
+        if raw is None or len(raw) != 8:
+            return None
+        seq = _U64.unpack(raw)[0]
+        conv = self._name("conv", conversation)
+        row = self._db.execute("SELECT value, version FROM history WHERE seq = ? AND "
+                               "conv = ?", (seq, conv)).fetchone()
+        return None if row is None else (seq, self._open_history(conv, seq, row[0], row[1]))
+
+    def replace_history(self, conversation: str, seq: int, value: bytes) -> None:
+        """Write ``value`` over the line at ``seq``, which keeps its place (an edit, a
+        reaction, a receipt, content dropped by a deletion)."""
+        conv = self._name("conv", conversation)
+        with self.transaction():
+            row = self._db.execute("SELECT version FROM history WHERE seq = ? AND conv = ?",
+                                   (seq, conv)).fetchone()
+            if row is None:
+                raise CorruptStore("a history line to update is missing")
+            state = self._writable()
+            state.remove(_HISTORY, self._history_element(conv, seq, row[0]))
+            state.counter += 1
+            version = state.counter
+            self._db.execute("UPDATE history SET value = ?, version = ? WHERE seq = ?",
+                             (self._seal_history(conv, seq, value, version), version, seq))
+            state.add(_HISTORY, self._history_element(conv, seq, version))
+
+    def delete_history(self, conversation: str, seq: int, key: str | None = None) -> bool:
+        """Remove the line at ``seq`` (and its key); False when there was none."""
+        conv = self._name("conv", conversation)
+        with self.transaction():
+            row = self._db.execute("SELECT version FROM history WHERE seq = ? AND conv = ?",
+                                   (seq, conv)).fetchone()
+            if key is not None:
+                self.delete(_HISTORY_KEY, self._key(conversation, key))
+            if row is None:
+                return False
+            self._db.execute("DELETE FROM history WHERE seq = ?", (seq,))
+            self._writable().remove(_HISTORY, self._history_element(conv, seq, row[0]))
+            return True
 
     def history(self, conversation: str, limit: int) -> list[bytes]:
+        return [value for _, value in self.history_rows(conversation, limit)]
+
+    def history_rows(self, conversation: str, limit: int,
+                     before: int | None = None) -> list[tuple[int, bytes]]:
+        """``(seq, value)`` of the last ``limit`` lines (before ``before``), oldest first."""
         conv = self._name("conv", conversation)
         rows = self._db.execute(
-            "SELECT seq, value FROM history WHERE conv = ? ORDER BY seq DESC LIMIT ?",
-            (conv, limit)).fetchall()
-        return [self._open_history(conv, seq, value) for seq, value in reversed(rows)]
+            "SELECT seq, value, version FROM history WHERE conv = ? AND seq < ? "
+            "ORDER BY seq DESC LIMIT ?",
+            (conv, before if before is not None else 1 << 62, limit)).fetchall()
+        return [(seq, self._open_history(conv, seq, value, version))
+                for seq, value, version in reversed(rows)]
+
+    def forget_deleted(self) -> None:
+        """After deleting what must not stay (expired messages): fold the write-ahead
+        log into the file and empty it, so no copy of the deleted pages is left in it
+        (``secure_delete`` has already zeroed them in the file itself)."""
+        if self._depth:
+            raise RuntimeError("forget_deleted runs outside a transaction")
+        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy is not None and busy[0]:
+            # Another process on this home reads right now: the next checkpoint (any
+            # later deletion, or SQLite's own) empties the log.
+            log.info("the store's write-ahead log could not be emptied yet")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -520,6 +621,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA busy_timeout=30000")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        # Deleted records (expired or deleted messages) are overwritten, not left in
+        # free pages (issue 12 §2).
+        db.execute("PRAGMA secure_delete=ON")
         db.executescript(_TABLES)
     except sqlite3.DatabaseError as exc:
         raise CorruptStore(f"store {path} is unreadable: {exc}") from None

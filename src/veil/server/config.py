@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from veil.core.attachments import ciphertext_length
 from veil.protocol import Limits
 from veil.server.errors import ConfigError
 
@@ -78,6 +79,14 @@ class ServerConfig:
     expiry_interval_s: float = 600.0
     # Message queue.
     max_queue_per_device: int = 10_000
+    # Retention (issue 12 §4): a queued envelope is deleted envelope_ttl_s after it was
+    # stored, delivered or not (the retention job, every expiry_interval_s); an account's
+    # queued envelopes, over all its devices, total at most max_queued_bytes_per_account
+    # (429 queue_quota_exceeded beyond). 256 MiB is a thousand full-size envelopes, far
+    # above what a person's devices queue while offline, and it bounds what strangers
+    # with an access key can park on the disk per account.
+    envelope_ttl_s: int = 30 * 24 * 3600
+    max_queued_bytes_per_account: int = 256 << 20
     fetch_limit: int = 100
     # A GET /v1/messages page stops once its envelopes total this many bytes (at least
     # one envelope is always returned), so a page of large envelopes stays bounded.
@@ -100,6 +109,22 @@ class ServerConfig:
     # (log_backups + 1) * log_max_bytes of disk.
     log_max_bytes: int = 10 << 20
     log_backups: int = 5
+    # --- attachments' blobs (docs/attachments.md, issue 12 §1 and §4) ---
+    # tus 1.0 uploads into data_dir/blobs: each at most max_blob_bytes (Tus-Max-Size);
+    # per account at most blob_quota_bytes and max_blobs_per_account, unfinished uploads
+    # counted at their declared length. A complete blob is deleted blob_ttl_s after it
+    # completed, an unfinished upload blob_upload_ttl_s after its creation (checked on
+    # every access and by the job every expiry_interval_s). A PATCH that sends nothing for
+    # blob_idle_timeout_s is ended, keeping what arrived.
+    # A 100 MiB file, once padded and sealed by the client (veil.core.attachments):
+    # the limit people read is the file's, and the blob is 25 KiB longer.
+    max_blob_bytes: int = ciphertext_length(100 << 20)
+    blob_quota_bytes: int = 1 << 30
+    max_blobs_per_account: int = 10_000
+    blob_ttl_s: int = 30 * 24 * 3600
+    blob_upload_ttl_s: int = 24 * 3600
+    blob_idle_timeout_s: int = 60
+    # --- end of attachments' blobs ---
 
     def __post_init__(self) -> None:
         if self.registration not in REGISTRATION_MODES:
@@ -127,6 +152,10 @@ class ServerConfig:
             raise ConfigError("expiry_interval_s must be positive")
         if self.max_ws_frame_bytes < self.max_envelope_bytes:
             raise ConfigError("max_ws_frame_bytes must be at least max_envelope_bytes")
+        if self.max_queued_bytes_per_account < self.max_envelope_bytes:
+            # Otherwise a recipient could not be sent one full-size envelope at all.
+            raise ConfigError("max_queued_bytes_per_account must be at least "
+                              "max_envelope_bytes")
 
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)

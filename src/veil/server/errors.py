@@ -195,6 +195,15 @@ class QueueFull(ServerError):
     status = 429
 
 
+class QueueQuotaExceeded(QueueFull):
+    """The recipient account's queued envelopes would exceed max_queued_bytes_per_account
+    (``details``: ``quota_bytes``). 429 like ``queue_full``: the sender did nothing wrong
+    and the space comes back as the recipient fetches or envelopes expire, so the
+    client keeps the message in its outbox and retries (413 would make it drop it)."""
+
+    code = "queue_quota_exceeded"
+
+
 class EpochConflict(Conflict):
     """A group commit or message names an epoch that is not the group's current one:
     another commit won (``details``: ``current_epoch``); fetch, process, retry."""
@@ -267,6 +276,85 @@ class ChannelUsed(Conflict):
 # --- end of linked devices -------------------------------------------------------------
 
 
+# --- attachments' blobs (docs/attachments.md) ------------------------------------------
+class BlobNotFound(NotFound):
+    """No complete blob (downloads) or unfinished upload of this account (tus requests)
+    with that id: never created, expired, terminated, or not finished yet."""
+
+    code = "blob_not_found"
+
+
+class InvalidBlobToken(Forbidden):
+    """A blob download without the blob's download token, or with another one."""
+
+    code = "invalid_blob_token"
+
+
+class BlobTooLarge(PayloadTooLarge):
+    """An upload's declared length is above max_blob_bytes (Tus-Max-Size)."""
+
+    code = "blob_too_large"
+
+
+class BlobQuotaExceeded(PayloadTooLarge):
+    """The account's blobs and unfinished uploads would exceed blob_quota_bytes or
+    max_blobs_per_account (``details``: ``used_bytes``, ``quota_bytes``, ``blobs``)."""
+
+    code = "blob_quota_exceeded"
+
+
+class UploadExceedsLength(PayloadTooLarge):
+    """A PATCH carries bytes beyond the upload's declared Upload-Length (nothing of it is
+    kept)."""
+
+    code = "upload_exceeds_length"
+
+
+class UploadOffsetMismatch(Conflict):
+    """A PATCH's Upload-Offset is not the upload's offset (``details``: ``offset``):
+    ask with HEAD and resume from there."""
+
+    code = "upload_offset_mismatch"
+
+
+class UploadInterrupted(ServerError):
+    """A PATCH ended before its body did (connection lost, silent for
+    blob_idle_timeout_s, or superseded by a newer request for the same upload); what
+    arrived is kept: resume at the offset HEAD gives."""
+
+    code = "upload_interrupted"
+    status = 400
+
+
+class TusVersionUnsupported(ServerError):
+    """A tus request without ``Tus-Resumable: 1.0.0`` (tus 1.0 core, 412)."""
+
+    code = "tus_version_unsupported"
+    status = 412
+
+
+class UnsupportedMediaType(ServerError):
+    """A PATCH whose Content-Type is not application/offset+octet-stream (415)."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
+class UploadMetadataRefused(BadRequest):
+    """A tus creation with a non-empty Upload-Metadata: the server never takes names or
+    media types of attachments (they travel inside the encryption)."""
+
+    code = "upload_metadata_refused"
+
+
+class RangeNotSatisfiable(ServerError):
+    """A download's Range is malformed or starts beyond the blob (RFC 9110 §15.5.17)."""
+
+    code = "range_not_satisfiable"
+    status = 416
+# --- end of attachments' blobs ---------------------------------------------------------
+
+
 class TooManyConnections(ServerError):
     """The server holds its maximum number of WebSocket connections."""
 
@@ -312,6 +400,9 @@ __all__ = [
     "AccountNotFound",
     "BackupError",
     "BadRequest",
+    "BlobNotFound",
+    "BlobQuotaExceeded",
+    "BlobTooLarge",
     "ChannelNotFound",
     "ChannelUsed",
     "ConfigError",
@@ -328,6 +419,7 @@ __all__ = [
     "InvalidAccessKey",
     "InvalidApproval",
     "InvalidBackup",
+    "InvalidBlobToken",
     "InvalidCapability",
     "InvalidInvite",
     "InvalidJson",
@@ -340,13 +432,21 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "QueueFull",
+    "QueueQuotaExceeded",
+    "RangeNotSatisfiable",
     "RegistrationClosed",
     "RestoreTargetNotEmpty",
     "ServerError",
     "StorageError",
     "TooManyConnections",
     "TooManySubscriptions",
+    "TusVersionUnsupported",
     "Unauthorized",
+    "UnsupportedMediaType",
+    "UploadExceedsLength",
+    "UploadInterrupted",
+    "UploadMetadataRefused",
+    "UploadOffsetMismatch",
     "UsernameNotFound",
     "UsernameTaken",
     "ValidationFailed",

@@ -1,4 +1,5 @@
-"""What the server tells its operator in words (start-up, backup, restore), as data.
+"""What the server tells its operator in words (start-up, backup, restore, retention), as
+data.
 
 The server speaks English; the ``veil`` command shows the same lines in the operator's
 language (``veil.cli.catalog.SERVER_LINES_ZH`` has a Chinese template for every key
@@ -33,6 +34,10 @@ LINES: Final[dict[str, str]] = {
     "restore_postgres": "storage is PostgreSQL: restore the database with pg_restore from "
     "its pg_dump, and set database_url in the config file",
     "restore_start": "start the server with: veil server --data {data}",
+    # The retention job (services/retention.py): counts only, never whose or what.
+    "expired": "retention: deleted {envelopes} queued envelopes ({bytes} bytes), "
+    "{group_messages} group messages, {groups} idle groups and {key_packages} KeyPackages; "
+    "{pages} free database pages given back",
 }
 
 

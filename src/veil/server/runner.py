@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from veil.protocol import Codec
+from veil.server.blobs import BLOBS_DIR, BlobLimits, FileBlobStore, run_blob_expiry
 from veil.server.bus import InProcessBus
 from veil.server.certificates import CertificateAuthority
 from veil.server.config import ServerConfig
@@ -39,10 +40,11 @@ from veil.server.http.context import Context
 from veil.server.lines import Line, line
 from veil.server.services.accounts import AccountService
 from veil.server.services.devices import DeviceService
-from veil.server.services.groups import GroupService, run_expiry
+from veil.server.services.groups import GroupService
 from veil.server.services.key_packages import KeyPackageService
 from veil.server.services.keys import KeyService
 from veil.server.services.messages import MessageService
+from veil.server.services.retention import RetentionService, run_retention
 from veil.server.storage import DATABASE_FILE, storage_for
 
 log = logging.getLogger("veil.server")
@@ -161,15 +163,20 @@ class RunningServer:
     runner: web.AppRunner
     port: int
     lock: DataDirectoryLock | None = None
-    # The retention job (services/groups.py run_expiry), stopped before storage closes.
+    # The retention job (services/retention.py: group messages, queued envelopes, and
+    # the space they held), stopped before storage closes.
     expiry: asyncio.Task[None] | None = None
+    blob_expiry: asyncio.Task[None] | None = None  # attachments' blobs (blobs/files.py)
 
     async def close(self) -> None:
         try:
-            if self.expiry is not None:
-                self.expiry.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.expiry
+            if self.context.blobs is not None:  # running PATCHes save what arrived
+                await self.context.blobs.close()
+            for job in (self.expiry, self.blob_expiry):
+                if job is not None:
+                    job.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await job
             await self.runner.cleanup()
             await self.context.storage.close()
         finally:
@@ -185,6 +192,12 @@ async def build_context(
         os.chmod(config.data_dir, 0o700)
     storage = storage_for(config)
     await storage.open()
+    blobs = FileBlobStore(config.data_dir / BLOBS_DIR, BlobLimits.from_config(config), clock_ms)
+    try:
+        await blobs.open()
+    except BaseException:
+        await storage.close()
+        raise
     bus = InProcessBus()
     accounts = AccountService(storage, config, clock_ms)
     return Context(
@@ -200,25 +213,29 @@ async def build_context(
         ca=CertificateAuthority(config.data_dir, clock_ms()),
         codec=Codec(config.wire_limits()),
         clock_ms=clock_ms,
+        blobs=blobs,
     )
 
 
 async def start(
-    config: ServerConfig, *, lock: DataDirectoryLock | None = None
+    config: ServerConfig, *, lock: DataDirectoryLock | None = None,
+    announce: Callable[[Line], None] | None = None,
 ) -> RunningServer:
     """Open storage and listen. Takes the data directory's lock unless ``lock`` is given
     (held, then, by the caller); either way the returned server releases it on close.
-    Raises DataDirectoryInUse when another process holds the directory."""
+    Raises DataDirectoryInUse when another process holds the directory. ``announce``
+    hears the retention job's lines (``serve`` passes the operator's)."""
     if lock is None:
         lock = DataDirectoryLock.acquire(config.data_dir)
     try:
-        return await _start(config, lock)
+        return await _start(config, lock, announce)
     except BaseException:
         lock.release()
         raise
 
 
-async def _start(config: ServerConfig, lock: DataDirectoryLock) -> RunningServer:
+async def _start(config: ServerConfig, lock: DataDirectoryLock,
+                 announce: Callable[[Line], None] | None = None) -> RunningServer:
     context = await build_context(config)
     try:
         runner = web.AppRunner(create_app(context), access_log=None, shutdown_timeout=2.0)
@@ -239,8 +256,13 @@ async def _start(config: ServerConfig, lock: DataDirectoryLock) -> RunningServer
     port = config.port
     if server is not None and getattr(server, "sockets", None):
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    expiry = asyncio.create_task(run_expiry(context.groups, config.expiry_interval_s))
-    return RunningServer(context, runner, port, lock, expiry)
+    retention = RetentionService(context.storage, context.messages, context.groups)
+    expiry = asyncio.create_task(run_retention(retention, config.expiry_interval_s, announce))
+    blob_expiry = None
+    if context.blobs is not None:
+        blob_expiry = asyncio.create_task(run_blob_expiry(context.blobs,
+                                                          config.expiry_interval_s))
+    return RunningServer(context, runner, port, lock, expiry, blob_expiry)
 
 
 def run(config: ServerConfig, announce: Callable[[Line], None] = print) -> None:
@@ -293,7 +315,7 @@ async def serve(config: ServerConfig, announce: Callable[[Line], None] = print) 
     lock = DataDirectoryLock.acquire(config.data_dir)
     try:
         setup_logging(config)
-        running = await start(config, lock=lock)
+        running = await start(config, lock=lock, announce=announce)
     except BaseException:
         lock.release()
         raise

@@ -665,12 +665,12 @@ async def test_an_unsent_group_message_found_in_the_mailbox_is_not_sent_again(
     info = await alice.create_group("lost answer", members=[at(bob)])
     await bob.receive_pending()
     group = alice._groups._group(info.id)
-    data = Content("m" * 32, 1, "posted, answer lost").encode()
+    data = Content("6d" * 16, 1, "posted, answer lost").encode()
     encrypted = group.encrypt(data)
     with alice._store.transaction():
         alice._groups._save_state(info.id, group)
         pending_store.save(alice._store, pending_store.PendingMessage(
-            id="m" * 32, to=info.id, text="posted, answer lost", timestamp=1, kind="group",
+            id="6d" * 16, to=info.id, text="posted, answer lost", timestamp=1, kind="group",
             group_message=encrypted, group_epoch=group.epoch))
     await alice._ctx.api.group_call(                     # stored; the answer "lost"
         "POST", f"/v1/groups/{info.id}/messages", GroupAppended,

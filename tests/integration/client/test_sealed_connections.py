@@ -257,9 +257,13 @@ async def test_sealed_sends_share_no_connection_and_follow_no_certificate_fetch(
         await proxy.stop()
     sealed = _check_connections(proxy)
     puts = [h for _, h in proxy.heads() if h.method == "PUT" and
-            h.path.startswith("/v1/messages/")]
+            h.path == f"/v1/messages/{bob.account}"]
     assert len(puts) == MESSAGES and [h.sealed for h in puts] == [s.sealed for s in sent]
-    assert len(sealed) == MESSAGES - 1
+    # Bob's delivery receipts to Alice are sealed sends too, each on its own connection.
+    receipts = [h for _, h in proxy.heads() if h.method == "PUT" and
+                h.path == f"/v1/messages/{alice.account}"]
+    assert all(h.sealed for h in receipts)
+    assert len(sealed) == MESSAGES - 1 + len(receipts)
     assert any(c.upgraded and c.heads[-1].authorization for c in proxy.connections)
     _check_no_certificate_before(proxy, sealed)
 
@@ -290,7 +294,8 @@ async def test_through_socks5_both_pools_work_and_stay_apart(
         listener.close()
         await proxy.stop()
     assert all(t == ("127.0.0.1", proxy.port) for t in socks.targets)
-    assert len(_check_connections(proxy)) == 4
+    # 4 sealed messages, and 3 delivery receipts (one per receive_pending), sealed too.
+    assert len(_check_connections(proxy)) == 4 + 3
 
 
 async def test_with_a_contact_link_first_contact_is_sealed_too(
@@ -312,5 +317,6 @@ async def test_with_a_contact_link_first_contact_is_sealed_too(
     sealed = _check_connections(proxy)
     about_bob = [h for _, h in proxy.heads() if bob.account in h.path]
     assert {h.method for h in about_bob} == {"GET", "PUT"}    # the claim, the message
-    assert all(h.sealed for h in about_bob) and len(sealed) == len(about_bob)
+    # And Bob's delivery receipt to Alice, sealed as well (her message gave him her key).
+    assert all(h.sealed for h in about_bob) and len(sealed) == len(about_bob) + 1
     assert not any(h.path.startswith("/v1/usernames/") for _, h in proxy.heads())

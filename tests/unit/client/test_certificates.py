@@ -55,13 +55,15 @@ async def test_housekeeping_fetches_ahead_of_need_and_sends_never_fetch(
     reply = await bob.send(alice.account, "sealed reply")
     assert reply.sealed
     assert CERT not in server.requests[before:]
-    assert server.sealed_requests == [("PUT", f"/v1/messages/{alice.account}")]
+    # Bob's delivery receipt for "hi bob" (sealed: he has her profile key) and his reply.
+    assert server.sealed_requests == [("PUT", f"/v1/messages/{alice.account}")] * 2
     await alice.receive_pending()
     for n in range(5):
         assert (await alice.send(bob.account, f"sealed {n}")).sealed
         assert (await bob.send(alice.account, f"back {n}")).sealed
     assert _fetches(server) == 2
-    assert len(server.sealed_requests) == 11
+    # 2 above, Alice's receipt for the reply, then 10 messages: all sealed.
+    assert len(server.sealed_requests) == 13
 
 
 async def test_a_send_past_the_refresh_point_does_not_refresh(

@@ -27,6 +27,7 @@ from veil.server.http.context import (
 )
 from veil.server.http.endpoint import ROUTE_TABLE, Route, prepare
 from veil.server.http.routes import ROUTES
+from veil.server.http.routes.uploads import tus_headers
 
 log = logging.getLogger("veil.server.http")
 
@@ -114,6 +115,7 @@ def create_app(context: Context) -> web.Application:
     for route in ROUTES:
         app.router.add_route(route.method, route.path, guard(route))
     app.router.add_route("*", "/{tail:.*}", fallback)
+    app.on_response_prepare.append(tus_headers)  # tus 1.0: Tus-Resumable on every answer
     return app
 
 __all__ = [

@@ -15,6 +15,7 @@ from msgspec import UNSET
 
 from veil.protocol import Codec, encode
 from veil.protocol.responses import ErrorDetail, ErrorResponse, Response
+from veil.server.blobs.base import BlobStore
 from veil.server.bus import Bus
 from veil.server.certificates import CertificateAuthority
 from veil.server.config import ServerConfig
@@ -31,6 +32,7 @@ from veil.server.storage.base import DeviceRecord, Storage
 ACCESS_KEY_HEADER = "Veil-Access-Key"
 GROUP_READ_HEADER = "Veil-Group-Read"
 GROUP_WRITE_HEADER = "Veil-Group-Write"
+BLOB_TOKEN_HEADER = "Veil-Blob-Token"  # noqa: S105 (a header name; docs/attachments.md)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Context:
     clock_ms: Callable[[], int]
     connections: int = 0  # every WebSocket, sealed ones included
     sealed_connections: int = 0
+    blobs: BlobStore | None = None  # attachments (docs/attachments.md)
 
 
 CONTEXT: web.AppKey[Context] = web.AppKey("veil_context", Context)
@@ -106,6 +109,7 @@ def json_response(data: Response | dict[str, Any], status: int = 200) -> web.Res
 
 __all__ = [
     "ACCESS_KEY_HEADER",
+    "BLOB_TOKEN_HEADER",
     "CONTEXT",
     "GROUP_READ_HEADER",
     "GROUP_WRITE_HEADER",

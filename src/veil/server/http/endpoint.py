@@ -33,13 +33,16 @@ from veil.server.config import ServerConfig
 from veil.server.encoding import b64decode
 from veil.server.errors import (
     BadRequest,
+    InvalidBlobToken,
     InvalidJson,
     PayloadTooLarge,
+    ServerError,
     Unauthorized,
     ValidationFailed,
 )
 from veil.server.http.context import (
     ACCESS_KEY_HEADER,
+    BLOB_TOKEN_HEADER,
     CONTEXT,
     GROUP_READ_HEADER,
     GROUP_WRITE_HEADER,
@@ -62,6 +65,8 @@ class Auth(enum.Enum):
     # server cannot tie a group to an account.
     GROUP_READ = "group_read"
     GROUP_WRITE = "group_write"
+    # A blob's download token in Veil-Blob-Token (docs/attachments.md): no account.
+    BLOB_TOKEN = "blob_token"  # noqa: S105 (a name)
 
 
 # An int bound: a constant, or the name of an int ServerConfig field (bounds that
@@ -130,6 +135,17 @@ class PathParam:
         return out
 
 
+@dataclass(frozen=True)
+class HeaderParam:
+    """A request header a handler reads itself (the tus protocol's, docs/attachments.md),
+    declared so that the OpenAPI document states it; the handler enforces it."""
+
+    name: str
+    schema: Mapping[str, Any]
+    required: bool = False
+    description: str = ""
+
+
 def path_parser(param: PathParser | PathParam) -> PathParser:
     return param.parse if isinstance(param, PathParam) else param
 
@@ -181,6 +197,10 @@ class Route:
     # Long-lived connections authenticate once: caching their records would only add
     # to what each idle connection costs.
     cache_credentials: bool = True
+    # Routes that stream a body that is not JSON (tus PATCH): its media type, for the
+    # OpenAPI document, and the headers they read (both enforced by the handler).
+    raw_body: str = ""
+    headers: tuple[HeaderParam, ...] = ()
 
 
 # The assembled table, on the application: the OpenAPI handler reads it from there
@@ -197,17 +217,26 @@ async def _optional_device(request: web.Request) -> DeviceRecord | None:
     return await authenticate(request)
 
 
-def _access_key(request: web.Request) -> bytes | None:
-    text = request.headers.get(ACCESS_KEY_HEADER)
+def _secret_header(request: web.Request, header: str, length: int,
+                   refusal: type[ServerError] = Unauthorized) -> bytes:
+    """A base64 header of ``length`` bytes (an access key, a capability, a blob
+    token): missing, not base64 or the wrong length is ``refusal``."""
+    text = request.headers.get(header)
     if text is None:
-        return None
+        raise refusal(f"this endpoint needs the {header} header")
     try:
-        key = b64decode(text, ACCESS_KEY_HEADER)
+        value = b64decode(text, header)
     except ValidationFailed as exc:
-        raise Unauthorized(f"{ACCESS_KEY_HEADER} is not base64") from exc
-    if len(key) != 16:
-        raise Unauthorized(f"{ACCESS_KEY_HEADER} must be 16 bytes")
-    return key
+        raise refusal(f"{header} is not base64") from exc
+    if len(value) != length:
+        raise refusal(f"{header} must be {length} bytes")
+    return value
+
+
+def _access_key(request: web.Request) -> bytes | None:
+    if ACCESS_KEY_HEADER not in request.headers:
+        return None
+    return _secret_header(request, ACCESS_KEY_HEADER, 16)
 
 
 _CAPABILITY_BYTES = 32
@@ -218,16 +247,15 @@ def _capability(request: web.Request, header: str) -> bytes:
     if "Authorization" in request.headers or ACCESS_KEY_HEADER in request.headers:
         raise BadRequest("group requests carry a capability, never credentials or an "
                          "access key")
-    text = request.headers.get(header)
-    if text is None:
-        raise Unauthorized(f"this endpoint needs the {header} header")
-    try:
-        value = b64decode(text, header)
-    except ValidationFailed as exc:
-        raise Unauthorized(f"{header} is not base64") from exc
-    if len(value) != _CAPABILITY_BYTES:
-        raise Unauthorized(f"{header} must be {_CAPABILITY_BYTES} bytes")
-    return value
+    return _secret_header(request, header, _CAPABILITY_BYTES)
+
+
+BLOB_TOKEN_BYTES = 32
+
+
+def blob_token(request: web.Request) -> bytes:
+    """The 32-byte download token of a blob request (Veil-Blob-Token, base64)."""
+    return _secret_header(request, BLOB_TOKEN_HEADER, BLOB_TOKEN_BYTES, InvalidBlobToken)
 
 
 async def _body(request: web.Request, body_type: type[Request], c: Context) -> Any:
@@ -271,6 +299,9 @@ async def prepare(route: Route, request: web.Request) -> Call:
     elif route.auth is Auth.DEVICE:
         device = await authenticate(request, cache=route.cache_credentials)
         path = _path(route, request)
+    elif route.auth is Auth.BLOB_TOKEN:
+        path = _path(route, request)
+        capability = blob_token(request)
     elif route.auth is Auth.DEVICE_OR_ACCESS_KEY:
         path = _path(route, request)
         device = await _optional_device(request)
@@ -290,7 +321,9 @@ __all__ = [
     "ROUTE_TABLE",
     "Auth",
     "Call",
+    "HeaderParam",
     "IntQuery",
     "Route",
+    "blob_token",
     "prepare",
 ]

@@ -27,12 +27,15 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "none": [],
     "group_read": [{"groupRead": []}],
     "group_write": [{"groupWrite": []}],
+    "blob_token": [{"blobToken": []}],
 }
 
 # Answers that are not protocol types.
 _OTHER_CONTENT: dict[str, dict[str, Any]] = {
     "openapi_json": {"application/json": {"schema": {"type": "object"}}},
     "docs": {"text/html": {"schema": {"type": "string"}}},
+    "download_blob": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}},
 }
 
 
@@ -73,6 +76,10 @@ def _parameters(route: Route, config: ServerConfig) -> list[dict[str, Any]]:
             {"name": q.name, "in": "query", "required": False, "schema": q.json_schema(config)}
             for q in route.query
         ]
+    params += [{"name": h.name, "in": "header", "required": h.required,
+                "schema": dict(h.schema), **({"description": h.description}
+                                             if h.description else {})}
+               for h in route.headers]
     return params
 
 
@@ -156,6 +163,9 @@ def document(routes: Any, codec: Codec, config: ServerConfig) -> dict[str, Any]:
         if route.body is not None:
             op["requestBody"] = {"required": True, "content": _content(
                 _inline(ref_of[route.body], components))}
+        elif route.raw_body:
+            op["requestBody"] = {"required": False, "content": {
+                route.raw_body: {"schema": {"type": "string", "format": "binary"}}}}
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -185,6 +195,11 @@ def document(routes: Any, codec: Codec, config: ServerConfig) -> dict[str, Any]:
                     "type": "apiKey", "in": "header", "name": "Veil-Group-Read",
                     "description": "base64 of the epoch's read capability, "
                                    "export_secret('veil ds read', '', 32)",
+                },
+                "blobToken": {
+                    "type": "apiKey", "in": "header", "name": "Veil-Blob-Token",
+                    "description": "base64 of the blob's 32-byte download token "
+                                   "(docs/attachments.md)",
                 },
                 "groupWrite": {
                     "type": "apiKey", "in": "header", "name": "Veil-Group-Write",

@@ -21,8 +21,10 @@ number; members keep their own cursor. Group messages must be MLS PrivateMessage
 the group and epoch they are posted to (a PublicMessage would show the server the
 sender's leaf and, in a commit, the KeyPackages of those added); content type commit
 only on the commit endpoint. Messages older than ``group_message_ttl_s`` are deleted by
-:func:`run_expiry`, together with groups idle for ``group_idle_ttl_s``, verifiers of past
-epochs that hold no message any more, and expired KeyPackages.
+:meth:`GroupService.expire`, together with groups idle for ``group_idle_ttl_s``, verifiers
+of past epochs that hold no message any more, and expired KeyPackages. The server runs it
+from the retention job of ``services/retention.py`` (with envelope expiry and the
+reclaiming of space); :func:`run_expiry` is the group-only form of that job.
 """
 
 from __future__ import annotations

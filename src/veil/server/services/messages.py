@@ -8,7 +8,11 @@ sender's device credentials or, for sealed sender, by the recipient's access key
 or by the recipient's ``unrestricted_sealed`` setting. The sender is never stored.
 
 An envelope is durable when :meth:`MessageService.submit` returns; only then is it
-pushed to a connected device. It is deleted when that device acknowledges it.
+pushed to a connected device. It is deleted when that device acknowledges it, or
+``envelope_ttl_s`` after it was stored (:meth:`MessageService.expire`, run by the
+retention job of ``services/retention.py``; issue 12 §4). The envelopes queued for one
+account total at most ``max_queued_bytes_per_account``: a submission that would go
+beyond is refused whole (``queue_quota_exceeded``), sealed or not.
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ from veil.server.errors import (
     InvalidAccessKey,
     MismatchedDevices,
     QueueFull,
+    QueueQuotaExceeded,
     ValidationFailed,
 )
-from veil.server.storage.base import RecipientInfo, Storage, StoredEnvelope
+from veil.server.storage.base import EnvelopeExpiry, RecipientInfo, Storage, StoredEnvelope
+
+# Envelopes one expiry transaction deletes at most (the job repeats until done), so a
+# large backlog never holds the database thread for long.
+EXPIRY_BATCH = 5000
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class MessageService:
         if len(set(given)) != len(given):
             raise ValidationFailed("a submission names a device more than once")
         max_queue = self._config.max_queue_per_device
+        max_bytes = self._config.max_queued_bytes_per_account
+        size = sum(len(item.body) for item in items)
 
         def authorise(info: RecipientInfo) -> None:
             expected = set(info.devices)
@@ -102,6 +113,12 @@ class MessageService:
             for dev in given:
                 if info.queue_lengths.get(dev, 0) >= max_queue:
                     raise QueueFull("the recipient's queue is full; try again later")
+            # After the access key: only a sender allowed to deliver learns of the quota.
+            # The details give the limit, never how much the recipient has queued.
+            if info.queued_bytes + size > max_bytes:
+                raise QueueQuotaExceeded(
+                    f"the recipient's queued envelopes would exceed {max_bytes} bytes; "
+                    "try again later", {"quota_bytes": max_bytes})
 
         return authorise
 
@@ -159,6 +176,17 @@ class MessageService:
     ) -> asyncio.Future[int]:
         return self._storage.delete_envelopes_nowait(account_id, device_id, ids)
 
+    async def expire(self) -> EnvelopeExpiry:
+        """Delete every envelope stored more than ``envelope_ttl_s`` ago, delivered or
+        not, in transactions of at most EXPIRY_BATCH envelopes."""
+        before = self._clock_ms() - self._config.envelope_ttl_s * 1000
+        envelopes = size = 0
+        while True:
+            done = await self._storage.expire_envelopes(before_ms=before, limit=EXPIRY_BATCH)
+            envelopes, size = envelopes + done.envelopes, size + done.bytes
+            if done.envelopes < EXPIRY_BATCH:
+                return EnvelopeExpiry(envelopes, size)
+
 
 def _hide_missing_account(
     stored: asyncio.Future[list[StoredEnvelope]],
@@ -185,6 +213,7 @@ def _hide_missing_account(
     return outer
 
 __all__ = [
+    "EXPIRY_BATCH",
     "Accepted",
     "DeviceSender",
     "MessageService",

@@ -9,6 +9,8 @@ Contract every backend keeps:
 - one-time prekeys are handed out at most once even under concurrent claims;
 - envelope ids increase monotonically per server and are never reused;
 - envelopes have no sender column: a stored envelope is (id, recipient device, time, bytes);
+- expired envelopes are really deleted (``expire_envelopes``; SQLite zeroes them and
+  gives the pages back with ``reclaim``, issue 12 §4);
 - after ``delete_account`` (``delete_device``) no row names the account (the device);
 - a database written by newer, incompatible code is refused on open and left untouched.
 """
@@ -96,6 +98,8 @@ class RecipientInfo:
     unrestricted_sealed: bool
     devices: frozenset[int]
     queue_lengths: dict[int, int] = field(default_factory=dict)
+    # Bytes of envelope bodies queued for the account, all its devices together.
+    queued_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,23 @@ class ExpiryReport:
     group_epochs: int
     groups: int
     key_packages: int
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeExpiry:
+    """What one ``expire_envelopes`` call deleted."""
+
+    envelopes: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaimed:
+    """What ``reclaim`` gave back: database pages returned to the file system, and
+    whether the write-ahead log was emptied (SQLite; PostgreSQL leaves it to VACUUM)."""
+
+    pages: int = 0
+    log_truncated: bool = False
 
 
 # Called inside the append transaction with the group's row; raising stores nothing.
@@ -339,6 +360,22 @@ class Storage(abc.ABC):
         """Start :meth:`delete_envelopes` without awaiting it (acknowledgements use this)."""
         return asyncio.ensure_future(self.delete_envelopes(account_id, device_id, ids))
 
+    # Retention (issue 12 §4; sqlite_retention.py, postgres_retention.py).
+    @abc.abstractmethod
+    async def expire_envelopes(self, *, before_ms: int, limit: int) -> EnvelopeExpiry:
+        """Delete up to ``limit`` of the oldest envelopes stored before ``before_ms``,
+        of every account (callers repeat while a call deletes ``limit``, so no single
+        transaction holds the database for long)."""
+
+    async def reclaim(self) -> Reclaimed:
+        """Give the space of deleted rows back, so the files do not keep old ciphertext.
+
+        The default does nothing: PostgreSQL's autovacuum reuses dead tuples' space
+        (docs/server.md, "Retention"). SQLite returns its free pages to the file system
+        (incremental vacuum) and empties the write-ahead log.
+        """
+        return Reclaimed()
+
     # MLS KeyPackage directory.
     @abc.abstractmethod
     async def store_key_packages(
@@ -458,6 +495,7 @@ __all__ = [
     "ClaimedKeyPackage",
     "DeviceBundle",
     "DeviceRecord",
+    "EnvelopeExpiry",
     "ExpiryReport",
     "GroupAuthorise",
     "GroupMessage",
@@ -472,6 +510,7 @@ __all__ = [
     "PreKeyCounts",
     "ProvisioningChannel",
     "RecipientInfo",
+    "Reclaimed",
     "Storage",
     "StoredEnvelope",
 ]

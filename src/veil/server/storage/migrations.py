@@ -30,7 +30,7 @@ from veil.server.storage.schema import SCHEMA_MIGRATIONS, TABLES, Dialect, creat
 
 log = logging.getLogger("veil.server.storage")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # 3: code before it would leave an erased device's KeyPackages behind.
 SCHEMA_COMPAT_VERSION = 3
 
@@ -49,6 +49,7 @@ NAMES: dict[int, str] = {
     2: "schema_compat_version: the oldest code that may use the database",
     3: "MLS delivery service: mls_key_packages, mls_groups, group_epochs, group_messages",
     4: "linked devices: devices.approval, provisioning_channels",
+    5: "retention: envelopes_by_ts (queued envelopes expire)",
 }
 
 # Steps from version 1, the first released schema (databases before it are empty).
@@ -127,6 +128,15 @@ UPGRADES: tuple[Upgrade, ...] = (
             "PRIMARY KEY (id))",
             "CREATE INDEX provisioning_by_expiry ON provisioning_channels(expires_at)",
         ),
+    ),
+    # Retention (issue 12 §4): the job deletes envelopes by their stored time. Code of
+    # schema 3 and 4 can still use the result (an index it does not know of). SQLite
+    # databases are also converted to incremental auto-vacuum once, outside this step
+    # (``sqlite_retention.convert_auto_vacuum``: VACUUM cannot run in a transaction).
+    Upgrade(
+        5, NAMES[5],
+        sqlite=("CREATE INDEX envelopes_by_ts ON envelopes(ts)",),
+        postgres=("CREATE INDEX envelopes_by_ts ON envelopes(ts)",),
     ),
 )
 

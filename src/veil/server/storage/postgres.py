@@ -47,6 +47,7 @@ from veil.server.storage.base import (
 from veil.server.storage.migrations import DatabaseState
 from veil.server.storage.postgres_devices import PostgresDevicesStore
 from veil.server.storage.postgres_mls import PostgresMlsStore
+from veil.server.storage.postgres_retention import PostgresRetentionStore
 from veil.server.storage.schema import Scope, erase_statements
 
 log = logging.getLogger("veil.server.storage")
@@ -58,7 +59,8 @@ _DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 def _storage_errors(cls: type[PostgresStorage]) -> type[PostgresStorage]:
     """Turn driver and network failures of every public coroutine into StorageError
     (the class's own and its mixin's, ``postgres_mls``)."""
-    methods = {**vars(PostgresMlsStore), **vars(PostgresDevicesStore), **vars(cls)}
+    methods = {**vars(PostgresMlsStore), **vars(PostgresDevicesStore),
+               **vars(PostgresRetentionStore), **vars(cls)}
     for name, method in list(methods.items()):
         if name.startswith("_") or name in ("open", "close"):
             continue
@@ -81,7 +83,8 @@ def _storage_errors(cls: type[PostgresStorage]) -> type[PostgresStorage]:
 
 
 @_storage_errors
-class PostgresStorage(PostgresMlsStore, PostgresDevicesStore, Storage):
+class PostgresStorage(PostgresRetentionStore, PostgresMlsStore, PostgresDevicesStore,
+                      Storage):
     def __init__(self, dsn: str, *, schema: str | None = None, max_connections: int = 10) -> None:
         self._dsn = dsn
         self._schema = schema
@@ -282,10 +285,17 @@ class PostgresStorage(PostgresMlsStore, PostgresDevicesStore, Storage):
                 raise AccountNotFound("no such account")
             devices = frozenset(r[0] for r in await conn.fetch(
                 "SELECT device_id FROM devices WHERE account_id = $1", account_id))
-            lengths = {r[0]: r[1] for r in await conn.fetch(
-                "SELECT device_id, COUNT(*) FROM envelopes WHERE account_id = $1 "
-                "GROUP BY device_id", account_id)}
-            authorise(RecipientInfo(account_id, _opt(row[0]), row[1], devices, lengths))
+            # The byte quota reads the sizes with the counts. octet_length of a TOASTed
+            # body comes from its pointer, without fetching the value. Like the count
+            # limit it is checked, not locked: concurrent submissions to one account may
+            # each pass and overshoot the quota by at most their own sizes.
+            queue = await conn.fetch(
+                "SELECT device_id, COUNT(*), COALESCE(SUM(octet_length(body)), 0) "
+                "FROM envelopes WHERE account_id = $1 GROUP BY device_id", account_id)
+            lengths = {r[0]: r[1] for r in queue}
+            queued = sum(int(r[2]) for r in queue)
+            authorise(RecipientInfo(account_id, _opt(row[0]), row[1], devices, lengths,
+                                    queued))
             stored = []
             for dev, body in items:
                 new_id = await conn.fetchval(

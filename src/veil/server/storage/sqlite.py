@@ -14,8 +14,10 @@ WAL mode COMMIT appends the transaction's pages to the ``-wal`` file with write(
 Group commit keeps FULL affordable: one fsync covers every envelope that arrived while
 the previous commit was in flight. ``group_commit_window_ms`` can add a short wait to
 grow batches further. A failing call rolls back to its savepoint only; the others in the
-batch still commit. Hot calls keep small caches of routing data and queue lengths,
-owned by the database thread and dropped whenever a commit fails.
+batch still commit. Hot calls keep small caches of routing data, queue lengths and
+queued bytes per account (the quota, issue 12 §4), owned by the database thread and
+dropped whenever a commit fails. Retention (expiry, secure deletion, giving pages back)
+is in ``sqlite_retention``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from veil.server.storage.migrations import DatabaseState
 from veil.server.storage.schema import Scope, erase_statements
 from veil.server.storage.sqlite_devices import SQLiteDevicesStore
 from veil.server.storage.sqlite_mls import SQLiteMlsStore
+from veil.server.storage.sqlite_retention import SQLiteRetentionStore, convert_auto_vacuum
 from veil.server.storage.sqlite_worker import DatabaseThread
 
 T = TypeVar("T")
@@ -65,7 +68,7 @@ log = logging.getLogger("veil.server.storage")
 _CACHE_ENTRIES = 100_000
 
 
-class SQLiteStorage(SQLiteMlsStore, SQLiteDevicesStore, Storage):
+class SQLiteStorage(SQLiteRetentionStore, SQLiteMlsStore, SQLiteDevicesStore, Storage):
     def __init__(
         self, path: Path, *, synchronous: str = "full", group_commit_window_ms: float = 0.0
     ) -> None:
@@ -79,6 +82,7 @@ class SQLiteStorage(SQLiteMlsStore, SQLiteDevicesStore, Storage):
         # accounts, devices and envelopes; cleared whenever a commit fails.
         self._routes: dict[bytes, tuple[bytes | None, bool, frozenset[int]]] = {}
         self._queue_lengths: dict[tuple[bytes, int], int] = {}
+        self._queue_bytes: dict[bytes, int] = {}
         # Acknowledgements waiting to be merged into one delete call (event-loop side).
         self._pending_deletes: list[tuple[bytes, int, Sequence[int], asyncio.Future[int]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,11 +97,15 @@ class SQLiteStorage(SQLiteMlsStore, SQLiteDevicesStore, Storage):
     def _forget(self) -> None:
         self._routes.clear()
         self._queue_lengths.clear()
+        self._queue_bytes.clear()
 
     def submit(
         self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True
     ) -> asyncio.Future[T]:
         return self._db.submit(fn, savepoint=savepoint)
+
+    def submit_outside(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        return self._db.submit_outside(fn)
 
     async def _call(
         self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True
@@ -222,6 +230,7 @@ class SQLiteStorage(SQLiteMlsStore, SQLiteDevicesStore, Storage):
             _erase(conn, "device", (account_id, device_id))
             self._routes.pop(account_id, None)
             self._queue_lengths.pop((account_id, device_id), None)
+            self._queue_bytes.pop(account_id, None)
             return True
 
         return await self._call(fn)
@@ -234,6 +243,7 @@ class SQLiteStorage(SQLiteMlsStore, SQLiteDevicesStore, Storage):
             # Even without the account row: whatever still names it goes too.
             _erase(conn, "account", (account_id,))
             self._routes.pop(account_id, None)
+            self._queue_bytes.pop(account_id, None)
             for dev in devices:
                 self._queue_lengths.pop((account_id, dev), None)
             return existed
@@ -317,7 +327,9 @@ class SQLiteStorage(SQLiteMlsStore, SQLiteDevicesStore, Storage):
         def fn(conn: sqlite3.Connection) -> list[StoredEnvelope]:
             access_key, unrestricted, devices = self._route(conn, account_id)
             lengths = {dev: self._queue_length(conn, account_id, dev) for dev, _ in items}
-            authorise(RecipientInfo(account_id, access_key, unrestricted, devices, lengths))
+            queued = self._account_bytes(conn, account_id)
+            authorise(RecipientInfo(account_id, access_key, unrestricted, devices, lengths,
+                                    queued))
             stored = []
             for dev, body in items:
                 cur = conn.execute(
@@ -330,6 +342,7 @@ class SQLiteStorage(SQLiteMlsStore, SQLiteDevicesStore, Storage):
                 # From the local dict: the cache may have been cleared (it is bounded)
                 # while `lengths` was filled, and this runs after the INSERTs.
                 self._queue_lengths[(account_id, dev)] = lengths[dev] + 1
+            self._queue_bytes[account_id] = queued + sum(len(body) for _, body in items)
             return stored
 
         # Authorisation raises before the first INSERT; an error after a write fails
@@ -387,11 +400,19 @@ class SQLiteStorage(SQLiteMlsStore, SQLiteDevicesStore, Storage):
     def _delete(
         self, conn: sqlite3.Connection, account_id: bytes, device_id: int, ids: Sequence[int]
     ) -> int:
-        cur = conn.executemany(
-            "DELETE FROM envelopes WHERE id = ? AND account_id = ? AND device_id = ?",
-            [(i, account_id, device_id) for i in ids],
-        )
-        deleted = cur.rowcount
+        if account_id in self._queue_bytes:
+            # The byte count needs each deleted envelope's size.
+            sizes = [row[0] for i in ids for row in conn.execute(
+                "DELETE FROM envelopes WHERE id = ? AND account_id = ? AND device_id = ? "
+                "RETURNING length(body)", (i, account_id, device_id))]
+            deleted = len(sizes)
+            self._forget_bytes(account_id, sum(sizes))
+        else:
+            cur = conn.executemany(
+                "DELETE FROM envelopes WHERE id = ? AND account_id = ? AND device_id = ?",
+                [(i, account_id, device_id) for i in ids],
+            )
+            deleted = cur.rowcount
         key = (account_id, device_id)
         if key in self._queue_lengths:
             self._queue_lengths[key] -= deleted
@@ -480,6 +501,7 @@ def _migrate(conn: sqlite3.Connection, where: str) -> None:
         conn.execute("ROLLBACK")
         raise
     migrations.report(state)
+    convert_auto_vacuum(conn)
 
 
 _ELSEWHERE = "another data directory"

@@ -10,11 +10,18 @@ the thread together, so the event loop wakes it once per turn, not once per call
 
 A second thread checkpoints the WAL into the database file from its own connection
 (PASSIVE: never blocks the writer), so no commit ever waits for a checkpoint's fsyncs.
+
+Maintenance that SQLite refuses inside a transaction (incremental vacuum, a TRUNCATE
+checkpoint: the retention job's ``reclaim``, issue 12 §4) is submitted with
+:meth:`DatabaseThread.submit_outside` and runs on the same thread between batches.
+Every connection deletes with ``secure_delete`` on and, for a new database, uses
+incremental auto-vacuum, so deleted ciphertext is zeroed and its pages can be given back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -31,7 +38,9 @@ log = logging.getLogger("veil.server.storage")
 
 _MAX_BATCH = 1024
 _CHECKPOINT_INTERVAL_S = 0.5
-Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", bool]
+# The third element: True runs the call in a savepoint of the batch, False without one,
+# None outside any transaction (between batches).
+Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", bool | None]
 
 
 class _PartialWrite(Exception):
@@ -109,6 +118,15 @@ class DatabaseThread:
         (a database error, or a bug), the whole batch fails and rolls back, so nothing
         is committed that its caller was told failed.
         """
+        return self._queue(fn, savepoint)
+
+    def submit_outside(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue a call to run outside any transaction, after the calls queued before it
+        have committed (``VACUUM``-like statements; the call manages its own writes)."""
+        return self._queue(fn, None)
+
+    def _queue(self, fn: Callable[[sqlite3.Connection], T], savepoint: bool | None
+               ) -> asyncio.Future[T]:
         if self._thread is None or self._loop is None:
             raise StorageError("storage is not open")
         fut: asyncio.Future[T] = self._loop.create_future()
@@ -137,7 +155,14 @@ class DatabaseThread:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
         try:
             conn.execute("PRAGMA busy_timeout=10000")
+            # Before journal_mode: switching to WAL writes the header of a new file, and
+            # auto-vacuum can only be chosen before that (an existing database keeps its
+            # mode until sqlite_retention.convert_auto_vacuum's one-time VACUUM).
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
+            # Deleted cells and freed pages are overwritten with zeros, not just unlinked:
+            # acknowledged and expired ciphertext does not stay in the file's free space.
+            conn.execute("PRAGMA secure_delete=ON")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
@@ -172,11 +197,38 @@ class DatabaseThread:
                         stop = True
                         break
                     batch.extend(more)
-                self._run_batch(conn, batch)
+                self._run_jobs(conn, batch)
                 if stop:
                     break
         finally:
             conn.close()
+
+    def _run_jobs(self, conn: sqlite3.Connection, jobs: list[Job]) -> None:
+        """Transactions of consecutive in-transaction calls; outside calls between them,
+        in the order they were queued."""
+        start = 0
+        for i, job in enumerate(jobs):
+            if job[2] is None:
+                if start < i:
+                    self._run_batch(conn, jobs[start:i])
+                self._run_outside(conn, job)
+                start = i + 1
+        if start < len(jobs):
+            self._run_batch(conn, jobs[start:])
+
+    def _run_outside(self, conn: sqlite3.Connection, job: Job) -> None:
+        fn = job[0]
+        result: tuple[bool, Any]
+        try:
+            result = (True, fn(conn))
+        except Exception as exc:
+            result = (False, exc)
+        finally:
+            if conn.in_transaction:  # a failed call must not leave one open
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_resolve, [job], [result])
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
         results: list[tuple[bool, Any]] = []

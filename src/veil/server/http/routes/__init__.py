@@ -9,6 +9,7 @@ from __future__ import annotations
 from veil.server.http.endpoint import Route
 from veil.server.http.routes import (
     accounts,
+    blobs,
     certificates,
     devices,
     groups,
@@ -16,6 +17,7 @@ from veil.server.http.routes import (
     keys,
     messages,
     service,
+    uploads,
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -28,8 +30,10 @@ ROUTES: tuple[Route, ...] = (
     *service.WEBSOCKET_ROUTES,
     *certificates.ROUTES,
     *groups.ROUTES,
+    *uploads.ROUTES,  # attachments (docs/attachments.md)
+    *blobs.ROUTES,
     *service.ROUTES,
 )
 
-__all__ = ["ROUTES", "Route", "accounts", "certificates", "devices", "groups", "key_packages",
-           "keys", "messages", "service"]
+__all__ = ["ROUTES", "Route", "accounts", "blobs", "certificates", "devices", "groups",
+           "key_packages", "keys", "messages", "service", "uploads"]

@@ -101,6 +101,11 @@ async def delete_message(call: Call) -> web.Response:
     return web.Response(status=204)
 
 
+# Retry later: the recipient's device queue is full (queue_full), or its account's queued
+# bytes would exceed max_queued_bytes_per_account (queue_quota_exceeded; issue 12 §4).
+_FULL = ("The recipient's queue is full (queue_full) or over its byte quota "
+         "(queue_quota_exceeded; details: quota_bytes); nothing was stored", None)
+
 ROUTES: tuple[Route, ...] = (
     # One template for both routes of /v1/messages/{target} (an account for PUT, an
     # envelope id for DELETE): aiohttp routes them by the same pattern, and OpenAPI
@@ -111,7 +116,8 @@ ROUTES: tuple[Route, ...] = (
           audit="none", responses={
               200: ("Stored durably", rs.Accepted),
               409: ("The devices named are not the account's (mismatched_devices; details: "
-                    "missing_devices, extra_devices)", None)},
+                    "missing_devices, extra_devices)", None),
+              429: _FULL},
           tag="messages",
           path_params={"target": PathParam(parse_account_id, ACCOUNT_ID_PATTERN,
                                                "recipient account id, hex")}),
@@ -120,7 +126,8 @@ ROUTES: tuple[Route, ...] = (
           auth=Auth.NONE, query=(), body=rq.RelayedSubmission, rate_limit="relay",
           audit="none", responses={
               200: ("Stored durably", rs.Accepted),
-              409: ("The devices named are not the account's (mismatched_devices)", None)},
+              409: ("The devices named are not the account's (mismatched_devices)", None),
+              429: _FULL},
           tag="messages"),
     Route("GET", "/v1/messages", fetch_messages,
           "Queued envelopes of this device, oldest first (?limit, ?after)",
