@@ -16,6 +16,7 @@ with the server's code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -74,6 +75,7 @@ class BlobHttp:
         self._authorization = authorization
         self._proxy = proxy
         self._session: aiohttp.ClientSession | None = None
+        self._downloads: aiohttp.ClientSession | None = None
 
     def _connector(self, isolated: bool) -> aiohttp.BaseConnector:
         if self._proxy:
@@ -89,10 +91,26 @@ class BlobHttp:
                                                   connector=self._connector(False))
         return self._session
 
+    async def _download_session(self, stack: contextlib.AsyncExitStack
+                                ) -> aiohttp.ClientSession:
+        """A session that never carries credentials or cookies and opens a connection
+        per request (``force_close``); through a SOCKS proxy, one of its own per
+        download, with fresh proxy credentials."""
+        if self._proxy:
+            return await stack.enter_async_context(aiohttp.ClientSession(
+                timeout=TIMEOUT, connector=self._connector(True),
+                cookie_jar=aiohttp.DummyCookieJar()))
+        if self._downloads is None or self._downloads.closed:
+            self._downloads = aiohttp.ClientSession(
+                timeout=TIMEOUT, connector=self._connector(True),
+                cookie_jar=aiohttp.DummyCookieJar())
+        return self._downloads
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
+        for session in (self._session, self._downloads):
+            if session is not None:
+                await session.close()
+        self._session = self._downloads = None
 
     def _tus_headers(self) -> dict[str, str]:
         headers = {"Tus-Resumable": TUS_VERSION}
@@ -156,8 +174,8 @@ class BlobHttp:
         headers = {"Veil-Blob-Token": b64(token)}
         if start:
             headers["Range"] = f"bytes={start}-"
-        async with aiohttp.ClientSession(timeout=TIMEOUT, connector=self._connector(True),
-                                         cookie_jar=aiohttp.DummyCookieJar()) as session:
+        async with contextlib.AsyncExitStack() as stack:
+            session = await self._download_session(stack)
             try:
                 async with session.get(url, headers=headers) as resp:
                     if resp.status >= 400:

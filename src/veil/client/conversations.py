@@ -219,8 +219,9 @@ class Conversations:
     def _receipt(self, conversation: str, author: str, content: Content,
                  now: int) -> list[Event]:
         assert content.receipt is not None
-        if author == self._me:
-            return []             # our own devices' receipts are about others' lines
+        if author == self._me:    # from another device of ours: what it read, we read
+            return self._read_elsewhere(conversation, content, now) \
+                if content.receipt == "read" else []
         if content.receipt == "read" and not self.read_receipts(author):
             return []                                    # "see none"
         if content.group is not None and content.group != conversation:
@@ -242,6 +243,18 @@ class Conversations:
             self._replace(where, seq, dataclasses.replace(line, receipts=receipts))
             events.append(MessageChanged(where, message_id, content.receipt, author))
         return events
+
+    def _read_elsewhere(self, conversation: str, content: Content,
+                        now: int) -> list[Event]:
+        """Our read receipt, synced from another device of this account: those lines
+        are read here too (no event: nothing changed for anyone but us)."""
+        for message_id in content.ids:
+            found = self.find(conversation, message_id)
+            if found is None or found[1].direction != "in" or found[1].read_at:
+                continue
+            seq, line = found
+            self._replace(conversation, seq, dataclasses.replace(line, read_at=now))
+        return []
 
     def _typing(self, conversation: str, author: str, content: Content,
                 now: int) -> list[Event]:

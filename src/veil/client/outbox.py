@@ -279,7 +279,9 @@ class Outbox:
             if message.kind == "text":  # a group Welcome is no line of the conversation
                 content = content_of(message)
                 changes = self.record_sent(account, content)
-                if content.kind not in ("receipt", "typing"):
+                if content.kind != "typing" and (content.kind != "receipt"
+                                                 or content.receipt == "read"):
+                    # Read receipts too: our other devices learn what was read here.
                     sync = self._queue_sync(message, account, content)
         forget_if_deleted(ctx.store, changes)
         for change in changes:

@@ -88,6 +88,12 @@ async def test_replies_reactions_edits_and_deletions_reach_every_device(
     await tablet.receive_pending()                   # Bob's own reply, as a sync
     assert _line(tablet, alice.account, reply_id).reply_to == hello.id
 
+    # Read on one device, read on the other: the read receipt is synced too.
+    assert _line(laptop, bob.account, reply_id).read_at is None
+    await alice.mark_read(bob.account, [reply_id])
+    await laptop.receive_pending()
+    assert _line(laptop, bob.account, reply_id).read_at is not None
+
     # Reactions: one per person, changeable, removable.
     bob_events = _events(bob)
     await alice.react(bob.account, reply_id, "👍")
