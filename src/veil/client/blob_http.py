@@ -29,7 +29,6 @@ from veil.client.errors import ServerRejected, ServerUnreachable
 
 TUS_VERSION = "1.0.0"
 UPLOADS = "/v1/uploads"
-READ_BYTES = 1 << 20
 MAX_ANSWER = 64 * 1024           # of an answer's body read at most (errors are small)
 # Transfers of large files take longer than any one API call: no total bound, but the
 # connection must keep moving.
@@ -184,7 +183,10 @@ class BlobHttp:
                             "Content-Range", "").startswith(f"bytes {start}-")):
                         raise ServerRejected(502, "bad_response",
                                              "the server ignored the download's Range")
-                    async for block in resp.content.iter_chunked(READ_BYTES):
+                    # As the socket gives them: the decryptor takes any split, and
+                    # re-assembling fixed-size blocks cost a copy (measured: 405 → 460+
+                    # MB/s at 100 MiB on loopback).
+                    async for block in resp.content.iter_any():
                         yield block
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise ServerUnreachable(f"the download from {_origin(url)} broke off "
