@@ -31,6 +31,7 @@ from veil.client.directory import Directory
 from veil.client.errors import ClientError, UnknownGroup
 from veil.client.events import IncomingMessage, MessageChanged
 from veil.client.groups import Groups
+from veil.client.home_lock import HomeLock
 from veil.client.outbox import Outbox
 from veil.client.records import HistoryEntry
 from veil.core.errors import CoreError
@@ -49,6 +50,7 @@ class Chat:
     _groups: Groups
     _attachments: Attachments
     _typing_sent: dict[str, int]
+    _home_lock: HomeLock | None
     _arrivals: list[IncomingMessage]
     _receipts_task: asyncio.Task[None] | None
     _pending_calls: int
@@ -321,7 +323,9 @@ class Chat:
         return saved
 
     def _downloads_dir(self) -> Path:
-        raise NotImplementedError
+        """Where attachments are saved unless the caller says: the home's downloads."""
+        assert self._home_lock is not None
+        return self._home_lock.path.parent / "downloads"
 
     def expire_messages(self) -> list[MessageChanged]:
         """Delete every message whose disappearing timer ran out (with its files)."""

@@ -589,11 +589,6 @@ class Client(Chat):
             return None if contact is None else contact.account
         return to.lower() if len(to) == 32 else None
 
-    def _downloads_dir(self) -> Path:
-        """Where attachments are saved unless the caller says: the home's downloads."""
-        assert self._home_lock is not None
-        return self._home_lock.path.parent / "downloads"
-
     def outbox(self) -> list[PendingMessage]:
         """Messages not yet acknowledged by the server, oldest first (syncs of sent
         messages to this account's other devices wait there too, but are not listed)."""
