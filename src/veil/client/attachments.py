@@ -257,6 +257,7 @@ class Attachments:
     async def _send(self, job: UploadJob, length: int, progress: Progress | None
                     ) -> UploadJob:
         failures = 0                               # attempts in a row without progress
+        progressed = 0                             # the highest offset seen
         while True:
             if failures >= ATTEMPTS:
                 raise ServerUnreachable(f"the upload of {job.name} is not getting "
@@ -278,6 +279,8 @@ class Attachments:
             if not 0 <= offset <= length:
                 raise ServerRejected(502, "bad_response", "the server's upload offset is "
                                      "outside the upload")
+            if offset > progressed:                # the server holds more: progress
+                progressed, failures = offset, 0
             if offset < job.acked:
                 # The server gave back bytes it had acknowledged: sealing them again under
                 # this key is safe only for an unchanged file, so a new key it is.
@@ -308,7 +311,9 @@ class Attachments:
                 await asyncio.sleep(min(8.0, 0.25 * 2 ** failures))
                 continue                           # go on from what the server holds
             except ServerRejected as exc:
-                if exc.server_code != "upload_offset_mismatch":
+                # Another request for this upload (ours from before a drop, or any
+                # HEAD) took over on the server: what arrived is kept; ask and go on.
+                if exc.server_code not in ("upload_offset_mismatch", "upload_interrupted"):
                     raise
                 failures += 1                      # ask the offset again, not forever
                 await asyncio.sleep(min(8.0, 0.25 * 2 ** failures))

@@ -118,6 +118,7 @@ async def test_a_killed_client_and_a_restarted_server_resume_the_upload(
         source = _file(tmp_path / "film.mkv", 24 * MIB)
         up, http = _attachments(alice, proxy.url)
         job = up.new_upload(source)
+        proxy.rate = 20e6                        # so it is still running when cancelled
         first = asyncio.create_task(up.upload(job))
         watcher = BlobHttp(own.url, alice._ctx.api.authorization)
         while (stored := up.upload_job(job.job_id)) is None or stored.blob_id is None or \
@@ -131,6 +132,7 @@ async def test_a_killed_client_and_a_restarted_server_resume_the_upload(
         own.stop()                                       # and the server restarts
         own.start()
         proxy.target_port = own.port
+        proxy.rate = None
         again, http = _attachments(alice, proxy.url)     # a new process: job from store
         stored = again.upload_job(job.job_id)
         assert stored is not None and stored.blob_id is not None
