@@ -21,12 +21,15 @@ and shows it only after ``finish`` never shows a byte of another blob than the o
 sender meant.
 
 Why GCM, and why a resume cannot reuse a nonce towards the server: each key seals one
-file. Before an upload goes on, :func:`prefix_unchanged` seals the file's first chunks
-again *locally* and compares their chain with the checkpoint's (a changed file starts a
-new upload under a new key; those local ciphertexts are dropped). The bytes of a chunk
-re-sealed after a resume that the server already holds are not sent again, so the
-server never sees two tags under one nonce. (GCM-SIV would not need that care, but runs
-at a twentieth of GCM's speed in this library.)
+file. A resuming uploader (``veil.client.attachments``) checks the file's size and
+modification time, then seals the file again from its first byte and compares the
+chain at its saved checkpoint with the saved one (a changed file: the upload is
+abandoned); a server that lost bytes it had acknowledged gets a new upload under a new
+key. The bytes of a chunk re-sealed after a resume that the server already holds are
+not sent again, so an honest server never sees two tags under one nonce.
+:func:`prefix_unchanged` makes the same chain check on its own, for a caller that wants
+it before sending anything. (GCM-SIV would not need that care, but runs at a twentieth
+of GCM's speed in this library.)
 
 What the server sees of a file: its ciphertext length, a function of the padded length
 alone (:func:`ciphertext_length`), which reveals O(log log size) bits of the size.
