@@ -88,7 +88,13 @@ class BenchServer(_ServerProcess):
         port = free_port()
         cfg = Path(tmp.name) / "config.toml"
         settings = {"log_to_file": False, "log_level": "WARNING", **(settings or {})}
-        cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+        # Flat keys first, then one [section] per dict value (the protection layers').
+        flat = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()
+                       if not isinstance(v, dict))
+        tables = "".join(f"[{k}]\n" + "".join(f"{kk} = {json.dumps(vv)}\n"
+                                              for kk, vv in v.items())
+                         for k, v in settings.items() if isinstance(v, dict))
+        cfg.write_text(flat + tables)
         super().__init__(
             [sys.executable, "-m", "veil.server", "--data", str(self.data), "--host", host,
              "--port", str(port), "--config", str(cfg)],

@@ -65,6 +65,12 @@ EN: Final[dict[str, str]] = {
     "opt.init.passphrase_file": "Read the store's passphrase from this file (first line).",
     "opt.init.trust_root": "The server's trust-root fingerprint, from its operator: "
     "registration is refused if the server presents another.",
+    "opt.init.pin": "SHA-256 fingerprint of the server's TLS certificate (printed by "
+    "'veil server --tls self-signed'): every connection accepts only that certificate.",
+    "err.bad_pin": "--pin {value} is not a SHA-256 certificate fingerprint (64 hex digits, "
+    "colons allowed)",
+    "err.pin_needs_https": "--pin needs an https:// server URL, not {server}",
+    "init.tls_pinned": "TLS certificate {pin} (pinned)",
     "init.exists": "{path} already holds a Veil identity",
     "init.registered": "Registered {account} (device {device}) in {path}",
     "init.registered_as": "Registered {account} as @{username} (device {device}) in {path}",
@@ -227,6 +233,15 @@ EN: Final[dict[str, str]] = {
     "opt.server.host": "Address to listen on. Default: 127.0.0.1",
     "opt.server.port": "Port to listen on. Default: 8470",
     "opt.server.config": "TOML file overriding the embedded defaults.",
+    "opt.server.tls_cert": "TLS certificate (PEM, the chain may follow) for HTTPS; with "
+    "--tls-key.",
+    "opt.server.tls_key": "The TLS certificate's private key (PEM, unencrypted).",
+    "opt.server.tls": "'self-signed': make and keep a certificate under DATA/tls; clients "
+    "pin the fingerprint printed at start (veil init --pin).",
+    "opt.server.insecure_public": "Serve plain HTTP on a non-loopback address (only "
+    "behind a proxy that terminates TLS).",
+    "server.tls_twice": "give either --tls self-signed or --tls-cert/--tls-key, not both",
+    "server.tls_pair": "--tls-cert and --tls-key go together",
     "cmd.server.invite": "Mint single-use invite tokens for invite-only registration.",
     "opt.invite.hours": "How long each invite stays valid.",
     "cmd.server.backup": "Back up the database (online, while the server runs) and the key "
@@ -431,6 +446,52 @@ EN: Final[dict[str, str]] = {
     "conv.edited": "edited {id}",
     "conv.deleted_everyone": "deleted {id} for everyone",
     "conv.deleted_me": "deleted {id} from this device",
+    # admin.py: veil admin (issue 13 §4)
+    "cmd.admin": "Operate a running server through its admin listener: status, alerts, "
+    "blocks, deny rules, reload, the audit log, invites.",
+    "opt.admin.data": "The server's data directory (it holds admin/address and admin/token). "
+    "Default: ./veil-data",
+    "opt.admin.config": "The server's config file (for audit verify of a stopped server).",
+    "opt.admin.after": "Export the records after this sequence number.",
+    "cmd.admin.status": "The server's version, addresses, connections, blocks and alerts.",
+    "cmd.admin.alerts": "The most recent alerts of the detection rules.",
+    "cmd.admin.blocks": "The addresses blocked now (as keyed hashes) and for how long.",
+    "cmd.admin.lift": "Lift a block before its time (its id from 'veil admin blocks').",
+    "cmd.admin.deny": "Refuse a network (CIDR, IPv4 or IPv6) from now on, kept across "
+    "restarts; without CIDR, list the rules added so.",
+    "cmd.admin.allow": "Remove a deny rule added with 'veil admin deny'.",
+    "cmd.admin.reload": "Read the config file again ([network] and [rules]), as SIGHUP does.",
+    "cmd.admin.invites": "Mint single-use invite tokens.",
+    "cmd.admin.audit": "The tamper-evident audit log.",
+    "cmd.admin.audit.verify": "Check the audit chain and its signed checkpoints (works on a "
+    "stopped server's data directory too).",
+    "cmd.admin.audit.export": "Print the audit log as JSON lines (for a SIEM).",
+    "admin.not_running": "no running server found for {data}: start it with 'veil server "
+    "--data {data}' (or give the right --data)",
+    "admin.token_unreadable": "cannot read the admin token {path}: run this as the user "
+    "that runs the server",
+    "admin.tls_failed": "the admin listener {url} failed the TLS check: {reason}",
+    "admin.refused": "the admin listener refused the request (HTTP {status})",
+    "admin.status.server": "Veil {version} serving {url}, up {uptime} s",
+    "admin.status.admin": "admin listener: {url} (metrics at /metrics)",
+    "admin.status.registration": "registration: {mode}",
+    "admin.status.connections": "connections: {kinds}",
+    "admin.status.protection": "blocks in force: {blocks}; alerts since start: {alerts}",
+    "admin.status.messages": "envelopes since start: {stored} stored, {delivered} delivered",
+    "admin.alerts.line": "{rule}: {count} events in {window} s from {source} (blocked "
+    "{blocked} s)",
+    "admin.alerts.none": "no alerts",
+    "admin.blocks.line": "{id}  {rule}  {source}  {left} s left  (offence {count})",
+    "admin.blocks.none": "no address is blocked",
+    "admin.lifted": "lifted block {id}",
+    "admin.denied": "denied {cidr}: its connections are refused from now on",
+    "admin.rules.none": "no deny rules were added at run time",
+    "admin.allowed": "removed the deny rule {cidr}",
+    "admin.allow_none": "there was no runtime deny rule {cidr}",
+    "admin.reloaded": "configuration reloaded",
+    "admin.audit.ok": "audit log intact: {records} records, {checkpoints} signed checkpoints",
+    "admin.audit.broken": "audit log BROKEN at record {seq}: {reason} ({records} records "
+    "checked)",
 }
 
 

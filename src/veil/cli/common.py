@@ -29,6 +29,8 @@ from rich.console import Console
 
 from veil.cli.i18n import t
 from veil.client import Client
+from veil.client.errors import ClientError
+from veil.client.pinning import parse_pin
 from veil.client.store import Store
 
 T = TypeVar("T")
@@ -95,6 +97,19 @@ def server_url(text: str) -> str:
             or parts.query or parts.fragment:
         raise BadValue(t("err.bad_server_url", value=repr(text)))
     return raw.rstrip("/")
+
+
+def pin_value(text: str | None, server: str) -> str | None:
+    """``--pin``: the SHA-256 fingerprint of an https server's TLS certificate (64 hex
+    digits, colons allowed), normalised; None without the option."""
+    if text is None:
+        return None
+    if urlsplit(server).scheme != "https":
+        raise BadValue(t("err.pin_needs_https", server=server))
+    try:
+        return parse_pin(text)
+    except ClientError:
+        raise BadValue(t("err.bad_pin", value=repr(text))) from None
 
 
 def _escape(c: str) -> str:
@@ -206,6 +221,7 @@ __all__ = [
     "open_client",
     "pad",
     "passphrase_for",
+    "pin_value",
     "qr_text",
     "quiet_client_logs",
     "safe_text",

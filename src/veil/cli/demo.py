@@ -23,7 +23,6 @@ from veil.cli.i18n import t
 from veil.client import Client
 from veil.client.store import FAST
 from veil.server.config import load_config
-from veil.server.runner import start
 from veil.server.storage import DATABASE_FILE
 
 # (sender, text, does the recipient read right after?)
@@ -50,6 +49,10 @@ def _server_rows(db_path: Path) -> list[dict[str, Any]]:
 
 
 async def run_demo(workdir: Path) -> dict[str, Any]:
+    # Imported here: the server (aiohttp's web side, the admin listener, prometheus)
+    # costs every other ``veil`` command a third of a second of start-up otherwise.
+    from veil.server.runner import start
+
     config = load_config(None, data_dir=workdir / "server", port=0, log_to_file=False)
     server = await start(config)
     url = f"http://127.0.0.1:{server.port}"

@@ -19,6 +19,7 @@ from veil.cli.common import (
     home_path,
     pad,
     passphrase_for,
+    pin_value,
     qr_text,
     quiet_client_logs,
     safe_text,
@@ -38,16 +39,19 @@ from veil.client.store import Store
               help=t("opt.init.passphrase_file"))
 @click.option("--wait", "wait_s", type=click.IntRange(10, 3600), default=600,
               show_default=True, help=t("opt.link.wait"))
+@click.option("--pin", "pin", default=None, metavar="SHA256", help=t("opt.init.pin"))
 @home_options
 async def link(server: str, no_passphrase: bool, passphrase_file: str | None, wait_s: int,
-               home: str | None, as_json: bool, proxy: str | None) -> None:
+               pin: str | None, home: str | None, as_json: bool, proxy: str | None) -> None:
     quiet_client_logs()
     path = home_path(home)
     if Store.exists(path):
         raise click.ClickException(t("init.exists", path=path))
     url = server_url(server)
+    tls_pin = pin_value(pin, url)
     passphrase = passphrase_for(path, True, no_passphrase, passphrase_file)
-    pending = await Client.begin_link(path, url, passphrase=passphrase, proxy=proxy)
+    pending = await Client.begin_link(path, url, passphrase=passphrase, proxy=proxy,
+                                      pin=tls_pin)
     if as_json:
         emit(True, {"status": "waiting", "code": pending.code,
                     "qr_payload": pending.qr_payload, "expires": pending.expires}, "")

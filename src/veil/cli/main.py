@@ -27,6 +27,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "veil.cli.groups",
     "veil.cli.serve",
     "veil.cli.mix",
+    "veil.cli.admin",
 )
 
 EXIT_USER_ERROR = 1

@@ -28,6 +28,7 @@ from veil.cli.common import (
     home_path,
     pad,
     passphrase_for,
+    pin_value,
     qr_text,
     safe_text,
     server_url,
@@ -82,32 +83,36 @@ def _show(m: IncomingMessage, as_json: bool, c: Client | None = None) -> None:
               help=t("opt.init.passphrase_file"))
 @click.option("--trust-root", "trust_root", default=None, metavar="FINGERPRINT",
               help=t("opt.init.trust_root"))
+@click.option("--pin", "pin", default=None, metavar="SHA256", help=t("opt.init.pin"))
 @home_options
 async def init(server: str, username: str | None, invite: str | None, no_passphrase: bool,
-               passphrase_file: str | None, trust_root: str | None, home: str | None,
-               as_json: bool, proxy: str | None) -> None:
+               passphrase_file: str | None, trust_root: str | None, pin: str | None,
+               home: str | None, as_json: bool, proxy: str | None) -> None:
     """Create an identity and register it with a server."""
     path = home_path(home)
     if Store.exists(path):
         raise click.ClickException(t("init.exists", path=path))
     server = server_url(server)
+    tls_pin = pin_value(pin, server)
     if username is not None and not USERNAME.fullmatch(username):
         raise BadValue(t("err.bad_username", value=repr(username)))
     passphrase = passphrase_for(path, True, no_passphrase, passphrase_file)
     client = await Client.register(path, server, username=username, invite=invite,
                                    passphrase=passphrase,
-                                   proxy=proxy, trust_root=trust_root)
+                                   proxy=proxy, trust_root=trust_root, pin=tls_pin)
     try:
         root = client.trust_root_fingerprint()
         emit(as_json, {"account_id": client.account, "username": client.me.username,
                         "device_id": client.me.device_id, "home": str(path),
-                        "trust_root": root, "trust_root_pinned": trust_root is not None},
+                        "trust_root": root, "trust_root_pinned": trust_root is not None,
+                        "tls_pin": tls_pin},
               (t("init.registered_as", account=client.account, username=client.me.username,
                  device=client.me.device_id, path=path) if client.me.username else
                t("init.registered", account=client.account, device=client.me.device_id,
                  path=path))
               + "\n" + (t("init.root_pinned", root=root) if trust_root is not None else
-                        t("init.root_presented", root=root)))
+                        t("init.root_presented", root=root))
+              + ("\n" + t("init.tls_pinned", pin=tls_pin) if tls_pin else ""))
     finally:
         await client.close()
 
@@ -122,6 +127,7 @@ async def show_id(qr: bool, home: str | None, as_json: bool, proxy: str | None) 
         emit(as_json, {"account_id": c.account, "username": c.me.username,
                         "device_id": c.me.device_id, "fingerprint": c.fingerprint(),
                         "server": c.me.server, "trust_root": c.trust_root_fingerprint(),
+                        "tls_pin": c.me.tls_pin or None,
                         "contact_link": link},
               t("id.lines", account=c.account,
                 username=("@" + c.me.username) if c.me.username else "-",

@@ -1,7 +1,11 @@
 """``veil server``: run the server, ``veil server invite`` to mint invite tokens,
 ``veil server keys`` to keep the trust root out of the data directory (review issue 8,
 item 6), and ``veil server backup`` / ``restore`` (issue 10 §5, item 3; see
-docs/server.md)."""
+docs/server.md).
+
+TLS on the listener (issue 13 §1, ``veil.server.tls``): ``--tls-cert FILE --tls-key
+FILE`` or ``--tls self-signed``; ``--insecure-public`` serves plain HTTP outside
+loopback. On the command line they win over the config file's ``tls_*`` keys."""
 
 from __future__ import annotations
 
@@ -23,6 +27,24 @@ def _config(data: str | None, config: str | None, **overrides: object) -> Server
     return load_config(Path(config) if config else None, data_dir=data, **overrides)
 
 
+def tls_overrides(tls_cert: str | None, tls_key: str | None, tls: str | None,
+                  insecure_public: bool) -> dict[str, object]:
+    """The TLS settings the flags ask for, over the config file's (absent: the file's);
+    ``python -m veil.server`` follows the same rule."""
+    out: dict[str, object] = {}
+    if tls is not None:
+        if tls_cert is not None or tls_key is not None:
+            raise click.UsageError(t("server.tls_twice"))
+        out.update(tls_self_signed=True, tls_cert="", tls_key="")
+    elif tls_cert is not None or tls_key is not None:
+        if tls_cert is None or tls_key is None:
+            raise click.UsageError(t("server.tls_pair"))
+        out.update(tls_cert=tls_cert, tls_key=tls_key, tls_self_signed=False)
+    if insecure_public:
+        out["insecure_public"] = True
+    return out
+
+
 @click.group(name="server", invoke_without_command=True, help=t("cmd.server"))
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None,
               help=t("opt.server.data"))
@@ -30,10 +52,19 @@ def _config(data: str | None, config: str | None, **overrides: object) -> Server
 @click.option("--port", type=int, default=None, help=t("opt.server.port"))
 @click.option("--config", "config", type=click.Path(dir_okay=False, exists=True),
               default=None, help=t("opt.server.config"))
+@click.option("--tls-cert", "tls_cert", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help=t("opt.server.tls_cert"))
+@click.option("--tls-key", "tls_key", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help=t("opt.server.tls_key"))
+@click.option("--tls", "tls", type=click.Choice(["self-signed"]), default=None,
+              help=t("opt.server.tls"))
+@click.option("--insecure-public", "insecure_public", is_flag=True,
+              help=t("opt.server.insecure_public"))
 @click.pass_context
 def server(
     ctx: click.Context, data: str | None, host: str | None, port: int | None,
-    config: str | None,
+    config: str | None, tls_cert: str | None, tls_key: str | None, tls: str | None,
+    insecure_public: bool,
 ) -> None:
     """Run the Veil server (SQLite under --data; nothing else to install)."""
     ctx.obj = {"data": data, "config": config}
@@ -41,8 +72,12 @@ def server(
         return
     from veil.server.runner import run
 
-    run(_config(data, config, host=host, port=port),
-        announce=lambda news: click.echo(said(news)))
+    overrides = tls_overrides(tls_cert, tls_key, tls, insecure_public)
+
+    def load() -> ServerConfig:  # again on SIGHUP: the same file and flags
+        return _config(data, config, host=host, port=port, **overrides)
+
+    run(load(), announce=lambda news: click.echo(said(news)), reload_config=load)
 
 
 @server.command(name="invite", help=t("cmd.server.invite"))

@@ -11,6 +11,8 @@ from veil.client.client import (
 )
 from veil.client.errors import (
     AlreadyInitialised,
+    CertificateMismatch,
+    CertificateUntrusted,
     ClientError,
     CorruptStore,
     LinkCodeMismatch,
@@ -42,6 +44,8 @@ from veil.client.pending import PendingMessage
 # (veil.client.errors); import it from the module you mean.
 __all__ = [
     "AlreadyInitialised",
+    "CertificateMismatch",
+    "CertificateUntrusted",
     "Client",
     "ClientError",
     "ConnectionState",

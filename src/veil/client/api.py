@@ -58,12 +58,13 @@ def account_hex(value: object) -> str:
 
 
 class Api:
-    """One server, one device's credentials (set after registration)."""
+    """One server, one device's credentials (set after registration). ``pin``: the
+    server's pinned TLS certificate (veil.client.pinning), for the default transport."""
 
     def __init__(self, base_url: str, proxy: str | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None, pin: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._transport: Transport = transport or AiohttpTransport(proxy)
+        self._transport: Transport = transport or AiohttpTransport(proxy, pin)
         self._auth: str | None = None
 
     def set_credentials(self, account_hex: str, device_id: int, token: bytes) -> None:

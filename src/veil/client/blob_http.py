@@ -11,7 +11,8 @@ server cannot tell which account downloads.
 
 Every failure to reach the server is :class:`ServerUnreachable` (the transfer is
 resumed later from what the server holds); every refusal a :class:`ServerRejected`
-with the server's code.
+with the server's code. A pinned server certificate (``pin``, veil.client.pinning) is
+checked on uploads and downloads alike; a refused one is ``CertificateMismatch``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import aiohttp
 
 from veil.client.api import b64
 from veil.client.errors import ServerRejected, ServerUnreachable
+from veil.client.pinning import certificate_error, tls_check
 
 TUS_VERSION = "1.0.0"
 UPLOADS = "/v1/uploads"
@@ -69,8 +71,9 @@ class BlobHttp:
     """One server's blob endpoints. ``authorization`` is the device's header value."""
 
     def __init__(self, base_url: str, authorization: str | None,
-                 proxy: str | None = None) -> None:
+                 proxy: str | None = None, pin: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self._ssl = tls_check(pin)
         self._authorization = authorization
         self._proxy = proxy
         self._session: aiohttp.ClientSession | None = None
@@ -122,13 +125,15 @@ class BlobHttp:
         session = await self._uploads_session()
         url = self.base_url + path
         try:
-            resp = await session.request(method, url, headers=headers, data=data)
+            resp = await session.request(method, url, headers=headers, data=data,
+                                         ssl=self._ssl)
             if resp.status < 400:
                 await resp.content.read(MAX_ANSWER)   # tus answers carry headers only
                 resp.release()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise ServerUnreachable(f"cannot reach the server at {_origin(url)} "
-                                    f"({type(exc).__name__})") from None
+            raise certificate_error(exc, _origin(url)) or ServerUnreachable(
+                f"cannot reach the server at {_origin(url)} ({type(exc).__name__})"
+            ) from None
         if resp.status >= 400:
             raise await _refusal(resp)
         return resp
@@ -176,7 +181,7 @@ class BlobHttp:
         async with contextlib.AsyncExitStack() as stack:
             session = await self._download_session(stack)
             try:
-                async with session.get(url, headers=headers) as resp:
+                async with session.get(url, headers=headers, ssl=self._ssl) as resp:
                     if resp.status >= 400:
                         raise await _refusal(resp)
                     if start and (resp.status != 206 or not resp.headers.get(
@@ -189,8 +194,9 @@ class BlobHttp:
                     async for block in resp.content.iter_any():
                         yield block
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise ServerUnreachable(f"the download from {_origin(url)} broke off "
-                                        f"({type(exc).__name__})") from None
+                raise certificate_error(exc, _origin(url)) or ServerUnreachable(
+                    f"the download from {_origin(url)} broke off ({type(exc).__name__})"
+                ) from None
 
 
 def _offset(resp: aiohttp.ClientResponse) -> int:

@@ -34,7 +34,16 @@ from pathlib import Path
 
 from msgspec import UNSET
 
-from veil.client import contacts, home_lock, home_place, prekey_store, provisioning, trust
+from veil.client import (
+    contacts,
+    home_lock,
+    home_place,
+    pinning,
+    prekey_store,
+    proof_of_work,
+    provisioning,
+    trust,
+)
 from veil.client import pending as pending_store
 from veil.client.api import Api, given
 from veil.client.attachments import UPLOAD_KIND, Attachments, Progress
@@ -116,7 +125,7 @@ class Client(Chat):
                  transport: Transport | None = None) -> None:
         self._store = store
         self._identity = identity
-        self._api = Api(me.server, proxy, transport)
+        self._api = Api(me.server, proxy, transport, pin=me.tls_pin or None)
         self._api.set_credentials(me.account, me.device_id, me.token)
         self._hub = EventHub()
         self._ctx = Context(store, identity, self._api, clock or now_ms,
@@ -145,7 +154,8 @@ class Client(Chat):
         self._home_lock: home_lock.HomeLock | None = None   # set by open and register
         # Attachments (veil.client.attachments): uploads beside the API, downloads on
         # connections of their own.
-        self._blob_http = BlobHttp(me.server, self._api.authorization, proxy)
+        self._blob_http = BlobHttp(me.server, self._api.authorization, proxy,
+                                   pin=me.tls_pin or None)
         self._attachments = Attachments(store, self._blob_http)
         self._outbox.attachments = self._attachments
         self._typing_sent: dict[str, int] = {}
@@ -161,20 +171,23 @@ class Client(Chat):
                        passphrase: str | None = None, invite: str | None = None,
                        kdf: KdfParams = DEFAULT_KDF, proxy: str | None = None,
                        trust_root: str | None = None, clock: Clock | None = None,
-                       transport: Transport | None = None) -> Client:
+                       transport: Transport | None = None, pin: str | None = None) -> Client:
         """Create an identity in ``home`` and register it with ``server``.
 
         ``trust_root`` is the fingerprint of the server's sealed-sender trust root as
         its operator handed it out: registration is refused (before anything is sent)
-        when the server presents another root."""
+        when the server presents another root. ``pin`` is the SHA-256 fingerprint of
+        the server's TLS certificate (an https server; veil.client.pinning): kept with
+        the URL, every connection to the server checks it, this registration first."""
         clock = clock or now_ms
+        tls_pin = pinning.pin_for(server, pin)
         pinned = trust.parse_fingerprint(trust_root) if trust_root is not None else None
         identity = keys.IdentityKeyPair.generate()
         prekeys = core_prekeys.PreKeys.generate(identity, one_time=prekey_store.ONE_TIME_BATCH,
                                                 now_ms=clock())
         profile_key, token = os.urandom(32), os.urandom(32)
         registration_id = random.SystemRandom().randint(1, (1 << 31) - 1)
-        api = Api(server, proxy, transport)
+        api = Api(server, proxy, transport, pin=tls_pin or None)
         try:
             root_answer = await api.call("GET", "/v1/certificate/trust_root", rs.TrustRoot,
                                          auth=False)
@@ -195,14 +208,15 @@ class Client(Chat):
                 one_time_prekeys=upload.one_time_prekeys,
                 one_time_kem_prekeys=upload.one_time_kem_prekeys,
             )
-            result = await api.call("POST", "/v1/accounts", rs.Registered, body, auth=False)
+            # A server in registration mode "pow" asks for a solved challenge first.
+            result = await proof_of_work.register(api, body)
         finally:
             if transport is None:            # an injected transport is the caller's
                 await api.close()
         account, device_id = result.account_id, result.device_id
         me = SelfRecord(server, account, device_id, token,
                         username.lower() if username else None, profile_key, registration_id,
-                        root, min_key_id)
+                        root, min_key_id, tls_pin)
         client = cls._create_home(home, passphrase, kdf, me, identity, prekeys, proxy, clock,
                                   transport)
         # The first device approves itself (docs/devices.md); retried on connect.
@@ -235,13 +249,15 @@ class Client(Chat):
     @classmethod
     async def begin_link(cls, home: Path, server: str, *, passphrase: str | None = None,
                          kdf: KdfParams = DEFAULT_KDF, proxy: str | None = None,
-                         clock: Clock | None = None,
-                         transport: Transport | None = None) -> PendingLink:
+                         clock: Clock | None = None, transport: Transport | None = None,
+                         pin: str | None = None) -> PendingLink:
         """Start linking this (new) device to an existing account (docs/devices.md).
 
         Show ``link.code`` (or ``link.qr_payload``) to the person; on a device of the
         account they run ``approve_device(code)``; ``await link.finish()`` then returns
-        the opened client with the account's identity, contacts and recent history."""
+        the opened client with the account's identity, contacts and recent history.
+        ``pin``: the server's TLS certificate, as for :meth:`register`."""
+        tls_pin = pinning.pin_for(server, pin)
         if Store.exists(home):
             raise AlreadyInitialised(f"{home} holds an identity already")
         tick = clock or now_ms
@@ -251,14 +267,14 @@ class Client(Chat):
             prekeys = core_prekeys.PreKeys.generate(
                 identity, one_time=prekey_store.ONE_TIME_BATCH, now_ms=tick())
             token = provisioning.new_token()
-            me = dataclasses.replace(given.me, token=token)
+            me = dataclasses.replace(given.me, token=token, tls_pin=tls_pin)
             await cls._register_linked(me, identity, given.approval, prekeys, proxy,
                                        transport)
             client = cls._create_home(home, passphrase, kdf, me, identity, prekeys, proxy,
                                       tick, transport, fill)
             await client._groups.key_packages.run_quietly()   # so it can join groups
             return client
-        api = Api(server, proxy, transport)
+        api = Api(server, proxy, transport, pin=tls_pin or None)
         try:
             return await provisioning.begin(api, server, make, owns_api=transport is None)
         except BaseException:
@@ -270,7 +286,7 @@ class Client(Chat):
     async def _register_linked(me: SelfRecord, identity: keys.IdentityKeyPair,
                                approval: bytes, prekeys: core_prekeys.PreKeys,
                                proxy: str | None, transport: Transport | None) -> None:
-        api = Api(me.server, proxy, transport)
+        api = Api(me.server, proxy, transport, pin=me.tls_pin or None)
         try:
             root = await api.call("GET", "/v1/certificate/trust_root", rs.TrustRoot,
                                   auth=False)

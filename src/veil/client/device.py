@@ -31,6 +31,7 @@ class DeviceInfo:
     username: str | None
     trust_root: bytes
     min_server_key_id: int
+    tls_pin: str = ""          # the server's pinned TLS certificate (hex), "" for none
 
 
 class DeviceState:
@@ -47,7 +48,7 @@ class DeviceState:
     def info(self) -> DeviceInfo:
         r = self._record
         return DeviceInfo(r.server, r.account, r.device_id, r.username, r.trust_root,
-                          r.min_server_key_id)
+                          r.min_server_key_id, r.tls_pin)
 
     def min_server_key_id(self) -> int:
         return trust.min_server_key_id(self._store, self._record)

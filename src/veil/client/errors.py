@@ -48,6 +48,21 @@ class SealedRefused(ServerUnreachable):
     code = "sealed_refused"
 
 
+class CertificateMismatch(ServerUnreachable):
+    """The server's TLS certificate is not the one pinned with its URL (``veil init
+    --pin``, veil.client.pinning): another server, or someone in between. Nothing was
+    sent; like any unreachable server, what waits in the outbox stays there."""
+
+    code = "certificate_mismatch"
+
+
+class CertificateUntrusted(ServerUnreachable):
+    """No pin, and the system's certificate authorities do not vouch for the server's
+    TLS certificate (a self-signed server must be pinned)."""
+
+    code = "certificate_untrusted"
+
+
 class ServerRejected(ClientError):
     """The server answered with an error: its stable code and message are kept."""
 
@@ -161,6 +176,8 @@ __all__ = [
     "AttachmentError",
     "AttachmentRefused",
     "AttachmentTooLarge",
+    "CertificateMismatch",
+    "CertificateUntrusted",
     "ClientError",
     "CorruptStore",
     "FileChanged",

@@ -37,6 +37,9 @@ class SelfRecord:
     # The lowest server key id the root still vouches for (veil.client.trust); stores
     # written before revocation existed have none and start at 0.
     min_server_key_id: int = 0
+    # The SHA-256 of the server's TLS certificate, hex, pinned with the URL (``veil init
+    # --pin``, veil.client.pinning); "" for none (CA verification), as in older stores.
+    tls_pin: str = ""
 
     def encode(self) -> bytes:
         body = asdict(self)

@@ -17,6 +17,11 @@ requests are not linked to each other either. Through a SOCKS5 proxy without
 credentials, each sealed request also presents its own random SOCKS username and
 password: Tor (``IsolateSOCKSAuth``, its default) then puts it on its own circuit.
 What the pools cannot hide is the client's network address, without such a proxy.
+
+With a pinned certificate (``pin``, :mod:`veil.client.pinning`) every request and the
+WebSocket, on both pools, accept only that certificate; a refused one is
+:class:`~veil.client.errors.CertificateMismatch` (or ``CertificateUntrusted`` without a
+pin), never a plain ``ServerUnreachable``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import aiohttp
 from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
 from veil.client.errors import ServerRejected, ServerUnreachable
+from veil.client.pinning import certificate_error, tls_check
 
 _PROXY_ERRORS = (ProxyConnectionError, ProxyError, ProxyTimeoutError)
 
@@ -89,10 +95,12 @@ class _AiohttpSocket:
 class AiohttpTransport:
     """The default transport, through ``proxy`` (socks5://) if set: a keep-alive aiohttp
     session for authenticated requests and WebSockets, and a separate one, a new
-    connection each time, for sealed requests."""
+    connection each time, for sealed requests. ``pin``: the server certificate's SHA-256
+    (hex), checked on every connection of both."""
 
-    def __init__(self, proxy: str | None = None) -> None:
+    def __init__(self, proxy: str | None = None, pin: str | None = None) -> None:
         self._proxy = proxy
+        self._ssl = tls_check(pin)
         self._session: aiohttp.ClientSession | None = None
         self._sealed_session: aiohttp.ClientSession | None = None
 
@@ -151,14 +159,14 @@ class AiohttpTransport:
     async def _request(self, session: aiohttp.ClientSession, method: str, url: str,
                        body: Any, headers: dict[str, str]) -> tuple[int, Any]:
         try:
-            async with session.request(method, url, json=body, headers=headers) as resp:
+            async with session.request(method, url, json=body, headers=headers,
+                                       ssl=self._ssl) as resp:
                 status, text = resp.status, await resp.text()
         except _PROXY_ERRORS as exc:
             raise ServerUnreachable(f"the proxy failed to reach {_origin(url)} "
                                     f"({type(exc).__name__})") from None
         except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
-            raise ServerUnreachable(f"cannot reach the server at {_origin(url)} "
-                                    f"({type(exc).__name__})") from None
+            raise _unreachable(exc, url) from None
         if not text:
             return status, None
         try:
@@ -172,13 +180,18 @@ class AiohttpTransport:
         session = await self._http()
         try:
             ws = await session.ws_connect(url, headers=headers, heartbeat=30,
-                                          max_msg_size=MAX_FRAME)
+                                          max_msg_size=MAX_FRAME, ssl=self._ssl)
         except aiohttp.WSServerHandshakeError as exc:
             raise ServerRejected(exc.status, "websocket_refused", exc.message) from None
         except (*_PROXY_ERRORS, TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
-            raise ServerUnreachable(f"cannot reach the server at {_origin(url)} "
-                                    f"({type(exc).__name__})") from None
+            raise _unreachable(exc, url) from None
         return _AiohttpSocket(ws)
+
+
+def _unreachable(exc: BaseException, url: str) -> ServerUnreachable:
+    """A refused certificate as its own error; any other failure as it is."""
+    return certificate_error(exc, _origin(url)) or ServerUnreachable(
+        f"cannot reach the server at {_origin(url)} ({type(exc).__name__})")
 
 
 def _origin(url: str) -> str:

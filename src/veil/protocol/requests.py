@@ -31,6 +31,7 @@ __all__ = [
     "OneTimeKemPrekey",
     "OneTimePrekey",
     "PrekeyUpload",
+    "ProofOfWork",
     "ProvisioningOpen",
     "ProvisioningPost",
     "Registration",
@@ -88,6 +89,11 @@ Invite = Annotated[str, Meta(pattern="^[0-9a-f]{8,128}$", max_length=128,
                              description="invite token (invite-only servers)")]
 UsernameInput = Annotated[str, Meta(pattern="^[A-Za-z0-9_]{3,32}$", max_length=32,
                                     description="unique username, case-insensitive")]
+PowChallengeText = Annotated[str, Meta(pattern="^[A-Za-z0-9_.-]{1,200}$", max_length=200,
+                                       description="the challenge as the server gave it")]
+PowNonce = Annotated[str, Meta(pattern="^[0-9]{1,64}$", max_length=64,
+                               description="decimal nonce: SHA-256(challenge ':' nonce) "
+                                           "starts with the challenge's zero bits")]
 
 
 class Request(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True,
@@ -117,6 +123,13 @@ class PrekeyUpload(Request, kw_only=True, frozen=True):
         | UnsetType = UNSET
 
 
+class ProofOfWork(Request, kw_only=True, frozen=True):
+    """A solved registration challenge (``GET /v1/accounts/challenge``; issue 13 §2)."""
+
+    challenge: PowChallengeText
+    nonce: PowNonce
+
+
 class Registration(PrekeyUpload, kw_only=True, frozen=True):
     """A new account with its first device (and, optionally, its first prekeys)."""
 
@@ -127,6 +140,8 @@ class Registration(PrekeyUpload, kw_only=True, frozen=True):
     access_key: AccessKey | UnsetType = UNSET
     unrestricted_sealed: bool | UnsetType = UNSET
     invite: Invite | UnsetType = UNSET
+    # Servers in registration mode "pow" ask for it; others ignore it.
+    proof_of_work: ProofOfWork | UnsetType = UNSET
 
 
 class UsernameRequest(Request, kw_only=True, frozen=True):

@@ -55,6 +55,7 @@ __all__ = [
     "MlsDeviceKeyPackage",
     "MlsKeyPackages",
     "OneTimeKey",
+    "PowChallenge",
     "PrekeyStatus",
     "ProvisioningChannel",
     "ProvisioningKey",
@@ -193,6 +194,17 @@ class SenderCertificate(Response, kw_only=True, frozen=True):
     # Servers before the key statements (issue 8) sent none: the client then keeps the
     # statement it has.
     key_statement: Document | UnsetType = UNSET
+
+
+class PowChallenge(Response, kw_only=True, frozen=True):
+    """A registration challenge (issue 13 §2): find a decimal nonce such that
+    SHA-256(challenge ":" nonce) starts with ``bits`` zero bits."""
+
+    challenge: Annotated[str, Meta(max_length=200)]
+    bits: Annotated[int, Meta(ge=1, le=32)]
+    algorithm: Literal["sha256"]
+    expires_in_s: Count
+    required: bool  # whether this server's registration asks for it
 
 
 class TrustRoot(Response, kw_only=True, frozen=True):

@@ -1,6 +1,8 @@
 """``python -m veil.server``: the server without the ``veil`` command-line tool.
 
     python -m veil.server [--data DIR] [--host H] [--port P] [--config FILE]
+                          [--tls-cert FILE --tls-key FILE | --tls self-signed]
+                          [--insecure-public]
     python -m veil.server [--data DIR] [--config FILE] invite [--count N] [--hours H]
     python -m veil.server [--data DIR] [--config FILE] backup --out FILE
     python -m veil.server restore --from FILE --data DIR
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from veil.core.errors import VeilError
 from veil.server.backup import backup, restore
-from veil.server.config import load_config
+from veil.server.config import ServerConfig, load_config
 from veil.server.runner import mint_invites, run
 
 
@@ -33,6 +35,23 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def tls_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace
+                  ) -> dict[str, object]:
+    """The TLS flags over the config file's ``tls_*`` keys (as ``veil server`` does)."""
+    out: dict[str, object] = {}
+    if args.tls is not None:
+        if args.tls_cert is not None or args.tls_key is not None:
+            parser.error("give either --tls self-signed or --tls-cert/--tls-key, not both")
+        out.update(tls_self_signed=True, tls_cert="", tls_key="")
+    elif args.tls_cert is not None or args.tls_key is not None:
+        if args.tls_cert is None or args.tls_key is None:
+            parser.error("--tls-cert and --tls-key go together")
+        out.update(tls_cert=args.tls_cert, tls_key=args.tls_key, tls_self_signed=False)
+    if args.insecure_public:
+        out["insecure_public"] = True
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m veil.server",
                                      description="Run the Veil server.")
@@ -40,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8470)")
     parser.add_argument("--config", help="TOML file overriding the embedded defaults")
+    parser.add_argument("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for HTTPS")
+    parser.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
+    parser.add_argument("--tls", choices=["self-signed"],
+                        help="make and keep a self-signed certificate under DATA/tls")
+    parser.add_argument("--insecure-public", action="store_true",
+                        help="serve plain HTTP on a non-loopback address")
     commands = parser.add_subparsers(dest="command")
     invite = commands.add_parser("invite", help="mint single-use invite tokens")
     invite.add_argument("--count", type=_bounded(1, 1000), default=1)
@@ -56,8 +81,14 @@ def main(argv: list[str] | None = None) -> int:
             for line in restore(Path(args.source), Path(args.data)).lines:
                 print(line)
             return 0
-        config = load_config(Path(args.config) if args.config else None, data_dir=args.data,
-                             host=args.host, port=args.port)
+        overrides = tls_overrides(parser, args)
+
+        def read_config() -> ServerConfig:  # again on SIGHUP: the same file and flags
+            return load_config(Path(args.config) if args.config else None,
+                               data_dir=args.data, host=args.host, port=args.port,
+                               **overrides)
+
+        config = read_config()
         if args.command == "backup":
             for line in backup(config, Path(args.out)).lines:
                 print(line)
@@ -65,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             for token in asyncio.run(mint_invites(config, args.count, args.hours)):
                 print(token)
         else:
-            run(config, announce=lambda line: print(line, flush=True))
+            run(config, announce=lambda line: print(line, flush=True),
+                reload_config=read_config)
     except VeilError as exc:
         print(f"veil: {exc}", file=sys.stderr)
         return 1

@@ -16,8 +16,17 @@ from typing import Any
 from veil.core.attachments import ciphertext_length
 from veil.protocol import Limits
 from veil.server.errors import ConfigError
+from veil.server.protection.settings import (
+    SECTIONS,
+    AdminSettings,
+    AuditSettings,
+    LimitSettings,
+    NetworkSettings,
+    RuleSettings,
+    WebhookSettings,
+)
 
-REGISTRATION_MODES = ("open", "invite")
+REGISTRATION_MODES = ("open", "invite", "pow")
 SYNCHRONOUS_MODES = ("full", "normal")
 
 
@@ -125,6 +134,20 @@ class ServerConfig:
     blob_upload_ttl_s: int = 24 * 3600
     blob_idle_timeout_s: int = 60
     # --- end of attachments' blobs ---
+    # TLS 1.3 on the listener (docs/operations.md): a certificate and key in PEM files,
+    # or tls_self_signed, which makes one under data_dir/tls and keeps it. Without TLS
+    # the server listens only on loopback unless insecure_public is set.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_self_signed: bool = False
+    insecure_public: bool = False
+    # The protection layers, one TOML section each (protection/settings.py).
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    rules: RuleSettings = field(default_factory=RuleSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
 
     def __post_init__(self) -> None:
         if self.registration not in REGISTRATION_MODES:
@@ -152,6 +175,10 @@ class ServerConfig:
             raise ConfigError("expiry_interval_s must be positive")
         if self.max_ws_frame_bytes < self.max_envelope_bytes:
             raise ConfigError("max_ws_frame_bytes must be at least max_envelope_bytes")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together")
+        if self.tls_cert and self.tls_self_signed:
+            raise ConfigError("give tls_cert and tls_key or tls_self_signed, not both")
         if self.max_queued_bytes_per_account < self.max_envelope_bytes:
             # Otherwise a recipient could not be sent one full-size envelope at all.
             raise ConfigError("max_queued_bytes_per_account must be at least "
@@ -192,17 +219,54 @@ def load_config(path: Path | None = None, **overrides: Any) -> ServerConfig:
         values["data_dir"] = Path(values["data_dir"])
     try:
         return ServerConfig(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
 
 
-def _check(raw: dict[str, Any]) -> dict[str, Any]:
-    known = {f.name: f.type for f in fields(ServerConfig)}
+def _section(name: str, raw: Any) -> Any:
+    """A ``[name]`` table as its settings class (protection/settings.py)."""
+    cls = SECTIONS[name]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key {name!r} must be a table ([{name}])")
+    return cls(**_check(raw, cls, f"{name}."))
+
+
+def _typed_list(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key {key!r} must be a list of strings")
+    return tuple(value)
+
+
+def _typed_table(key: str, value: Any, item: type) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key {key!r} must be a table")
+    out: dict[str, Any] = {}
+    for name, v in value.items():
+        if item is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, item) or isinstance(v, bool):
+            raise ConfigError(f"config key {key}.{name} must be of type {item.__name__}")
+        out[name] = v
+    return out
+
+
+def _check(raw: dict[str, Any], cls: type = ServerConfig, prefix: str = "") -> dict[str, Any]:
+    known = {f.name: f.type for f in fields(cls)}
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in known:
-            raise ConfigError(f"unknown config key {key!r}")
+            raise ConfigError(f"unknown config key {prefix + key!r}")
         type_name = str(known[key])
+        if not prefix and key in SECTIONS:
+            out[key] = _section(key, value)
+            continue
+        if type_name == "tuple[str, ...]":
+            out[key] = _typed_list(prefix + key, value)
+            continue
+        if type_name.startswith("dict[str, "):
+            out[key] = _typed_table(prefix + key, value,
+                                    _TYPES[type_name.removeprefix("dict[str, ")[:-1]])
+            continue
         if type_name == "Path":
             if not isinstance(value, str):
                 raise ConfigError(f"config key {key!r} must be a string path")
@@ -214,7 +278,7 @@ def _check(raw: dict[str, Any]) -> dict[str, Any]:
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 ok, value = True, float(value)
             if not ok:
-                raise ConfigError(f"config key {key!r} must be of type {type_name}")
+                raise ConfigError(f"config key {prefix + key!r} must be of type {type_name}")
         out[key] = value
     return out
 

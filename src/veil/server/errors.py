@@ -8,6 +8,7 @@ layer renders ``{"error": {"code": ..., "message": ..., "details"?: {...}}}``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from veil.core.errors import VeilError
@@ -355,11 +356,66 @@ class RangeNotSatisfiable(ServerError):
 # --- end of attachments' blobs ---------------------------------------------------------
 
 
+# --- protection layers (issue 13 §2) --------------------------------------------------
+def _whole_seconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds))
+
+
+class RateLimited(ServerError):
+    """A token bucket of the application layer is empty: retry after ``retry_after``
+    seconds (also the ``Retry-After`` header; a WebSocket gets an error frame)."""
+
+    code = "rate_limited"
+    status = 429
+    retry_after: int = 1
+
+    @classmethod
+    def after(cls, seconds: float, limit_class: str) -> RateLimited:
+        wait = _whole_seconds(seconds)
+        exc = cls(f"too many requests; retry after {wait} s",
+                  {"retry_after": wait, "limit": limit_class})
+        exc.retry_after = wait
+        return exc
+
+
+class Blocked(Forbidden):
+    """The client's address is blocked for a while by the detection layer."""
+
+    code = "blocked"
+    retry_after: int = 1
+
+    @classmethod
+    def after(cls, seconds: float) -> Blocked:
+        wait = _whole_seconds(seconds)
+        exc = cls(f"this address is blocked; retry after {wait} s", {"retry_after": wait})
+        exc.retry_after = wait
+        return exc
+
+
+class ProofOfWorkRequired(Forbidden):
+    """Registration on this server needs a solved challenge (GET /v1/accounts/challenge)."""
+
+    code = "proof_of_work_required"
+
+
+class InvalidProofOfWork(Forbidden):
+    """The registration's proof of work is wrong, expired, or used already."""
+
+    code = "invalid_proof_of_work"
+
+
 class TooManyConnections(ServerError):
     """The server holds its maximum number of WebSocket connections."""
 
     code = "too_many_connections"
     status = 503
+
+
+class RequestTimeout(ServerError):
+    """The request's body did not arrive within ``network.body_timeout_s``."""
+
+    code = "request_timeout"
+    status = 408
 
 
 class DataDirectoryInUse(ServerError):
@@ -396,16 +452,50 @@ class RestoreTargetNotEmpty(BackupError):
     code = "restore_target_not_empty"
 
 
+# --- the admin listener (issue 13 §4; server/admin/) -------------------------------------
+
+
+class InvalidAdminToken(Unauthorized):
+    """The admin API was called without the admin token (DATA/admin/token) or with
+    another, or the dashboard session has ended."""
+
+    code = "invalid_admin_token"
+
+
+class CsrfRefused(Forbidden):
+    """A dashboard request that changes something came without its session's CSRF
+    header, or from another origin."""
+
+    code = "csrf_refused"
+
+
+class AdminBlockNotFound(NotFound):
+    """No block in force has that id (it expired, or was lifted already)."""
+
+    code = "block_not_found"
+
+
+class NotAvailable(ServerError):
+    """The protection layer an admin operation needs is not part of this server."""
+
+    code = "not_available"
+    status = 503
+# --- end of the admin listener ----------------------------------------------------------
+
+
 __all__ = [
     "AccountNotFound",
+    "AdminBlockNotFound",
     "BackupError",
     "BadRequest",
     "BlobNotFound",
     "BlobQuotaExceeded",
     "BlobTooLarge",
+    "Blocked",
     "ChannelNotFound",
     "ChannelUsed",
     "ConfigError",
+    "CsrfRefused",
     "DataDirectoryInUse",
     "DatabaseTooNew",
     "DeviceIdTaken",
@@ -417,24 +507,30 @@ __all__ = [
     "GroupNotFound",
     "GroupQuotaExceeded",
     "InvalidAccessKey",
+    "InvalidAdminToken",
     "InvalidApproval",
     "InvalidBackup",
     "InvalidBlobToken",
     "InvalidCapability",
     "InvalidInvite",
     "InvalidJson",
+    "InvalidProofOfWork",
     "LastDevice",
     "LimitExceeded",
     "MessageNotFound",
     "MethodNotAllowed",
     "MismatchedDevices",
     "NotAServerDirectory",
+    "NotAvailable",
     "NotFound",
     "PayloadTooLarge",
+    "ProofOfWorkRequired",
     "QueueFull",
     "QueueQuotaExceeded",
     "RangeNotSatisfiable",
+    "RateLimited",
     "RegistrationClosed",
+    "RequestTimeout",
     "RestoreTargetNotEmpty",
     "ServerError",
     "StorageError",

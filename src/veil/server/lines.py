@@ -21,6 +21,19 @@ LINES: Final[dict[str, str]] = {
     "this server key can never be rotated or revoked (for a lasting deployment see "
     "'veil server keys --help')",
     "api_docs": "API docs: {url}/docs",
+    # The admin listener (server/admin/): metrics, health, dashboard, admin API.
+    "admin": "admin: {url} — metrics at /metrics (dashboard {url}/admin/, token in {token})",
+    # TLS on the listener (server/tls.py, issue 13 §1).
+    "tls_generated": "made a new self-signed TLS certificate in {path}",
+    "tls_self_signed": "TLS 1.3 with the self-signed certificate {path} (valid until "
+    "{expires}); clients pin its SHA-256 fingerprint {fingerprint}",
+    "tls_certificate": "TLS 1.3 with the certificate {path} (valid until {expires}, "
+    "SHA-256 fingerprint {fingerprint})",
+    "connect_pinned": "connect a client with: veil init --server {url} --pin {pin} "
+    "--trust-root {fingerprint}",
+    "plain_public": "WARNING: serving plain HTTP WITHOUT TLS on {host} (--insecure-public): "
+    "account tokens and traffic cross the network readable by anyone on the path; use "
+    "this only behind a proxy that terminates TLS",
     "backup_written": "backup written to {path} ({size}, mode 0600: it holds the server's "
     "signing key; keep it private)",
     "backup_postgres": "storage is PostgreSQL: this archive holds the key files only; back "

@@ -29,15 +29,18 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from veil.protocol import Codec
+from veil.server.admin import AdminListener, start_admin
 from veil.server.blobs import BLOBS_DIR, BlobLimits, FileBlobStore, run_blob_expiry
 from veil.server.bus import InProcessBus
 from veil.server.certificates import CertificateAuthority
 from veil.server.config import ServerConfig
 from veil.server.datadir_lock import DataDirectoryLock
-from veil.server.errors import ConfigError, NotAServerDirectory
+from veil.server.errors import ConfigError, NotAServerDirectory, ServerError
 from veil.server.http.app import create_app
 from veil.server.http.context import Context
 from veil.server.lines import Line, line
+from veil.server.protection.connections import GuardedSite
+from veil.server.protection.facade import open_protection
 from veil.server.services.accounts import AccountService
 from veil.server.services.devices import DeviceService
 from veil.server.services.groups import GroupService
@@ -46,6 +49,7 @@ from veil.server.services.keys import KeyService
 from veil.server.services.messages import MessageService
 from veil.server.services.retention import RetentionService, run_retention
 from veil.server.storage import DATABASE_FILE, storage_for
+from veil.server.tls import ServerTls, check_listener, plain_public, server_tls
 
 log = logging.getLogger("veil.server")
 LOG_FILE = "logs/server.log"
@@ -54,8 +58,14 @@ LOG_FILE = "logs/server.log"
 def event_loop_factory(
     config: ServerConfig,
 ) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed and enabled (about twice the throughput), else asyncio's."""
-    if not config.use_uvloop:
+    """uvloop when installed and enabled (about twice the throughput), else asyncio's.
+
+    Not with TLS: the guarded listener admits a socket before its handshake and then
+    upgrades it with loop.start_tls (protection/connections.py), and uvloop's
+    server-side start_tls loses handshakes under concurrency (20 at once: nearly all
+    reset; asyncio's loop serves every one, and so does uvloop's own ``ssl=`` listener,
+    which would admit only after the handshake)."""
+    if not config.use_uvloop or config.tls_cert or config.tls_self_signed:
         return None
     try:
         import uvloop
@@ -167,6 +177,8 @@ class RunningServer:
     # the space they held), stopped before storage closes.
     expiry: asyncio.Task[None] | None = None
     blob_expiry: asyncio.Task[None] | None = None  # attachments' blobs (blobs/files.py)
+    tls: ServerTls | None = None  # the listener's certificate (server/tls.py), if any
+    admin: AdminListener | None = None  # metrics, health, admin API (server/admin/)
 
     async def close(self) -> None:
         try:
@@ -177,7 +189,10 @@ class RunningServer:
                     job.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await job
+            if self.admin is not None:  # first: ends the dashboards' live streams
+                await self.admin.close()
             await self.runner.cleanup()
+            await self.context.protection.close()
             await self.context.storage.close()
         finally:
             if self.lock is not None:
@@ -200,6 +215,12 @@ async def build_context(
         raise
     bus = InProcessBus()
     accounts = AccountService(storage, config, clock_ms)
+    try:
+        protection = await open_protection(config, storage, clock_ms=clock_ms)
+    except BaseException:
+        await blobs.close()
+        await storage.close()
+        raise
     return Context(
         config=config,
         storage=storage,
@@ -209,10 +230,12 @@ async def build_context(
         messages=MessageService(storage, bus, config, clock_ms),
         groups=GroupService(storage, bus, config, clock_ms),
         key_packages=KeyPackageService(storage, bus, config, clock_ms),
-        devices=DeviceService(storage, bus, accounts, config, clock_ms),
+        devices=DeviceService(storage, bus, accounts, config, clock_ms,
+                              audit=protection.audit),
         ca=CertificateAuthority(config.data_dir, clock_ms()),
         codec=Codec(config.wire_limits()),
         clock_ms=clock_ms,
+        protection=protection,
         blobs=blobs,
     )
 
@@ -236,6 +259,8 @@ async def start(
 
 async def _start(config: ServerConfig, lock: DataDirectoryLock,
                  announce: Callable[[Line], None] | None = None) -> RunningServer:
+    check_listener(config)      # plain HTTP outside loopback: refused before anything
+    tls = server_tls(config)    # a bad certificate too (issue 13 §1)
     context = await build_context(config)
     try:
         runner = web.AppRunner(create_app(context), access_log=None, shutdown_timeout=2.0)
@@ -243,7 +268,11 @@ async def _start(config: ServerConfig, lock: DataDirectoryLock,
     except BaseException:
         await context.storage.close()
         raise
-    site = web.TCPSite(runner, config.host, config.port, backlog=4096, reuse_address=True)
+    # Every accepted socket passes the network layer's guard (caps, deny lists, blocks,
+    # slow and idle connections: protection/connections.py) before aiohttp sees it.
+    site = GuardedSite(runner, config.host, config.port, context.protection.connections,
+                       ssl_context=None if tls is None else tls.context,
+                       backlog=4096, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -262,14 +291,25 @@ async def _start(config: ServerConfig, lock: DataDirectoryLock,
     if context.blobs is not None:
         blob_expiry = asyncio.create_task(run_blob_expiry(context.blobs,
                                                           config.expiry_interval_s))
-    return RunningServer(context, runner, port, lock, expiry, blob_expiry)
+    running = RunningServer(context, runner, port, lock, expiry, blob_expiry, tls)
+    try:
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        running.admin = await start_admin(
+            context, f"{'https' if tls else 'http'}://{host}:{port}",
+            None if tls is None else tls.context)
+    except BaseException:
+        await running.close()
+        raise
+    return running
 
 
-def run(config: ServerConfig, announce: Callable[[Line], None] = print) -> None:
-    """Serve until SIGINT or SIGTERM (blocking), on uvloop when available."""
+def run(config: ServerConfig, announce: Callable[[Line], None] = print,
+        reload_config: Callable[[], ServerConfig] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (blocking), on uvloop when available.
+    ``reload_config`` reads the configuration again (SIGHUP, ``veil admin reload``)."""
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(config)) as runner:
-            runner.run(serve(config, announce))
+            runner.run(serve(config, announce, reload_config))
     except KeyboardInterrupt:
         pass
 
@@ -309,8 +349,19 @@ async def mint_invites(config: ServerConfig, count: int, hours: int) -> list[str
         await storage.close()
 
 
-async def serve(config: ServerConfig, announce: Callable[[Line], None] = print) -> None:
+def announce_tls(tls: ServerTls, announce: Callable[[Line], None]) -> None:
+    """The certificate's fingerprint (what clients pin) and how long it lasts."""
+    expires = tls.not_after.date().isoformat()
+    if tls.generated:
+        announce(line("tls_generated", path=tls.cert_path))
+    key = "tls_self_signed" if tls.self_signed else "tls_certificate"
+    announce(line(key, fingerprint=tls.fingerprint, path=tls.cert_path, expires=expires))
+
+
+async def serve(config: ServerConfig, announce: Callable[[Line], None] = print,
+                reload_config: Callable[[], ServerConfig] | None = None) -> None:
     log_level(config)  # a bad level is refused before anything is touched
+    check_listener(config)  # and plain HTTP on a public address (issue 13 §1)
     # The lock first: a second process must not even open (and rotate) the log file.
     lock = DataDirectoryLock.acquire(config.data_dir)
     try:
@@ -323,14 +374,29 @@ async def serve(config: ServerConfig, announce: Callable[[Line], None] = print) 
     # collector's way, so full collections stay short under load.
     gc.collect()
     gc.freeze()
-    url = f"http://{config.host}:{running.port}"
+    tls = running.tls
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    url = f"{'https' if tls else 'http'}://{host}:{running.port}"
     announce(line("listening", url=url, data=config.data_dir))
+    if tls is not None:
+        announce_tls(tls, announce)
+    elif plain_public(config):
+        announce(line("plain_public", host=config.host or "*"))
+        log.warning("serving plain HTTP without TLS on a public address "
+                    "(insecure_public): credentials cross the network readable")
     ca = running.context.ca
     announce(line("trust_root", fingerprint=ca.fingerprint, key_id=ca.key_id))
-    announce(line("connect", url=url, fingerprint=ca.fingerprint))
+    if tls is not None and tls.self_signed:
+        announce(line("connect_pinned", url=url, fingerprint=ca.fingerprint,
+                      pin=tls.fingerprint))
+    else:
+        announce(line("connect", url=url, fingerprint=ca.fingerprint))
     if ca.generated_root:
         announce(line("throwaway_root"))
     announce(line("api_docs", url=url))
+    if running.admin is not None:
+        announce(line("admin", url=running.admin.url,
+                      token=config.data_dir / "admin" / "token"))
     log.info("listening on port %d, registration %s", running.port, config.registration)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -338,6 +404,19 @@ async def serve(config: ServerConfig, announce: Callable[[Line], None] = print) 
         # Event loops without Unix signal support raise here; Ctrl-C still stops them.
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    protection = running.context.protection
+    protection.config_loader = reload_config
+
+    def hang_up() -> None:
+        # SIGHUP: the reloadable sections ([network], [rules]) from the file again; a
+        # bad file changes nothing and says why (issue 13 §1).
+        try:
+            protection.reload()
+        except ServerError as exc:
+            log.error("configuration not reloaded: %s", exc)
+
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, hang_up)
     try:
         await stop.wait()
     finally:

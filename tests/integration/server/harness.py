@@ -13,10 +13,12 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,16 +75,31 @@ def one_time_prekey(key_id: int) -> bytes:
     return OneTimePreKeyPublic(key_id, public).to_bytes()
 
 
+# The readiness probe of a TLS server checks only that it answers: pinning is the tests'.
+_PROBE_TLS = ssl.create_default_context()
+_PROBE_TLS.check_hostname = False
+_PROBE_TLS.verify_mode = ssl.CERT_NONE
+
+
 class ServerProcess:
-    def __init__(self, data_dir: Path, settings: dict[str, Any] | None = None) -> None:
+    """``args``: more command-line flags (e.g. ``["--tls", "self-signed"]``)."""
+
+    def __init__(self, data_dir: Path, settings: dict[str, Any] | None = None,
+                 args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.settings = settings or {}
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def tls(self) -> bool:
+        return bool({"--tls", "--tls-cert"} & set(self.args) or
+                    self.settings.get("tls_self_signed") or self.settings.get("tls_cert"))
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
         # The probed port is free when chosen but not reserved: another process may take
@@ -98,9 +115,8 @@ class ServerProcess:
         args = [sys.executable, "-m", "veil.server", "--data", str(self.data_dir),
                 "--port", str(self.port)]
         if self.settings:
-            cfg = self.data_dir.parent / f"{self.data_dir.name}.toml"
-            cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in self.settings.items()))
-            args += ["--config", str(cfg)]
+            args += ["--config", str(self.write_config())]
+        args += self.args
         log_path = self.data_dir.parent / f"{self.data_dir.name}.out"
         start_offset = log_path.stat().st_size if log_path.exists() else 0
         log = log_path.open("ab")
@@ -115,12 +131,40 @@ class ServerProcess:
                     return False
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {said[-500:]}")
             try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                with urllib.request.urlopen(self.url + "/health", timeout=1,
+                                            context=_PROBE_TLS if self.tls else None) as r:
                     if r.status == 200:
                         return True
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("server did not start")
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.toml"
+
+    def write_config(self) -> Path:
+        """``settings`` as TOML: flat keys, then each dict-valued one as a ``[section]``
+        table (its own dict values as inline tables)."""
+        def value(v: Any) -> str:
+            if isinstance(v, dict):
+                return "{" + ", ".join(f"{json.dumps(k)} = {value(x)}"
+                                       for k, x in v.items()) + "}"
+            return json.dumps(v)
+
+        flat = [f"{k} = {value(v)}\n" for k, v in self.settings.items()
+                if not isinstance(v, dict)]
+        tables = [f"[{k}]\n" + "".join(f"{json.dumps(n)} = {value(x)}\n" for n, x in v.items())
+                  for k, v in self.settings.items() if isinstance(v, dict)]
+        self.config_path.write_text("".join(flat) + "\n".join(tables))
+        return self.config_path
+
+    def reload(self, settings: dict[str, Any]) -> None:
+        """New settings in the config file, then SIGHUP (the server reloads it)."""
+        assert self.proc is not None
+        self.settings = settings
+        self.write_config()
+        self.proc.send_signal(signal.SIGHUP)
 
     def kill9(self) -> None:
         assert self.proc is not None

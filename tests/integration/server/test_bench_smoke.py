@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 
@@ -66,3 +68,29 @@ def test_protocol_bench_quick() -> None:
     for name in ("decode_send_frame", "decode_ack_frame", "decode_registration"):
         assert set(rows[name]["median_us"]) >= {"msgspec", "pydantic"}
         assert all(v > 0 for v in rows[name]["median_us"].values())
+
+
+ATTACK_KEYS = {"attack", "detected", "seconds_to_detect", "contained", "baseline_p99_ms",
+               "during_p99_ms", "p99_ratio", "lost"}
+
+
+@pytest.mark.slow
+def test_attack_bench_quick() -> None:
+    """bench/attack.py (issue 13 §6): one row per attack, each detected, and the
+    protection-overhead row. Timing targets are the full run's business, not CI's."""
+    out = subprocess.run([sys.executable, str(BENCH / "attack.py"), "--quick"],
+                         capture_output=True, text=True, timeout=280, check=True).stdout
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    attacks = {row["attack"]: row for row in rows if "attack" in row}
+    assert set(attacks) == {"registration_storm", "auth_bruteforce", "key_draining",
+                            "message_flood", "connection_flood", "slowloris",
+                            "malformed_storm"}
+    for name, row in attacks.items():
+        assert ATTACK_KEYS <= set(row), name
+        assert row["detected"] is True, row
+        assert isinstance(row["seconds_to_detect"], float | int), row
+        assert isinstance(row["contained"], bool) and isinstance(row["lost"], int), row
+        assert float(row["baseline_p99_ms"]) > 0 and float(row["during_p99_ms"]) > 0, row
+    overhead = [row for row in rows if row.get("workload") == "protection_overhead"]
+    assert len(overhead) == 1 and len(rows) == 8
+    assert float(overhead[0]["on_vs_off"]) > 0

@@ -367,7 +367,7 @@ async def test_a_schema_4_database_upgrades_and_its_old_envelopes_expire(raw: Ra
     storage = raw.storage()
     await storage.open()
     try:
-        assert await storage.schema_version() == SCHEMA_VERSION == 5
+        assert await storage.schema_version() == SCHEMA_VERSION >= 5
         (old,) = await storage.fetch_envelopes(ACCOUNT, 1, 10)
         assert old.body == b"queued before the upgrade" and old.ts == NOW
         assert await storage.expire_envelopes(before_ms=NOW + 1, limit=10) == EnvelopeExpiry(
@@ -378,7 +378,8 @@ async def test_a_schema_4_database_upgrades_and_its_old_envelopes_expire(raw: Ra
     description = await raw.describe()
     assert description["envelopes"]["indexes"]["envelopes_by_ts"] == (("ts",), False)
     rows = await raw.rows()
-    assert sorted(r["version"] for r in rows["schema_migrations"]) == [1, 2, 3, 4, 5]
+    assert sorted(r["version"] for r in rows["schema_migrations"]) == list(
+        range(1, SCHEMA_VERSION + 1))
     assert [r["compat_version"] for r in rows["schema_compat_version"]] == [
         migrations.SCHEMA_COMPAT_VERSION]
 

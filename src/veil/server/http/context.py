@@ -21,6 +21,7 @@ from veil.server.certificates import CertificateAuthority
 from veil.server.config import ServerConfig
 from veil.server.encoding import b64decode, parse_account_id, parse_device_id
 from veil.server.errors import BadRequest, ServerError, Unauthorized, ValidationFailed
+from veil.server.protection.facade import Protection
 from veil.server.services.accounts import AccountService
 from veil.server.services.devices import DeviceService
 from veil.server.services.groups import GroupService
@@ -49,6 +50,7 @@ class Context:
     ca: CertificateAuthority
     codec: Codec  # the wire formats, with this server's limits bound in
     clock_ms: Callable[[], int]
+    protection: Protection  # the protection layers (docs/protection.md)
     connections: int = 0  # every WebSocket, sealed ones included
     sealed_connections: int = 0
     blobs: BlobStore | None = None  # attachments (docs/attachments.md)

@@ -19,6 +19,7 @@ credentials are optional (``DEVICE_OR_ACCESS_KEY``) the path, then the credentia
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
@@ -36,6 +37,7 @@ from veil.server.errors import (
     InvalidBlobToken,
     InvalidJson,
     PayloadTooLarge,
+    RequestTimeout,
     ServerError,
     Unauthorized,
     ValidationFailed,
@@ -259,9 +261,18 @@ def blob_token(request: web.Request) -> bytes:
 
 
 async def _body(request: web.Request, body_type: type[Request], c: Context) -> Any:
-    """The body, decoded strictly as ``body_type``."""
+    """The body, decoded strictly as ``body_type``; one that does not arrive within
+    ``network.body_timeout_s`` is 408 ``request_timeout`` (issue 13 §1: slow bodies)."""
+    protection = getattr(c, "protection", None)
+    guard = getattr(protection, "connections", None)
+    timeout = (guard.network.settings if guard is not None else c.config.network).body_timeout_s
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        if guard is not None:
+            guard.body_timed_out(request)
+        raise RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"the body is larger than {c.config.max_body_bytes} bytes") from exc
     if not raw:

@@ -55,8 +55,14 @@ def _error_statuses(route: Route, has_body: bool) -> dict[int, str]:
         out[422] = "A path parameter out of range (validation_failed)"
     if has_body:
         out[413] = "The body is larger than max_body_bytes (payload_too_large)"
+        out[408] = "The body did not arrive within network.body_timeout_s " \
+                   "(request_timeout)"
         out[422] = "The body does not match the schema, or a field that matches it does " \
                    "not parse or verify (validation_failed, limit_exceeded)"
+    # The protection layers (issue 13 §2): every route is rate-limited, and a blocked
+    # address is refused; both answers carry Retry-After.
+    out[403] = "This address is blocked for a while (blocked; Retry-After)"
+    out[429] = "Too many requests (rate_limited; Retry-After, details.retry_after)"
     out[503] = "Storage unavailable or too many connections (storage_error, " \
                "too_many_connections)"
     return out

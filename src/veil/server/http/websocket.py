@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import itertools
 import logging
 import struct
 from functools import partial
@@ -85,6 +86,10 @@ from veil.server.errors import (
 )
 from veil.server.http.context import Context, error_detail
 from veil.server.http.endpoint import Call
+from veil.server.protection import events as ev
+from veil.server.protection.connections import ConnectionGuard
+from veil.server.protection.keyed import keyed_for
+from veil.server.protection.policy import protection_of, request_key
 from veil.server.services.messages import DeviceSender, Outgoing, SealedSender, Sender
 from veil.server.storage.base import DeviceRecord, StoredEnvelope
 
@@ -93,6 +98,7 @@ CLOSE_REPLACED = 4000
 CLOSE_REMOVED = 4001  # the device was unlinked (docs/devices.md)
 _CONGESTED_BYTES = 256 * 1024
 _TASKS: set[asyncio.Task[Any]] = set()
+_SOCKET_NUMBERS = itertools.count(1)
 _NO_IDS: Any = frozenset()
 _NO_GROUPS: Any = {}
 _INTERNAL_ERROR = rs.ErrorDetail(code="internal_error", message="internal error")
@@ -143,8 +149,8 @@ def _spawn(coro: Any) -> None:
 class _Socket(abc.ABC):
     """What both kinds of socket share: strict frames and bounded concurrent sends."""
 
-    __slots__ = ("c", "closed", "groups", "inflight", "outbox", "outbox_bytes",
-                 "slot", "transport", "ws")
+    __slots__ = ("c", "closed", "groups", "inflight", "number", "outbox", "outbox_bytes",
+                 "slot", "source", "transport", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, c: Context, request: web.Request) -> None:
         self.ws = ws
@@ -155,6 +161,10 @@ class _Socket(abc.ABC):
         self.slot: asyncio.Future[None] | None = None
         self.outbox: list[bytes] | None = None
         self.outbox_bytes = 0
+        # The client's address key: send frames are rate-limited per socket and per
+        # (source, recipient) (issue 13 §2).
+        self.source = request_key(protection_of(c), request)  # interned
+        self.number = 0  # this socket's bucket key, drawn at its first limited send
         # Group subscriptions: group id -> the epoch whose read capability was proved.
         # Idle sockets share one empty dict until they subscribe (memory per connection).
         self.groups: dict[bytes, int] = _NO_GROUPS
@@ -215,17 +225,43 @@ class _Socket(abc.ABC):
                 except PayloadTooLarge as exc:
                     await self.reject(WSCloseCode.MESSAGE_TOO_BIG, exc.message)
                 except (MalformedJson, InvalidFields, ValidationFailed) as exc:
+                    protection_of(self.c).events.emit(ev.MALFORMED, self.source,
+                                                  route="websocket")
                     await self.reject(WSCloseCode.POLICY_VIOLATION, exc.message)
                 except Exception:
                     # A bug, not the client's doing: this socket only, and say so.
                     log.exception("websocket frame handling failed")
                     await self.reject(WSCloseCode.INTERNAL_ERROR, "internal error")
             elif msg.type == WSMsgType.BINARY:
+                protection_of(self.c).events.emit(ev.MALFORMED, self.source,
+                                              route="websocket")
                 await self.reject(WSCloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
             else:
                 break  # close, error: aiohttp answers pings and closes itself
             if self.closed:
                 break
+
+    def limit_send(self, to: str) -> None:
+        """The send-frame buckets: per socket, per (source, recipient) and the source's
+        share of the recipient's queue, and per account on a device socket. Raises
+        RateLimited (answered with an error frame; the socket stays open)."""
+        source = self.source
+        protection = protection_of(self.c)
+        limits = protection.limits
+        if limits.is_exempt(source):
+            return
+        if self.number == 0:
+            self.number = next(_SOCKET_NUMBERS)  # never reused, unlike id()
+        keys = {"address": source, "socket": f"{source}#{self.number}",
+                "pair": f"{source}>{to}", "share": f"{source}>{to}"}
+        account = self.account_key()
+        if account is not None:
+            keys["account"] = account
+        limits.check("submit", **keys)
+        protection.events.emit(ev.MESSAGE_SUBMIT, source, target=keyed_for(protection, to))
+
+    def account_key(self) -> str | None:
+        return None
 
     @abc.abstractmethod
     async def on_frame(self, frame: SendFrame | AckFrame) -> None:
@@ -317,7 +353,9 @@ class _Socket(abc.ABC):
             raise ValidationFailed("too many unread replies; read the socket")
         await self.wait_for_slot()
         try:
-            stored = self.c.messages.submit_nowait(parse_account_id(frame.to), items, sender)
+            recipient = parse_account_id(frame.to)
+            self.limit_send(recipient.hex())
+            stored = self.c.messages.submit_nowait(recipient, items, sender)
         except ServerError as exc:
             self.send_text(_error_frame(frame.req, exc))
             return
@@ -377,6 +415,9 @@ class DeviceConnection(_Socket):
             if frame.access_key is not UNSET:
                 raise ValidationFailed("access_key belongs on the sealed socket")
             await self.start_send(frame, DeviceSender(self.account_id, self.device_id))
+
+    def account_key(self) -> str | None:
+        return self.account_id.hex()
 
     def _mark_sent(self, id_: int) -> None:
         if self.sent is _NO_IDS:
@@ -502,8 +543,11 @@ def _prepare(request: web.Request, c: Context, *, sealed: bool = False) -> web.W
         # Sealed sockets need no credentials: their own, smaller cap keeps strangers
         # from taking the slots of registered devices.
         raise TooManyConnections("the server holds its maximum number of sealed connections")
+    # Device sockets are pinged (a vanished peer is closed); sealed ones have their
+    # idle timeout and lifetime instead.
     return _WebSocket(
-        max_msg_size=c.config.max_ws_frame_bytes, compress=False, autoping=True
+        max_msg_size=c.config.max_ws_frame_bytes, compress=False, autoping=True,
+        heartbeat=None if sealed else c.config.network.websocket_heartbeat_s,
     )
 
 
@@ -538,36 +582,60 @@ async def _close_device_socket(c: Context, conn: DeviceConnection) -> None:
     await c.bus.unsubscribe((conn.account_id, conn.device_id), conn)
 
 
+def _guard(c: Context) -> ConnectionGuard | None:
+    """The network layer's per-address WebSocket caps (absent in bare test contexts)."""
+    return getattr(getattr(c, "protection", None), "connections", None)
+
+
 async def device_socket(call: Call) -> web.WebSocketResponse:
     """The device socket; its route authenticates the upgrade (device credentials)."""
     c = call.c
-    conn = await _open_device_socket(call.request, c, call.me)
-    # This frame lives as long as the connection: keep only what serving needs.
-    del call
-    log.debug("device %s.%d connected", log_id(conn.account_id), conn.device_id)
+    guard = _guard(c)
+    # Per address (issue 13 §1): TooManyConnections over the cap, before the upgrade.
+    key = guard.websocket_opened(call.request, False) if guard is not None else ""
     try:
-        await conn.serve()
+        conn = await _open_device_socket(call.request, c, call.me)
+        # This frame lives as long as the connection: keep only what serving needs.
+        del call
+        log.debug("device %s.%d connected", log_id(conn.account_id), conn.device_id)
+        try:
+            await conn.serve()
+        finally:
+            await _close_device_socket(c, conn)
+            log.debug("device %s.%d disconnected", log_id(conn.account_id), conn.device_id)
     finally:
-        await _close_device_socket(c, conn)
-        log.debug("device %s.%d disconnected", log_id(conn.account_id), conn.device_id)
+        if guard is not None:
+            guard.websocket_closed(key, False)
     return conn.ws
 
 
 async def sealed_socket(call: Call) -> web.WebSocketResponse:
     c, request = call.c, call.request
     del call  # this frame lives as long as the connection
-    ws = _prepare(request, c, sealed=True)
-    await ws.prepare(request)
-    conn = SealedConnection(ws, c, request)
-    c.connections += 1
-    c.sealed_connections += 1
+    guard = _guard(c)
+    key = guard.websocket_opened(request, True) if guard is not None else ""
     try:
-        await conn.serve()
+        ws = _prepare(request, c, sealed=True)
+        await ws.prepare(request)
+        conn = SealedConnection(ws, c, request)
+        c.connections += 1
+        c.sealed_connections += 1
+        # Closed after sealed_max_lifetime_s however busy: one client sending a frame
+        # now and then must not keep its slots for ever (issue 13 §1).
+        expiry = None if guard is None else guard.expire_sealed(
+            key, lambda: _spawn(conn.reject(WSCloseCode.OK, "sealed socket lifetime reached")))
+        try:
+            await conn.serve()
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+            conn.closed = True
+            conn.drop_all_groups()
+            c.connections -= 1
+            c.sealed_connections -= 1
     finally:
-        conn.closed = True
-        conn.drop_all_groups()
-        c.connections -= 1
-        c.sealed_connections -= 1
+        if guard is not None:
+            guard.websocket_closed(key, True)
     return ws
 
 __all__ = [

@@ -8,6 +8,7 @@ password hash adds nothing) and compares in constant time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -15,12 +16,15 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from veil.server.config import ServerConfig
 from veil.server.encoding import ACCOUNT_ID_BYTES, log_id
 from veil.server.errors import (
     AccountNotFound,
     InvalidInvite,
+    ProofOfWorkRequired,
+    RateLimited,
     RegistrationClosed,
     Unauthorized,
     UsernameNotFound,
@@ -32,6 +36,9 @@ log = logging.getLogger("veil.server.accounts")
 TOKEN_BYTES = 32
 FIRST_DEVICE_ID = 1
 _CACHE_SIZE = 50_000
+# Registrations whose prekey signatures are checked at once, and waiting at most.
+REGISTRATION_WORKERS = max(1, (os.cpu_count() or 2) // 2)
+MAX_WAITING_REGISTRATIONS = 64
 
 
 def hash_token(token: bytes) -> bytes:
@@ -52,6 +59,15 @@ class Registration:
     access_key: bytes | None = None
     unrestricted_sealed: bool | None = None
     invite: str | None = None
+    proof_of_work: tuple[str, str] | None = None  # (challenge, nonce): registration "pow"
+
+
+class ProofChecker(Protocol):
+    """What registration needs of the proof of work (protection/pow.py)."""
+
+    def verify(self, challenge: str, nonce: str) -> None: ...
+
+    def record_registration(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -70,8 +86,24 @@ class AccountService:
         self._clock_ms = clock_ms
         # Verified credential hashes; bounded LRU so auth rarely touches the database.
         self._credentials: OrderedDict[tuple[bytes, int], DeviceRecord] = OrderedDict()
+        # The signature checks of a registration's prekeys are its expensive part: a few
+        # at a time, and a bounded queue beyond that, so a registration flood takes a
+        # bounded share of the CPU and never the latency of everyone else (issue 13 §2).
+        self._verifying = asyncio.Semaphore(REGISTRATION_WORKERS)
+        self._waiting = 0
 
-    async def register(self, reg: Registration) -> Registered:
+    async def register(self, reg: Registration,
+                       proof: ProofChecker | None = None) -> Registered:
+        """Create the account. ``proof``: the server's proof-of-work checker, which
+        registration mode "pow" needs (a solution is checked, then spent)."""
+        if self._config.registration == "pow":
+            if proof is None or reg.proof_of_work is None:
+                raise ProofOfWorkRequired(
+                    "this server asks for a proof of work: solve GET /v1/accounts/challenge "
+                    "and send it as proof_of_work",
+                    {"challenge": "/v1/accounts/challenge"})
+            # One hash: checked before everything else a stranger could make us do.
+            proof.verify(*reg.proof_of_work)
         invite_hash = None
         if self._config.registration == "invite":
             if reg.invite is None:
@@ -86,9 +118,7 @@ class AccountService:
             # signatures, so a stranger without an invite costs one SELECT, not
             # hundreds of signature checks.
             raise InvalidInvite("the invite token is unknown, used or expired")
-        await validate_prekey_upload_off_loop(
-            reg.prekeys, identity_key=reg.identity_key, config=self._config
-        )
+        await self._validate(reg)
         token = reg.token if reg.token is not None else os.urandom(TOKEN_BYTES)
         account_id = os.urandom(ACCOUNT_ID_BYTES)
         unrestricted = (
@@ -111,7 +141,20 @@ class AccountService:
             invite_hash=invite_hash, max_prekeys_stored=self._config.max_prekeys_stored,
         )
         log.info("registered account %s", log_id(account_id))
+        if proof is not None:
+            proof.record_registration()
         return Registered(account_id, FIRST_DEVICE_ID, None if reg.token else token)
+
+    async def _validate(self, reg: Registration) -> None:
+        if self._waiting >= MAX_WAITING_REGISTRATIONS:
+            raise RateLimited.after(1.0, "register")
+        self._waiting += 1
+        try:
+            async with self._verifying:
+                await validate_prekey_upload_off_loop(
+                    reg.prekeys, identity_key=reg.identity_key, config=self._config)
+        finally:
+            self._waiting -= 1
 
     async def authenticate(
         self, account_id: bytes, device_id: int, token: bytes, *, cache: bool = True

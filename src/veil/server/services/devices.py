@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from veil.core.devices import DeviceApproval
 from veil.core.errors import CoreError
@@ -70,10 +71,20 @@ def _approval(raw: bytes) -> DeviceApproval:
         raise InvalidApproval("the approval is not a device approval") from None
 
 
+class AuditRecorder(Protocol):
+    """The audit log as this service uses it (veil.server.protection.audit)."""
+
+    def record(self, kind: str, **fields: Any) -> None: ...
+
+    def keyed(self, value: str | bytes) -> str: ...
+
+
 class DeviceService:
     def __init__(self, storage: Storage, bus: Bus, accounts: AccountService,
-                 config: ServerConfig, clock_ms: Callable[[], int]) -> None:
+                 config: ServerConfig, clock_ms: Callable[[], int],
+                 audit: AuditRecorder | None = None) -> None:
         self._storage = storage
+        self._audit = audit  # device revocations are audited (issue 13 §5)
         self._bus = bus
         self._accounts = accounts
         self._config = config
@@ -140,6 +151,9 @@ class DeviceService:
             raise DeviceNotFound("the account has no device with that id")
         self._accounts.forget(account_id, device_id)
         self._bus.publish((account_id, device_id), DeviceRemoved())
+        if self._audit is not None:  # the account only as the audit log's keyed hash
+            self._audit.record("device.revoked", account=self._audit.keyed(account_id),
+                               device_id=device_id)
         log.info("removed device %d of account %s", device_id, log_id(account_id))
 
     # --- provisioning channels -----------------------------------------------------------

@@ -81,6 +81,10 @@ class MessageService:
         self._bus = bus
         self._config = config
         self._clock_ms = clock_ms
+        # Since start, for the metrics (protection/metrics.py): envelopes stored, and
+        # acknowledged by their device (delivered); plain ints, cheap on the hot path.
+        self.stored = 0
+        self.delivered = 0
 
     def _authoriser(self, sender: Sender, items: Sequence[Outgoing]) -> Callable[
         [RecipientInfo], None
@@ -150,7 +154,9 @@ class MessageService:
         if stored.cancelled() or stored.exception() is not None:
             return
         publish = self._bus.publish
-        for envelope, item in zip(stored.result(), items, strict=True):
+        envelopes = stored.result()
+        self.stored += len(envelopes)
+        for envelope, item in zip(envelopes, items, strict=True):
             publish((recipient, envelope.device_id),
                     EnvelopeQueued(envelope.id, envelope.ts, item.body))
 
@@ -169,12 +175,20 @@ class MessageService:
         )
 
     async def acknowledge(self, account_id: bytes, device_id: int, ids: Sequence[int]) -> int:
-        return await self._storage.delete_envelopes(account_id, device_id, ids)
+        deleted = await self._storage.delete_envelopes(account_id, device_id, ids)
+        self.delivered += deleted
+        return deleted
 
     def acknowledge_nowait(
         self, account_id: bytes, device_id: int, ids: Sequence[int]
     ) -> asyncio.Future[int]:
-        return self._storage.delete_envelopes_nowait(account_id, device_id, ids)
+        deleted = self._storage.delete_envelopes_nowait(account_id, device_id, ids)
+        deleted.add_done_callback(self._count_delivered)
+        return deleted
+
+    def _count_delivered(self, deleted: asyncio.Future[int]) -> None:
+        if not deleted.cancelled() and deleted.exception() is None:
+            self.delivered += deleted.result()
 
     async def expire(self) -> EnvelopeExpiry:
         """Delete every envelope stored more than ``envelope_ttl_s`` ago, delivered or

@@ -229,6 +229,65 @@ class ProvisioningChannel:
 # --- end of linked devices ---------------------------------------------------------------
 
 
+# --- protection layers (issue 13; sqlite_protection.py, postgres_protection.py) ---------
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One record of the audit chain (protection/audit.py). ``fields`` is the canonical
+    JSON text exactly as it was hashed; ``hash`` = SHA-256(``prev_hash`` || canonical
+    encoding of seq, at_ms, kind, fields)."""
+
+    seq: int
+    at_ms: int
+    kind: str
+    fields: str
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheckpoint:
+    """The chain head at ``seq`` signed with the server key ``key_id`` (Ed25519)."""
+
+    seq: int
+    hash: bytes
+    at_ms: int
+    signature: bytes
+    key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRow:
+    """A block in force. ``key`` is the raw address key (kept so that the block applies
+    after a restart); ``key_hash`` its keyed hash, the only form shown to anyone."""
+
+    block_id: str
+    key: str
+    key_hash: str
+    rule: str
+    since_ms: int
+    until_ms: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRule:
+    """A network rule added at run time; ``action`` is ``"deny"`` or ``"allow"``."""
+
+    cidr: str
+    action: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterRow:
+    """One token bucket of a limiter table that outlives the process."""
+
+    key: str
+    tokens: float
+    updated_ms: int
+# --- end of protection layers ------------------------------------------------------------
+
+
 class Storage(abc.ABC):
     """Durable state of one deployment. All methods are coroutines; all are atomic."""
 
@@ -376,6 +435,18 @@ class Storage(abc.ABC):
         """
         return Reclaimed()
 
+    # Monitoring (issue 13 §4; protection/metrics.py).
+    async def queued_envelopes(self) -> int:
+        """Envelopes waiting in every device queue together (the metrics' queue depth).
+        A full count: the metrics ask at most every few seconds and cache it."""
+        raise NotImplementedError
+
+    def set_observer(self, observer: Callable[[str, float], None] | None) -> None:
+        """Report each database transaction's duration as ``observer(op, seconds)``
+        (the metrics' storage latency; it may be called from the database thread).
+        The default times nothing."""
+        return None
+
     # MLS KeyPackage directory.
     @abc.abstractmethod
     async def store_key_packages(
@@ -479,6 +550,65 @@ class Storage(abc.ABC):
         there is none. Raises NotFound for no unexpired channel."""
     # --- end of linked devices ----------------------------------------------------------
 
+    # --- protection layers (issue 13; sqlite_protection.py, postgres_protection.py) -----
+    @abc.abstractmethod
+    async def audit_append(self, rows: Sequence[AuditRow]) -> None:
+        """Append audit records in one transaction. Raises Conflict when a seq is taken
+        (another writer appended first): nothing is stored then."""
+
+    @abc.abstractmethod
+    async def audit_last(self) -> AuditRow | None:
+        """The record of the highest seq, or None for an empty log."""
+
+    @abc.abstractmethod
+    async def audit_rows(self, after_seq: int, limit: int) -> list[AuditRow]:
+        """Up to ``limit`` records with seq > ``after_seq``, by seq."""
+
+    @abc.abstractmethod
+    async def audit_checkpoint_add(self, checkpoint: AuditCheckpoint) -> None:
+        """Store a checkpoint (replacing one of the same seq)."""
+
+    @abc.abstractmethod
+    async def audit_checkpoints(self) -> list[AuditCheckpoint]:
+        """Every checkpoint, by seq (one per ``checkpoint_every`` records: few)."""
+
+    @abc.abstractmethod
+    async def blocks_save(self, row: BlockRow) -> None:
+        """Insert the block, or replace the one with the same ``block_id``."""
+
+    @abc.abstractmethod
+    async def blocks_delete(self, block_id: str) -> bool:
+        """Remove a block (lifted); False when there was none."""
+
+    @abc.abstractmethod
+    async def blocks_load(self, now_ms: int) -> list[BlockRow]:
+        """The blocks still in force at ``now_ms`` (``until_ms`` > now), by
+        ``since_ms``; ended ones are deleted in the same transaction, so no address
+        stays stored longer than its block."""
+
+    @abc.abstractmethod
+    async def network_rules_add(self, cidr: str, action: str, now_ms: int) -> None:
+        """Add a rule, or replace the action of the rule for the same ``cidr``.
+        ``action`` is ``"deny"`` or ``"allow"`` (anything else: ValueError)."""
+
+    @abc.abstractmethod
+    async def network_rules_remove(self, cidr: str) -> bool:
+        """Remove the rule for ``cidr``; False when there was none."""
+
+    @abc.abstractmethod
+    async def network_rules(self) -> list[NetworkRule]:
+        """Every runtime rule, oldest first."""
+
+    @abc.abstractmethod
+    async def limiter_save(self, name: str, rows: Sequence[LimiterRow]) -> None:
+        """Replace every row of the limiter table ``name`` with ``rows`` (the caller
+        bounds them), in one transaction."""
+
+    @abc.abstractmethod
+    async def limiter_load(self, name: str) -> list[LimiterRow]:
+        """The rows of the limiter table ``name``, by key."""
+    # --- end of protection layers -------------------------------------------------------
+
     # Invites.
     @abc.abstractmethod
     async def add_invite(self, token_hash: bytes, expires_at_ms: int) -> None: ...
@@ -491,7 +621,10 @@ __all__ = [
     "KIND_EC",
     "KIND_KEM",
     "AccountRecord",
+    "AuditCheckpoint",
+    "AuditRow",
     "Authorise",
+    "BlockRow",
     "ClaimedKeyPackage",
     "DeviceBundle",
     "DeviceRecord",
@@ -503,7 +636,9 @@ __all__ = [
     "GroupView",
     "KeyPackageCounts",
     "KeyPackageRecord",
+    "LimiterRow",
     "LinkedDevice",
+    "NetworkRule",
     "NewDevice",
     "NextEpoch",
     "OneTimeKey",

@@ -30,7 +30,7 @@ from veil.server.storage.schema import SCHEMA_MIGRATIONS, TABLES, Dialect, creat
 
 log = logging.getLogger("veil.server.storage")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # 3: code before it would leave an erased device's KeyPackages behind.
 SCHEMA_COMPAT_VERSION = 3
 
@@ -50,6 +50,8 @@ NAMES: dict[int, str] = {
     3: "MLS delivery service: mls_key_packages, mls_groups, group_epochs, group_messages",
     4: "linked devices: devices.approval, provisioning_channels",
     5: "retention: envelopes_by_ts (queued envelopes expire)",
+    6: "protection layers: audit_records, audit_checkpoints, protection_blocks, "
+       "network_rules, limiter_state",
 }
 
 # Steps from version 1, the first released schema (databases before it are empty).
@@ -137,6 +139,46 @@ UPGRADES: tuple[Upgrade, ...] = (
         5, NAMES[5],
         sqlite=("CREATE INDEX envelopes_by_ts ON envelopes(ts)",),
         postgres=("CREATE INDEX envelopes_by_ts ON envelopes(ts)",),
+    ),
+    # Protection layers (issue 13): the audit log, blocks, runtime network rules and
+    # limiter state. Tables of their own, none naming an account: code of schema 3 to
+    # 5 can still use the result (it never reads them).
+    Upgrade(
+        6, NAMES[6],
+        sqlite=(
+            "CREATE TABLE audit_records (seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, "
+            "kind TEXT NOT NULL, fields TEXT NOT NULL, prev_hash BLOB NOT NULL, hash BLOB "
+            "NOT NULL)",
+            "CREATE TABLE audit_checkpoints (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, "
+            "at_ms INTEGER NOT NULL, signature BLOB NOT NULL, key_id TEXT NOT NULL)",
+            "CREATE TABLE protection_blocks (block_id TEXT NOT NULL, address_key TEXT NOT "
+            "NULL, key_hash TEXT NOT NULL, rule TEXT NOT NULL, since_ms INTEGER NOT NULL, "
+            "until_ms INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (block_id)) "
+            "WITHOUT ROWID",
+            "CREATE INDEX protection_blocks_by_until ON protection_blocks(until_ms)",
+            "CREATE TABLE network_rules (cidr TEXT NOT NULL, action TEXT NOT NULL, at_ms "
+            "INTEGER NOT NULL, PRIMARY KEY (cidr)) WITHOUT ROWID",
+            "CREATE TABLE limiter_state (name TEXT NOT NULL, key TEXT NOT NULL, tokens "
+            "REAL NOT NULL, updated_ms INTEGER NOT NULL, PRIMARY KEY (name, key)) "
+            "WITHOUT ROWID",
+        ),
+        postgres=(
+            "CREATE TABLE audit_records (seq BIGINT NOT NULL, at_ms BIGINT NOT NULL, kind "
+            "TEXT NOT NULL, fields TEXT NOT NULL, prev_hash BYTEA NOT NULL, hash BYTEA NOT "
+            "NULL, PRIMARY KEY (seq))",
+            "CREATE TABLE audit_checkpoints (seq BIGINT NOT NULL, hash BYTEA NOT NULL, "
+            "at_ms BIGINT NOT NULL, signature BYTEA NOT NULL, key_id TEXT NOT NULL, "
+            "PRIMARY KEY (seq))",
+            "CREATE TABLE protection_blocks (block_id TEXT NOT NULL, address_key TEXT NOT "
+            "NULL, key_hash TEXT NOT NULL, rule TEXT NOT NULL, since_ms BIGINT NOT NULL, "
+            "until_ms BIGINT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (block_id))",
+            "CREATE INDEX protection_blocks_by_until ON protection_blocks(until_ms)",
+            "CREATE TABLE network_rules (cidr TEXT NOT NULL, action TEXT NOT NULL, at_ms "
+            "BIGINT NOT NULL, PRIMARY KEY (cidr))",
+            "CREATE TABLE limiter_state (name TEXT NOT NULL, key TEXT NOT NULL, tokens "
+            "DOUBLE PRECISION NOT NULL, updated_ms BIGINT NOT NULL, PRIMARY KEY (name, "
+            "key))",
+        ),
     ),
 )
 

@@ -47,6 +47,7 @@ from veil.server.storage.base import (
 from veil.server.storage.migrations import DatabaseState
 from veil.server.storage.postgres_devices import PostgresDevicesStore
 from veil.server.storage.postgres_mls import PostgresMlsStore
+from veil.server.storage.postgres_protection import PostgresProtectionStore
 from veil.server.storage.postgres_retention import PostgresRetentionStore
 from veil.server.storage.schema import Scope, erase_statements
 
@@ -60,7 +61,7 @@ def _storage_errors(cls: type[PostgresStorage]) -> type[PostgresStorage]:
     """Turn driver and network failures of every public coroutine into StorageError
     (the class's own and its mixin's, ``postgres_mls``)."""
     methods = {**vars(PostgresMlsStore), **vars(PostgresDevicesStore),
-               **vars(PostgresRetentionStore), **vars(cls)}
+               **vars(PostgresRetentionStore), **vars(PostgresProtectionStore), **vars(cls)}
     for name, method in list(methods.items()):
         if name.startswith("_") or name in ("open", "close"):
             continue
@@ -83,8 +84,8 @@ def _storage_errors(cls: type[PostgresStorage]) -> type[PostgresStorage]:
 
 
 @_storage_errors
-class PostgresStorage(PostgresRetentionStore, PostgresMlsStore, PostgresDevicesStore,
-                      Storage):
+class PostgresStorage(PostgresProtectionStore, PostgresRetentionStore, PostgresMlsStore,
+                      PostgresDevicesStore, Storage):
     def __init__(self, dsn: str, *, schema: str | None = None, max_connections: int = 10) -> None:
         self._dsn = dsn
         self._schema = schema

@@ -36,6 +36,9 @@ class PostgresRetentionStore:
         )
         return EnvelopeExpiry(int(row[0]), int(row[1]))
 
+    async def queued_envelopes(self) -> int:
+        return int(await self._p().fetchval("SELECT COUNT(*) FROM envelopes"))
+
 
 __all__ = [
     "PostgresRetentionStore",

@@ -30,6 +30,7 @@ class Type(enum.Enum):
     INT16 = ("INTEGER", "SMALLINT")
     INT32 = ("INTEGER", "INTEGER")
     INT64 = ("INTEGER", "BIGINT")
+    FLOAT = ("REAL", "DOUBLE PRECISION")  # 8-byte IEEE in both
     # Increasing ids that are never reused, even after deletion: SQLite's AUTOINCREMENT
     # (plain rowids may reuse the highest one) and a PostgreSQL sequence.
     SERIAL = ("INTEGER", "BIGSERIAL")
@@ -219,12 +220,70 @@ PROVISIONING_CHANNELS = Table("provisioning_channels", (
 ), primary_key=("id",), indexes=(Index("provisioning_by_expiry", ("expires_at",)),))
 # --- end of linked devices -------------------------------------------------------------
 
+# --- protection layers (schema 6, issue 13) ----------------------------------------------
+# None of these tables names an account or a device: the audit log holds identifiers only
+# as keyed hashes, and the rest is keyed by client addresses.
+#
+# The tamper-evident audit log (issue 13 §5, protection/audit.py): ``fields`` is the
+# canonical JSON text exactly as hashed (TEXT, not JSONB, which would reorder it);
+# ``hash`` is SHA-256 of ``prev_hash`` and the canonical encoding of the record.
+AUDIT_RECORDS = Table("audit_records", (
+    Column("seq", Type.INT64),
+    Column("at_ms", Type.INT64),
+    Column("kind", Type.TEXT),
+    Column("fields", Type.TEXT),
+    Column("prev_hash", Type.BYTES),
+    Column("hash", Type.BYTES),
+), primary_key=("seq",))
+
+# The chain head at ``seq`` signed with the server key (Ed25519) named by ``key_id``.
+AUDIT_CHECKPOINTS = Table("audit_checkpoints", (
+    Column("seq", Type.INT64),
+    Column("hash", Type.BYTES),
+    Column("at_ms", Type.INT64),
+    Column("signature", Type.BYTES),
+    Column("key_id", Type.TEXT),
+), primary_key=("seq",))
+
+# Blocks in force (detection layer). ``address_key`` is the raw address key (an IPv4
+# address or an IPv6 /64), kept so a block still applies after a restart; the row goes
+# when the block ends or is lifted. ``key_hash`` is its keyed hash, what operators see.
+PROTECTION_BLOCKS = Table("protection_blocks", (
+    Column("block_id", Type.TEXT),
+    Column("address_key", Type.TEXT),
+    Column("key_hash", Type.TEXT),
+    Column("rule", Type.TEXT),
+    Column("since_ms", Type.INT64),
+    Column("until_ms", Type.INT64),
+    Column("count", Type.INT32),
+), primary_key=("block_id",), indexes=(Index("protection_blocks_by_until", ("until_ms",)),))
+
+# Network rules added at run time (``veil admin deny``), on top of the config file's.
+NETWORK_RULES = Table("network_rules", (
+    Column("cidr", Type.TEXT),
+    Column("action", Type.TEXT),  # 'deny' or 'allow'
+    Column("at_ms", Type.INT64),
+), primary_key=("cidr",))
+
+# Token buckets that must hold across a restart (registration): one row per key of a
+# bucket table ``name``, replaced as a whole by each save.
+LIMITER_STATE = Table("limiter_state", (
+    Column("name", Type.TEXT),
+    Column("key", Type.TEXT),
+    Column("tokens", Type.FLOAT),
+    Column("updated_ms", Type.INT64),
+), primary_key=("name", "key"))
+# --- end of protection layers ------------------------------------------------------------
+
 # In dependency order: a table comes after every table it references.
 TABLES: tuple[Table, ...] = (
     SCHEMA_MIGRATIONS, SCHEMA_COMPAT_VERSION, ACCOUNTS, DEVICES, ONE_TIME_PREKEYS,
     ENVELOPES, INVITES, MLS_KEY_PACKAGES, GROUPS, GROUP_EPOCHS, GROUP_MESSAGES,
-    PROVISIONING_CHANNELS,
+    PROVISIONING_CHANNELS, AUDIT_RECORDS, AUDIT_CHECKPOINTS, PROTECTION_BLOCKS,
+    NETWORK_RULES, LIMITER_STATE,
 )
+PROTECTION_TABLES: tuple[Table, ...] = (
+    AUDIT_RECORDS, AUDIT_CHECKPOINTS, PROTECTION_BLOCKS, NETWORK_RULES, LIMITER_STATE)
 GROUP_TABLES: tuple[Table, ...] = (GROUPS, GROUP_EPOCHS, GROUP_MESSAGES)
 
 
@@ -295,8 +354,14 @@ def erase_statements(scope: Scope, dialect: Dialect) -> list[str]:
     return statements
 
 __all__ = [
+    "AUDIT_CHECKPOINTS",
+    "AUDIT_RECORDS",
     "GROUP_TABLES",
+    "LIMITER_STATE",
     "MLS_KEY_PACKAGES",
+    "NETWORK_RULES",
+    "PROTECTION_BLOCKS",
+    "PROTECTION_TABLES",
     "PROVISIONING_CHANNELS",
     "SCHEMA_MIGRATIONS",
     "TABLES",

@@ -59,6 +59,7 @@ from veil.server.storage.migrations import DatabaseState
 from veil.server.storage.schema import Scope, erase_statements
 from veil.server.storage.sqlite_devices import SQLiteDevicesStore
 from veil.server.storage.sqlite_mls import SQLiteMlsStore
+from veil.server.storage.sqlite_protection import SQLiteProtectionStore
 from veil.server.storage.sqlite_retention import SQLiteRetentionStore, convert_auto_vacuum
 from veil.server.storage.sqlite_worker import DatabaseThread
 
@@ -68,7 +69,8 @@ log = logging.getLogger("veil.server.storage")
 _CACHE_ENTRIES = 100_000
 
 
-class SQLiteStorage(SQLiteRetentionStore, SQLiteMlsStore, SQLiteDevicesStore, Storage):
+class SQLiteStorage(SQLiteProtectionStore, SQLiteRetentionStore, SQLiteMlsStore,
+                    SQLiteDevicesStore, Storage):
     def __init__(
         self, path: Path, *, synchronous: str = "full", group_commit_window_ms: float = 0.0
     ) -> None:
@@ -106,6 +108,9 @@ class SQLiteStorage(SQLiteRetentionStore, SQLiteMlsStore, SQLiteDevicesStore, St
 
     def submit_outside(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         return self._db.submit_outside(fn)
+
+    def set_observer(self, observer: Callable[[str, float], None] | None) -> None:
+        self._db.observer = observer
 
     async def _call(
         self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True

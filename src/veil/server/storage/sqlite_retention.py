@@ -92,6 +92,12 @@ class SQLiteRetentionStore:
 
         return await self._call(fn)
 
+    async def queued_envelopes(self) -> int:
+        def fn(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0])
+
+        return await self._call(fn)
+
     async def reclaim(self) -> Reclaimed:
         pages = 0
         while True:

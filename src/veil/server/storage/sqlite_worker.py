@@ -74,6 +74,8 @@ class DatabaseThread:
         self._stopping = threading.Event()
         self._checkpointer: threading.Thread | None = None
         self._open_error: BaseException | None = None
+        # Told each transaction's duration (the metrics' storage latency), if set.
+        self.observer: Callable[[str, float], None] | None = None
 
     @property
     def running(self) -> bool:
@@ -232,6 +234,7 @@ class DatabaseThread:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
         results: list[tuple[bool, Any]] = []
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, _, savepoint in batch:
@@ -250,7 +253,10 @@ class DatabaseThread:
                     results.append((False, exc))
                 if savepoint:
                     conn.execute("RELEASE job")
+            committing = time.perf_counter()
             conn.execute("COMMIT")
+            if self.observer is not None:
+                self._observe(started, committing)
         except (sqlite3.Error, _PartialWrite) as exc:
             # The type only: exception text can carry identifiers (a KeyError's key).
             log.error("database batch failed: %s", _describe(exc))
@@ -261,6 +267,16 @@ class DatabaseThread:
             results = [(False, error)] * len(batch)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(_resolve, batch, results)
+
+    def _observe(self, started: float, committing: float) -> None:
+        done = time.perf_counter()
+        observer = self.observer
+        try:  # a fault in a metric must never stop the database thread
+            if observer is not None:
+                observer("transaction", done - started)
+                observer("commit", done - committing)
+        except Exception:
+            log.debug("storage observer failed", exc_info=True)
 
     def _checkpoint_loop(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None)

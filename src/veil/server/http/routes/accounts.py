@@ -9,13 +9,33 @@ from veil.protocol import requests as rq
 from veil.protocol import responses as rs
 from veil.protocol.fields import USERNAME_PATTERN
 from veil.server.encoding import normalise_username
+from veil.server.errors import InvalidInvite, InvalidProofOfWork
 from veil.server.http.context import json_response
 from veil.server.http.endpoint import Auth, Call, PathParam, Route
 from veil.server.http.routes.keys import given, prekey_upload
+from veil.server.protection import events as ev
+from veil.server.protection.policy import protection_of, request_key
 from veil.server.services.accounts import Registration
 
 
 async def register(call: Call) -> web.Response:
+    try:
+        return await _register(call)
+    except (InvalidInvite, InvalidProofOfWork):
+        protection = protection_of(call.c)
+        protection.events.emit(ev.REGISTRATION_REFUSED, request_key(protection, call.request))
+        raise
+
+
+async def challenge(call: Call) -> web.Response:
+    """A proof-of-work challenge for registration (issue 13 §2; protection/pow.py)."""
+    issued = protection_of(call.c).pow.challenge()
+    return json_response(rs.PowChallenge(
+        challenge=issued.text, bits=issued.bits, algorithm="sha256",
+        expires_in_s=issued.expires_in_s, required=call.c.config.registration == "pow"))
+
+
+async def _register(call: Call) -> web.Response:
     data: rq.Registration = call.body
     result = await call.c.accounts.register(Registration(
         identity_key=data.identity_key,
@@ -26,7 +46,11 @@ async def register(call: Call) -> web.Response:
         access_key=given(data.access_key),
         unrestricted_sealed=given(data.unrestricted_sealed),
         invite=given(data.invite),
-    ))
+        proof_of_work=None if data.proof_of_work is UNSET
+        else (data.proof_of_work.challenge, data.proof_of_work.nonce),
+    ), proof=protection_of(call.c).pow)
+    protection = protection_of(call.c)
+    protection.events.emit(ev.REGISTRATION, request_key(protection, call.request))
     return json_response(rs.Registered(
         account_id=result.account_id.hex(), device_id=result.device_id,
         token=UNSET if result.issued_token is None else result.issued_token,
@@ -72,13 +96,18 @@ async def lookup_username(call: Call) -> web.Response:
 
 
 ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/accounts/challenge", challenge,
+          "A proof-of-work challenge for registration (servers in mode pow)",
+          auth=Auth.NONE, query=(), body=None, rate_limit="challenge", audit="none",
+          tag="accounts", responses={200: ("The challenge", rs.PowChallenge)}),
     Route("POST", "/v1/accounts", register, "Register an account with its first device",
           auth=Auth.NONE, query=(), body=rq.Registration, rate_limit="register",
           audit="account.register",
           responses={201: ("Created: account_id, device_id, token (if the server issued it)",
                            rs.Registered),
-                     403: ("Registration closed, or the invite is not valid (registration_"
-                           "closed, invalid_invite)", None),
+                     403: ("Registration closed, the invite is not valid, or a proof of "
+                           "work is needed or wrong (registration_closed, invalid_invite, "
+                           "proof_of_work_required, invalid_proof_of_work)", None),
                      409: ("The username is taken (username_taken)", None)},
           tag="accounts"),
     Route("GET", "/v1/accounts/me", whoami, "This account and its devices",

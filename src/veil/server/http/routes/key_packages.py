@@ -60,7 +60,7 @@ ROUTES: tuple[Route, ...] = (
           "Claim one MLS KeyPackage per device of an account (one-time first)",
           auth=Auth.DEVICE_OR_ACCESS_KEY,
           query=(IntQuery("cipher_suite", default=REQUIRED_SUITE, low=1, high=0xFFFF),),
-          body=None, rate_limit="keys_claim", audit="none", tag="keys",
+          body=None, rate_limit="key_packages_claim", audit="none", tag="keys",
           responses={200: ("One KeyPackage per device that has one of the suite; each "
                            "one-time KeyPackage is handed out once", rs.MlsKeyPackages)},
           path_params={"account_id": PathParam(parse_account_id, ACCOUNT_ID_PATTERN,
