@@ -12,34 +12,17 @@ more. Servers in other modes never ask, and nothing changes for them.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import msgspec
 
 from veil.client.api import Api
 from veil.client.errors import ServerRejected
+from veil.core.proof_of_work import MAX_BITS, solve
 from veil.protocol import requests as rq
 from veil.protocol import responses as rs
 
 CHALLENGE_PATH = "/v1/accounts/challenge"
-MAX_BITS = 32  # the most a server may ask (its pow_max_bits is at most 32)
 _ASKED = ("proof_of_work_required", "invalid_proof_of_work")
-
-
-def solve(challenge: str, bits: int) -> str:
-    """The first decimal nonce whose SHA-256(challenge ":" nonce) has ``bits`` leading
-    zero bits."""
-    if not 0 < bits <= MAX_BITS:
-        raise ValueError("difficulty out of range")
-    prefix = hashlib.sha256(f"{challenge}:".encode())
-    limit = 1 << (256 - bits)
-    nonce = 0
-    while True:
-        h = prefix.copy()
-        h.update(str(nonce).encode())
-        if int.from_bytes(h.digest(), "big") < limit:
-            return str(nonce)
-        nonce += 1
 
 
 async def solved(api: Api) -> rq.ProofOfWork:

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from veil.core.proof_of_work import leading_zero_bits, solve, work
 from veil.server.errors import InvalidProofOfWork
 from veil.server.protection.settings import LimitSettings
 
@@ -45,29 +46,6 @@ class Challenge:
     text: str  # what the client hashes with its nonce
     bits: int
     expires_in_s: int
-
-
-def leading_zero_bits(digest: bytes) -> int:
-    value = int.from_bytes(digest, "big")
-    return len(digest) * 8 - value.bit_length()
-
-
-def work(challenge: str, nonce: str) -> bytes:
-    return hashlib.sha256(f"{challenge}:{nonce}".encode()).digest()
-
-
-def solve(challenge: str, bits: int) -> str:
-    """The first nonce (decimal) that meets ``bits`` (the client's side; about 2**bits
-    hashes)."""
-    prefix = hashlib.sha256(f"{challenge}:".encode())
-    limit = 1 << (256 - bits)
-    nonce = 0
-    while True:
-        h = prefix.copy()
-        h.update(str(nonce).encode())
-        if int.from_bytes(h.digest(), "big") < limit:
-            return str(nonce)
-        nonce += 1
 
 
 class ProofOfWork:
