@@ -436,10 +436,10 @@ class Storage(abc.ABC):
         return Reclaimed()
 
     # Monitoring (issue 13 §4; protection/metrics.py).
+    @abc.abstractmethod
     async def queued_envelopes(self) -> int:
         """Envelopes waiting in every device queue together (the metrics' queue depth).
         A full count: the metrics ask at most every few seconds and cache it."""
-        raise NotImplementedError
 
     def set_observer(self, observer: Callable[[str, float], None] | None) -> None:
         """Report each database transaction's duration as ``observer(op, seconds)``
