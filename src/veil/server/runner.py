@@ -415,6 +415,9 @@ async def serve(config: ServerConfig, announce: Callable[[Line], None] = print,
         except ServerError as exc:
             log.error("configuration not reloaded: %s", exc)
 
+    # Not a stub: event loops without Unix signals raise NotImplementedError, and a
+    # platform without SIGHUP (Windows) has no signal.SIGHUP; reload then goes
+    # through `veil admin reload` only.
     with contextlib.suppress(NotImplementedError, AttributeError):
         loop.add_signal_handler(signal.SIGHUP, hang_up)
     try:
