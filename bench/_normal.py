@@ -58,8 +58,13 @@ class Ledger:
 
     def window(self, t0: float, t1: float) -> dict[str, Any]:
         """Figures of the messages *sent* in [t0, t1) (monotonic seconds)."""
-        a, b = int(t0 * 1e9), int(t1 * 1e9)
-        keys = [k for k, ns in self.sent.items() if a <= ns < b]
+        return self.windows([(t0, t1)])
+
+    def windows(self, spans: list[tuple[float, float]]) -> dict[str, Any]:
+        """Figures of the messages sent in any of ``spans`` (monotonic seconds)."""
+        bounds = [(int(t0 * 1e9), int(t1 * 1e9)) for t0, t1 in spans]
+        keys = [k for k, ns in self.sent.items() if any(a <= ns < b for a, b in bounds)]
+        seconds = sum(t1 - t0 for t0, t1 in spans)
         lat = sorted((self.received[k] - self.sent[k]) / 1e6 for k in keys
                      if k in self.received)
         q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 \
@@ -67,7 +72,7 @@ class Ledger:
         codes = Counter(self.errors[k] for k in keys if k in self.errors)
         return {"sent": len(keys), "delivered": len(lat), "lost": len(keys) - len(lat),
                 "p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2),
-                "per_s": round(len(keys) / (t1 - t0), 1) if t1 > t0 else 0.0,
+                "per_s": round(len(keys) / seconds, 1) if seconds > 0 else 0.0,
                 "send_errors": dict(codes)}
 
 

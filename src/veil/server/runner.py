@@ -39,8 +39,8 @@ from veil.server.errors import ConfigError, NotAServerDirectory, ServerError
 from veil.server.http.app import create_app
 from veil.server.http.context import Context
 from veil.server.lines import Line, line
-from veil.server.protection.connections import GuardedSite
 from veil.server.protection.facade import open_protection
+from veil.server.protection.listener import GuardedSite
 from veil.server.services.accounts import AccountService
 from veil.server.services.devices import DeviceService
 from veil.server.services.groups import GroupService

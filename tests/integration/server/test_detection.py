@@ -39,16 +39,19 @@ WORKERS = 8  # concurrent attack requests (an attack runs as fast as it can)
 
 MAX_CONNECTIONS = 40  # [network] max_connections_per_address in these servers
 SLOW_CONNECTIONS = 30  # a slowloris attacker's connections (under the cap)
+TARPIT_S = 0.5  # a blocked attacker's connections are held this long, then reset
 
 RULES = ("auth_bruteforce", "route_scan", "malformed_storm", "oversized_storm",
          "registration_storm", "key_draining", "message_flood", "connection_flood",
          "slowloris")
 
 
-def config_text() -> str:
-    lines = ["[network]", f"max_connections_per_address = {MAX_CONNECTIONS}", "",
+def config_text(overrides: tuple[str, ...] = ()) -> str:
+    lines = ["[network]", f"max_connections_per_address = {MAX_CONNECTIONS}",
+             f"tarpit_s = {TARPIT_S}", "",
              "[rules.overrides]"]
     lines += [f'"{rule}.block_s" = {BLOCK_S}' for rule in RULES]
+    lines += list(overrides)
     return "\n".join(lines) + "\n"
 
 
@@ -96,9 +99,10 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float,
 
 
 @contextlib.asynccontextmanager
-async def started(tmp_path: Path, extra_config: str = "") -> AsyncIterator[Rig]:
+async def started(tmp_path: Path, extra_config: str = "",
+                  overrides: tuple[str, ...] = ()) -> AsyncIterator[Rig]:
     cfg = tmp_path / "detection.toml"
-    cfg.write_text(extra_config + config_text())
+    cfg.write_text(extra_config + config_text(overrides))
     server = ServerProcess(tmp_path / "data", args=["--config", str(cfg)]).start()
     try:
         data = tmp_path / "data" / "admin"
@@ -338,3 +342,43 @@ async def test_alerts_reach_the_webhook_signed(tmp_path: Path) -> None:
     assert doc["rule"] == "route_scan" and doc["count"] >= 30
     assert doc["blocked_s"] == BLOCK_S and doc["source_hash"]
     assert ATTACKER not in body.decode()
+
+
+async def test_send_frames_are_counted_per_socket_to_the_last_one(tmp_path: Path) -> None:
+    """A socket tells the rules its send frames in batches (http/websocket.py): a batch
+    when SUBMIT_BATCH are counted, the rest after a moment or at a new recipient. Every
+    frame counts: 20 frames to one account fire a per-target rule of threshold 20."""
+    threshold = 20
+    overrides = (f'"message_flood_target.threshold" = {threshold}',)
+    async with started(tmp_path, overrides=overrides) as rig:
+        bob = await register(rig.normal, rig.url)
+        ws = await rig.attacker.ws_connect(rig.url + "/v1/websocket/sealed")
+        try:
+            async def send(to: Device, req: int) -> None:
+                assert to.access_key is not None
+                await ws.send_json({"type": "send", "req": req, "to": to.account_id,
+                                    "access_key": b64(to.access_key), "messages": [
+                                        {"device_id": to.device_id,
+                                         "envelope": b64(os.urandom(32))}]})
+                reply = json.loads((await ws.receive(timeout=10)).data)
+                assert reply["type"] == "sent", reply
+
+            async def target_alerts() -> list[Any]:
+                alerts = (await rig.admin("GET", "/admin/api/alerts"))["alerts"]
+                return [a for a in alerts if a["rule"] == "message_flood_target"]
+
+            for req in range(threshold - 1):
+                await send(rig.alice, req)
+            await send(bob, 100)  # a new recipient: alice's 19 are told now
+            await asyncio.sleep(1.0)
+            assert await target_alerts() == []  # 19 < 20, however long one waits
+            await send(rig.alice, 101)  # the 20th: told after SUBMIT_FLUSH_S at most
+
+            async def fired() -> bool:
+                return len(await target_alerts()) == 1
+
+            await wait_for(fired, 10.0, "the per-target alert")
+            [alert] = await target_alerts()
+            assert alert["count"] == threshold and alert["scope"] == "target"
+        finally:
+            await ws.close()

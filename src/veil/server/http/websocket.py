@@ -99,6 +99,8 @@ CLOSE_REMOVED = 4001  # the device was unlinked (docs/devices.md)
 _CONGESTED_BYTES = 256 * 1024
 _TASKS: set[asyncio.Task[Any]] = set()
 _SOCKET_NUMBERS = itertools.count(1)
+SUBMIT_BATCH = 16  # send frames told to the detection layer as one event, at most
+SUBMIT_FLUSH_S = 0.5  # and no later than this after the first of them
 _NO_IDS: Any = frozenset()
 _NO_GROUPS: Any = {}
 _INTERNAL_ERROR = rs.ErrorDetail(code="internal_error", message="internal error")
@@ -149,8 +151,9 @@ def _spawn(coro: Any) -> None:
 class _Socket(abc.ABC):
     """What both kinds of socket share: strict frames and bounded concurrent sends."""
 
-    __slots__ = ("c", "closed", "groups", "inflight", "number", "outbox", "outbox_bytes",
-                 "slot", "source", "transport", "ws")
+    __slots__ = ("c", "closed", "groups", "inflight", "last_send", "outbox",
+                 "outbox_bytes", "slot", "socket_key", "source", "submits", "submits_timer",
+                 "transport", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, c: Context, request: web.Request) -> None:
         self.ws = ws
@@ -164,7 +167,16 @@ class _Socket(abc.ABC):
         # The client's address key: send frames are rate-limited per socket and per
         # (source, recipient) (issue 13 §2).
         self.source = request_key(protection_of(c), request)  # interned
-        self.number = 0  # this socket's bucket key, drawn at its first limited send
+        self.socket_key = ""  # this socket's bucket key, drawn at its first limited send
+        # (recipient, pair bucket key, recipient's keyed hash) of the last send frame: a
+        # socket mostly writes to one person, and the keyed hash is an HMAC. A hash kept
+        # across an audit-key rotation still verifies: the key before is kept (audit_keys).
+        self.last_send: tuple[str, str, str] | None = None
+        # Send frames to that recipient not yet told to the detection layer: counted
+        # here and told as one event (SUBMIT_BATCH of them, a new recipient, after
+        # SUBMIT_FLUSH_S, or at close), so the rules' work is not per frame.
+        self.submits = 0
+        self.submits_timer: asyncio.TimerHandle | None = None
         # Group subscriptions: group id -> the epoch whose read capability was proved.
         # Idle sockets share one empty dict until they subscribe (memory per connection).
         self.groups: dict[bytes, int] = _NO_GROUPS
@@ -250,15 +262,36 @@ class _Socket(abc.ABC):
         limits = protection.limits
         if limits.is_exempt(source):
             return
-        if self.number == 0:
-            self.number = next(_SOCKET_NUMBERS)  # never reused, unlike id()
-        keys = {"address": source, "socket": f"{source}#{self.number}",
-                "pair": f"{source}>{to}", "share": f"{source}>{to}"}
+        if not self.socket_key:
+            self.socket_key = f"{source}#{next(_SOCKET_NUMBERS)}"  # never reused, unlike id()
+        last = self.last_send
+        if last is None or last[0] != to:
+            self.flush_submits()
+            last = self.last_send = (to, f"{source}>{to}", keyed_for(protection, to))
+        pair = last[1]
         account = self.account_key()
-        if account is not None:
-            keys["account"] = account
-        limits.check("submit", **keys)
-        protection.events.emit(ev.MESSAGE_SUBMIT, source, target=keyed_for(protection, to))
+        if account is None:
+            limits.check("submit", address=source, socket=self.socket_key, pair=pair,
+                         share=pair)
+        else:
+            limits.check("submit", address=source, socket=self.socket_key, pair=pair,
+                         share=pair, account=account)
+        self.submits += 1
+        if self.submits >= SUBMIT_BATCH:
+            self.flush_submits()
+        elif self.submits_timer is None:
+            self.submits_timer = asyncio.get_running_loop().call_later(
+                SUBMIT_FLUSH_S, self.flush_submits)
+
+    def flush_submits(self) -> None:
+        """Tell the detection layer the send frames counted since the last time."""
+        if self.submits_timer is not None:
+            self.submits_timer.cancel()
+            self.submits_timer = None
+        count, self.submits = self.submits, 0
+        if count and self.last_send is not None:
+            protection_of(self.c).events.emit(ev.MESSAGE_SUBMIT, self.source, count=count,
+                                              target=self.last_send[2])
 
     def account_key(self) -> str | None:
         return None
@@ -577,6 +610,7 @@ async def _open_device_socket(
 
 async def _close_device_socket(c: Context, conn: DeviceConnection) -> None:
     conn.closed = True
+    conn.flush_submits()
     conn.drop_all_groups()
     c.connections -= 1
     await c.bus.unsubscribe((conn.account_id, conn.device_id), conn)
@@ -630,6 +664,7 @@ async def sealed_socket(call: Call) -> web.WebSocketResponse:
             if expiry is not None:
                 expiry.cancel()
             conn.closed = True
+            conn.flush_submits()
             conn.drop_all_groups()
             c.connections -= 1
             c.sealed_connections -= 1

@@ -16,6 +16,11 @@ from veil.server.errors import ConfigError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UNKNOWN = "unknown"  # a peer without an IP address (a Unix socket, a test transport)
+# Parsed answers kept per address text: parsing with ``ipaddress`` costs microseconds,
+# and every accepted (or refused) connection asks several times. Bounded; emptied when
+# full, which costs only a re-parse.
+CACHE_SIZE = 8192
+_keys: dict[str, str] = {}
 
 
 def parse_address(text: str) -> IPAddress | None:
@@ -33,6 +38,16 @@ def address_key(text: str | None) -> str:
     """The key of a peer address (see the module docstring); ``UNKNOWN`` if none."""
     if not text:
         return UNKNOWN
+    key = _keys.get(text)
+    if key is None:
+        key = _address_key(text)
+        if len(_keys) >= CACHE_SIZE:
+            _keys.clear()
+        _keys[text] = key
+    return key
+
+
+def _address_key(text: str) -> str:
     address = parse_address(text)
     if address is None:
         return UNKNOWN
@@ -52,13 +67,14 @@ def parse_network(text: str, where: str = "network") -> IPNetwork:
 class NetworkList:
     """A set of CIDR networks, matched against an address (IPv4 and IPv6)."""
 
-    __slots__ = ("_v4", "_v6", "networks")
+    __slots__ = ("_hits", "_v4", "_v6", "networks")
 
     def __init__(self, networks: Iterable[str], where: str = "network") -> None:
         parsed = [parse_network(n, where) for n in networks]
         self.networks: tuple[IPNetwork, ...] = tuple(parsed)
         self._v4 = [n for n in parsed if isinstance(n, ipaddress.IPv4Network)]
         self._v6 = [n for n in parsed if isinstance(n, ipaddress.IPv6Network)]
+        self._hits: dict[str, bool] = {}  # answers by address text (CACHE_SIZE)
 
     def __bool__(self) -> bool:
         return bool(self.networks)
@@ -70,11 +86,15 @@ class NetworkList:
         """Whether the address ``text`` (or the first address of a /64 key) is listed."""
         if not text or not self.networks:
             return False
-        address = parse_address(text.split("/", 1)[0])
-        if address is None:
-            return False
-        pool = self._v4 if isinstance(address, ipaddress.IPv4Address) else self._v6
-        return any(address in network for network in pool)
+        hit = self._hits.get(text)
+        if hit is None:
+            address = parse_address(text.split("/", 1)[0])
+            pool = self._v4 if isinstance(address, ipaddress.IPv4Address) else self._v6
+            hit = address is not None and any(address in network for network in pool)
+            if len(self._hits) >= CACHE_SIZE:
+                self._hits.clear()
+            self._hits[text] = hit
+        return hit
 
     def texts(self) -> list[str]:
         return [str(n) for n in self.networks]

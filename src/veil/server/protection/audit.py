@@ -137,7 +137,7 @@ class AuditLog:
         return out
 
     def attach(self, events: ev.EventHub) -> None:
-        events.subscribe(self._on_event)
+        events.subscribe(self._on_event, (ev.ALERT, ev.BLOCK_LIFTED, ev.REGISTRATION))
 
     def _on_event(self, event: ev.SecurityEvent) -> None:
         f = event.fields

@@ -1,13 +1,18 @@
 """Connection caps and timeouts at the listener (issue 13 §1, "slow or idle connections").
 
-:class:`GuardedSite` replaces ``web.TCPSite``: the event loop's protocol for every
-accepted socket is a :class:`GuardedConnection`, which asks the :class:`ConnectionGuard`
-before anything else is allocated. A denied, blocked or over-cap address is aborted at
-accept (one RST, the descriptor freed at once, CONNECTION_REFUSED counted): an address
+:class:`~.listener.GuardedSite` replaces ``web.TCPSite``: it refuses at ``accept()``
+what the :class:`ConnectionGuard` refuses, and the protocol of every socket it admits
+is a :class:`GuardedConnection`, which asks the guard again before anything else is
+allocated. A denied, blocked or over-cap address is refused with one RST (the
+descriptor freed at once, CONNECTION_REFUSED counted): an address
 holding thousands of idle sockets gets ``max_connections_per_address`` of them and no
 more, so the server's descriptors are never exhausted by one client. Admitted
-connections get aiohttp's ``RequestHandler`` (built by ``runner.server``) and every
-protocol callback is forwarded to it.
+connections get aiohttp's ``RequestHandler`` (built by ``runner.server``) once the head
+of their first request is complete — a connection that never finishes one (a slowloris,
+an idle flood) costs a small buffer, not a handler — and every protocol callback is
+forwarded to it. The connections of newly blocked addresses are aborted a slice at a
+time (:data:`CLOSE_SLICE` every :data:`CLOSE_PAUSE_S`), so blocking thousands never
+stalls everyone else's requests.
 
 Timeouts, one ``call_at`` timer per connection, set only when its phase changes (never
 per byte, so a busy connection costs nothing extra):
@@ -37,10 +42,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import resource
-import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -56,8 +62,13 @@ log = logging.getLogger("veil.server.protection")
 
 POLL_S = 1.0  # how often a running request is asked whether it is done
 _TLS_BUFFER = 1 << 20  # bytes held from a TLS peer before its handler exists
+MAX_HEAD_BYTES = 64 * 1024  # a first request's head gathered before aiohttp's handler
+# What the first bytes of a request line can be: a method (letters) and a space.
+_REQUEST_START = re.compile(rb"[A-Z]{0,15}(?: |$)")
 _REFUSAL_LOG_S = 60.0  # refused connections are summed up in one line per minute
 _CLOSE_AFTER_ANSWER_S = 0.5  # time for a 408 to leave before its connection closes
+CLOSE_SLICE = 32  # connections of blocked addresses aborted at a time
+CLOSE_PAUSE_S = 0.005  # and the pause between two such slices
 
 # Phases of a connection.
 FIRST, HEADERS, ACTIVE, IDLE, UPGRADED, CLOSED = range(6)
@@ -84,7 +95,7 @@ def _handler_idle(handler: Any) -> bool:
 class GuardedConnection(asyncio.Protocol):
     """One accepted socket: admitted (or aborted), timed, forwarded to aiohttp."""
 
-    __slots__ = ("guard", "inner", "key", "phase", "requests", "since", "slow",
+    __slots__ = ("guard", "head", "inner", "key", "phase", "requests", "since", "slow",
                  "timer", "tls", "tls_buffer", "tracked", "transport")
 
     def __init__(self, guard: ConnectionGuard, tls: ssl.SSLContext | None) -> None:
@@ -99,6 +110,7 @@ class GuardedConnection(asyncio.Protocol):
         self.slow = False
         self.timer: asyncio.TimerHandle | None = None
         self.tls_buffer: bytearray | None = None
+        self.head: bytearray | None = None  # the first request's head, while incomplete
         self.tracked = False
 
     # ---- asyncio protocol -----------------------------------------------------------
@@ -120,8 +132,7 @@ class GuardedConnection(asyncio.Protocol):
         self.since = loop.time()
         self._set_timer(self.since + guard.network.settings.first_byte_timeout_s)
         if self.tls is None:
-            self._attach(transport)
-            return
+            return  # the handler comes with the first request (data_received)
         # uvloop's TCPTransport is an asyncio.Transport in all but its class (no
         # isinstance), and its loop.start_tls takes it: no assert here (TLS review).
         raw: Any = transport
@@ -162,12 +173,25 @@ class GuardedConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         inner = self.inner
         if inner is None:
+            if self.phase == CLOSED:
+                return
             buffer = self.tls_buffer
-            if buffer is not None and self.phase != CLOSED:
+            if buffer is not None:
                 buffer += data
                 if len(buffer) > _TLS_BUFFER:
                     self.close(None)
-            return
+                return
+            if self.tls is not None:
+                return  # TLS is set up and the handler attached by _start_tls
+            # A plain connection's first request: aiohttp's handler (a task, a parser,
+            # buffers) is built only once its head is complete, so connections that
+            # never finish one — a slowloris, an idle flood — cost a small buffer each.
+            data = self._head(data)
+            if not data:
+                return
+            assert self.transport is not None
+            self._attach(self.transport)
+            inner = self.inner
         phase = self.phase
         if phase == ACTIVE or phase == UPGRADED:
             inner.data_received(data)
@@ -187,6 +211,25 @@ class GuardedConnection(asyncio.Protocol):
             settings = self.guard.network.settings
             self._set_timer(self.since + min(settings.slow_after_s, settings.header_timeout_s))
 
+    def _head(self, data: bytes) -> bytes:
+        """Gather the first request's head: b"" while it is incomplete, else every byte
+        so far (also bytes that cannot start a request, or a head over MAX_HEAD_BYTES,
+        for aiohttp to answer with its error)."""
+        head = self.head
+        if head is None:
+            head = self.head = bytearray()
+            self.since = self.guard.loop().time()
+            self.phase = HEADERS
+            settings = self.guard.network.settings
+            self._set_timer(self.since + min(settings.slow_after_s, settings.header_timeout_s))
+        start = max(0, len(head) - 3)
+        head += data
+        if (_REQUEST_START.match(head, 0, 16) is None or head.find(b"\r\n\r\n", start) >= 0
+                or head.find(b"\n\n", start) >= 0 or len(head) > MAX_HEAD_BYTES):
+            self.head = None
+            return bytes(head)
+        return b""
+
     def eof_received(self) -> bool | None:
         if self.inner is not None:
             return self.inner.eof_received()  # type: ignore[no-any-return]
@@ -202,6 +245,7 @@ class GuardedConnection(asyncio.Protocol):
         self.phase = CLOSED
         inner, self.inner = self.inner, None
         self.tls_buffer = None
+        self.head = None
         if inner is not None:
             inner.connection_lost(exc)
 
@@ -299,6 +343,9 @@ class ConnectionGuard:
         self.sealed = 0
         self._refusals: dict[str, int] = {}
         self._refusal_logged = 0.0
+        # Connections of blocked addresses waiting for their turn to be aborted.
+        self._closing: deque[GuardedConnection] = deque()
+        self._closer: asyncio.TimerHandle | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -322,10 +369,12 @@ class ConnectionGuard:
             return "cap"
         return None
 
-    def refused(self, key: str, reason: str, connection: str) -> None:
-        """Count a refusal (``connection``: tcp, websocket, sealed_websocket)."""
-        self.events.emit(ev.CONNECTION_REFUSED, key, reason=reason, connection=connection)
-        self._refusals[reason] = self._refusals.get(reason, 0) + 1
+    def refused(self, key: str, reason: str, connection: str, count: int = 1) -> None:
+        """Count ``count`` refusals of ``key`` for one reason (``connection``: tcp,
+        websocket, sealed_websocket) — one event for them all."""
+        self.events.emit(ev.CONNECTION_REFUSED, key, count=count, reason=reason,
+                         connection=connection)
+        self._refusals[reason] = self._refusals.get(reason, 0) + count
         now = self.clock()
         if now - self._refusal_logged >= _REFUSAL_LOG_S:
             # One line a minute at most, and no address in it: the detection layer
@@ -348,11 +397,28 @@ class ConnectionGuard:
                 del self._by_key[conn.key]
 
     def close_address(self, key: str) -> int:
-        """Abort every connection of ``key`` (a block started); returns how many."""
+        """Abort every connection of ``key`` (a block started); returns how many. The
+        first :data:`CLOSE_SLICE` go at once, the rest join one queue for every address
+        that is drained a slice every :data:`CLOSE_PAUSE_S`: ten addresses blocked
+        together with hundreds of connections each are closed over a fraction of a
+        second, not in one burst that (with the clients' reconnections it sets off)
+        would hold up everyone else's requests."""
         held = list(self._by_key.get(key, ()))
-        for conn in held:
+        for conn in held[:CLOSE_SLICE]:
             conn.close(None)
+        if len(held) > CLOSE_SLICE:
+            self._closing.extend(held[CLOSE_SLICE:])
+            if self._closer is None:
+                self._closer = self.loop().call_later(CLOSE_PAUSE_S, self._close_more)
         return len(held)
+
+    def _close_more(self) -> None:
+        self._closer = None
+        closing = self._closing
+        for _ in range(min(CLOSE_SLICE, len(closing))):
+            closing.popleft().close(None)
+        if closing:
+            self._closer = self.loop().call_later(CLOSE_PAUSE_S, self._close_more)
 
     def close_denied(self) -> int:
         """Abort the connections of addresses the network policy no longer admits
@@ -421,6 +487,10 @@ class ConnectionGuard:
 
     def close(self) -> None:
         """Abort what aiohttp does not know of yet (TLS handshakes) at shutdown."""
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        self._closing.clear()
         for held in list(self._by_key.values()):
             for conn in list(held):
                 if conn.inner is None:
@@ -458,58 +528,8 @@ def _no_handler() -> Any:
     raise RuntimeError("the connection guard serves no site yet")
 
 
-class GuardedSite(web.BaseSite):
-    """``web.TCPSite`` with every accepted socket passed through a ConnectionGuard."""
-
-    __slots__ = ("_bound_port", "_guard", "_host", "_port", "_reuse_address",
-                 "_tls_context")
-
-    def __init__(self, runner: web.BaseRunner, host: str, port: int,
-                 guard: ConnectionGuard, ssl_context: ssl.SSLContext | None = None, *,
-                 backlog: int = 4096, reuse_address: bool = True) -> None:
-        # The TLS context is not handed to BaseSite: the connection starts TLS itself.
-        super().__init__(runner, backlog=backlog)
-        self._host, self._port = host, port
-        self._guard = guard
-        self._tls_context = ssl_context
-        self._reuse_address = reuse_address
-        self._bound_port = port
-
-    @property
-    def name(self) -> str:
-        scheme = "https" if self._tls_context else "http"
-        return str(f"{scheme}://{self._host}:{self._bound_port}")
-
-    @property
-    def port(self) -> int:
-        return self._bound_port
-
-    async def start(self) -> None:
-        await super().start()
-        # Thousands of sockets are normal here; the soft limit (often 1024) is not.
-        log.info("open file limit %d", raise_fd_limit())
-        loop = asyncio.get_running_loop()
-        server = self._runner.server
-        assert server is not None
-        settings = self._guard.network.settings
-        kwargs = dict(getattr(server, "_kwargs", {}))
-        # aiohttp's own keep-alive timer stays as a backstop behind the guard's.
-        kwargs["keepalive_timeout"] = settings.keepalive_timeout_s + 2 * POLL_S + 1.0
-
-        def make_handler() -> web.RequestHandler:
-            return web.RequestHandler(server, loop=loop, **kwargs)
-
-        factory = self._guard.protocol_factory(make_handler, self._tls_context)
-        self._server = await loop.create_server(
-            factory, self._host, self._port, backlog=self._backlog,
-            reuse_address=self._reuse_address, family=socket.AF_UNSPEC)
-        if self._server.sockets:
-            self._bound_port = self._server.sockets[0].getsockname()[1]
-
-
 __all__ = [
     "ConnectionGuard",
     "GuardedConnection",
-    "GuardedSite",
     "raise_fd_limit",
 ]

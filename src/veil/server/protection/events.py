@@ -18,7 +18,7 @@ the emitter's way: a fault in a counter must not fail a request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -63,23 +63,46 @@ Subscriber = Callable[[SecurityEvent], None]
 
 class EventHub:
     """Synchronous fan-out of :class:`SecurityEvent` to subscribers, in subscription
-    order."""
+    order. A subscriber may name the kinds it wants: the busiest kind (one
+    ``message_submit`` per send frame) then reaches only those that count it, and an
+    event nobody wants is never built."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[tuple[Subscriber, frozenset[str] | None]] = []
+        self._by_kind: dict[str, tuple[Subscriber, ...]] = {}
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.append(subscriber)
+    def subscribe(self, subscriber: Subscriber,
+                  kinds: Iterable[str] | None = None) -> None:
+        """Call ``subscriber`` for every event, or only for those of ``kinds``."""
+        self._subscribers.append((subscriber, None if kinds is None else frozenset(kinds)))
+        self._by_kind = {}
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        if subscriber in self._subscribers:
-            self._subscribers.remove(subscriber)
+        self._subscribers = [(s, k) for s, k in self._subscribers if s != subscriber]
+        self._by_kind = {}
+
+    def _of_kind(self, kind: str) -> tuple[Subscriber, ...]:
+        subscribers = self._by_kind.get(kind)
+        if subscribers is None:
+            subscribers = tuple(s for s, kinds in self._subscribers
+                                if kinds is None or kind in kinds)
+            if len(self._by_kind) < 4 * len(KINDS):  # kinds come from code: few
+                self._by_kind[kind] = subscribers
+        return subscribers
+
+    def wanted(self, kind: str) -> bool:
+        """Whether anyone subscribes to ``kind`` (so a caller can skip costly fields)."""
+        return bool(self._of_kind(kind))
 
     def emit(self, kind: str, source: str | None = None, *, count: int = 1,
-             **fields: Any) -> SecurityEvent:
+             **fields: Any) -> SecurityEvent | None:
+        """Hand the event to its subscribers; the event, or None when nobody wanted it."""
+        subscribers = self._of_kind(kind)
+        if not subscribers:
+            return None
         event = SecurityEvent(kind, source, self.clock(), fields, count)
-        for subscriber in self._subscribers:
+        for subscriber in subscribers:
             try:
                 subscriber(event)
             except Exception:

@@ -52,19 +52,24 @@ class TokenBuckets:
         bucket[1] = now
         return bucket
 
-    def take(self, key: str, cost: float = 1.0) -> float:
+    def take(self, key: str, cost: float = 1.0, now: float | None = None) -> float:
         """Take ``cost`` tokens of ``key``'s bucket: 0.0 if they were there (taken), else
         the seconds until they will be (nothing taken). A cost above ``burst`` is never
-        possible; it is answered with the time to fill the whole bucket."""
-        now = self.clock()
-        bucket = self._level(key, now)
+        possible; it is answered with the time to fill the whole bucket. ``now`` (the
+        clock's reading) saves a caller that takes from several tables the calls."""
+        if now is None:
+            now = self.clock()
+        buckets = self._buckets
+        bucket = buckets.get(key)
         if bucket is None:
-            bucket = [self.burst, now]
-            self._buckets[key] = bucket
-            if len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
+            bucket = buckets[key] = [self.burst, now]
+            if len(buckets) > self.max_keys:
+                buckets.popitem(last=False)
+        else:  # refilled in line (_level): this runs for every request and send frame
+            tokens = bucket[0] + (now - bucket[1]) * self.rate_per_s
+            bucket[0] = tokens if tokens < self.burst else self.burst
+            bucket[1] = now
+            buckets.move_to_end(key)
         if bucket[0] >= cost:
             bucket[0] -= cost
             return 0.0

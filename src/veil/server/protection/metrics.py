@@ -119,6 +119,7 @@ class Metrics:
                                        "the protection layers, by kind", ("kind",),
                                        registry=r)
         self._event_children: dict[str, Any] = {}
+        self._limited_children: dict[Any, Any] = {}
         self.rate_limited = Counter("veil_rate_limit_hits", "Requests and frames refused "
                                     "by a rate limit, by limit class", ("limit_class",),
                                     registry=r)
@@ -192,9 +193,14 @@ class Metrics:
                 self._event_children[event.kind] = child
         child.inc(count)
         fields = event.fields
-        if event.kind == ev.RATE_LIMITED:
-            self.rate_limited.labels(self._class(fields.get("limit_class")
-                                                 or fields.get("class"))).inc(count)
+        if event.kind == ev.RATE_LIMITED:  # a flood's refusals: the child is cached
+            name = fields.get("limit_class") or fields.get("class")
+            limited = self._limited_children.get(name)
+            if limited is None:
+                limited = self.rate_limited.labels(self._class(name))
+                if len(self._limited_children) < MAX_LABEL_VALUES:
+                    self._limited_children[name] = limited
+            limited.inc(count)
         elif event.kind == ev.ALERT:
             # One alert per emit (its ``hits`` field is the events the rule counted).
             self.rule_firings.labels(self._rule(fields.get("rule"))).inc()

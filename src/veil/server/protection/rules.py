@@ -219,6 +219,16 @@ class _Table:
     windows: OrderedDict[str, Window] = field(default_factory=OrderedDict)
 
 
+# A table as one kind of event meets it: the field tests of that kind's matches, or
+# None when one of them takes every event of the kind (the common case, no test).
+_Counter = tuple[_Table, tuple[Match, ...] | None]
+
+
+def _counter(table: _Table, kind: str) -> _Counter:
+    matches = tuple(m for m in table.rule.matches if m.kind == kind)
+    return table, None if any(not m.field for m in matches) else matches
+
+
 class Detector:
     """Counts the hub's events against the rules; fires alerts and blocks."""
 
@@ -235,7 +245,7 @@ class Detector:
         self._alerts: deque[Alert] = deque(maxlen=settings.max_alerts_kept)
         self._next_id = 1
         self._tables: dict[str, _Table] = {}
-        self._by_kind: dict[str, list[_Table]] = {}
+        self._by_kind: dict[str, list[_Counter]] = {}
         self.reload(settings)
         events.subscribe(self.on_event)
 
@@ -260,7 +270,7 @@ class Detector:
             for table in tables.values():
                 if table.rule.enabled:
                     for kind in table.rule.kinds:
-                        self._by_kind.setdefault(kind, []).append(table)
+                        self._by_kind.setdefault(kind, []).append(_counter(table, kind))
 
     def close(self) -> None:
         self.events.unsubscribe(self.on_event)
@@ -279,12 +289,12 @@ class Detector:
 
     def on_event(self, event: SecurityEvent) -> None:
         """The hub's subscriber (synchronous, O(rules matching the kind))."""
-        tables = self._by_kind.get(event.kind)
-        if not tables:
+        counters = self._by_kind.get(event.kind)
+        if not counters:
             return
-        for table in tables:
+        for table, tests in counters:
             rule = table.rule
-            if not any(m.kind == event.kind and m.matches(event) for m in rule.matches):
+            if tests is not None and not any(m.matches(event) for m in tests):
                 continue
             if rule.key == "source":
                 key = event.source

@@ -63,8 +63,18 @@ class NetworkSettings:
     # A device socket is pinged this often and closed when no pong comes within half
     # of it: a peer that vanished without a FIN does not hold its slot for ever.
     websocket_heartbeat_s: float = 60.0
+    # Connections of blocked or denied addresses are held silent for tarpit_s before
+    # their reset, as a firewall's DROP would leave them (a blocked client cannot retry
+    # at full speed): at most tarpit_per_address of one address and tarpit_max in all,
+    # beyond which they are reset at once. tarpit_max = 0 resets every one at once.
+    tarpit_s: float = 5.0
+    tarpit_per_address: int = 256
+    tarpit_max: int = 4096
 
     def __post_init__(self) -> None:
+        if self.tarpit_max < 0 or self.tarpit_per_address < 0:
+            raise ConfigError("network.tarpit_max and network.tarpit_per_address must be "
+                              "0 or more")
         _positive("network", max_connections_per_address=self.max_connections_per_address,
                   max_websockets_per_address=self.max_websockets_per_address,
                   max_sealed_websockets_per_address=self.max_sealed_websockets_per_address,
@@ -74,7 +84,8 @@ class NetworkSettings:
                   keepalive_timeout_s=self.keepalive_timeout_s,
                   slow_after_s=self.slow_after_s,
                   sealed_max_lifetime_s=self.sealed_max_lifetime_s,
-                  websocket_heartbeat_s=self.websocket_heartbeat_s)
+                  websocket_heartbeat_s=self.websocket_heartbeat_s,
+                  tarpit_s=self.tarpit_s)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ class Webhook:
         self._session: aiohttp.ClientSession | None = None
         self._stats = WebhookStats()
         if self.enabled:
-            events.subscribe(self.on_event)
+            events.subscribe(self.on_event, (ev.ALERT,))
 
     def stats(self) -> WebhookStats:
         self._stats.queued = len(self._queue)

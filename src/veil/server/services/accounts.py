@@ -36,8 +36,10 @@ log = logging.getLogger("veil.server.accounts")
 TOKEN_BYTES = 32
 FIRST_DEVICE_ID = 1
 _CACHE_SIZE = 50_000
-# Registrations whose prekey signatures are checked at once, and waiting at most.
-REGISTRATION_WORKERS = max(1, (os.cpu_count() or 2) // 2)
+# Registrations whose prekey signatures are checked at once, and waiting at most: half
+# the CPUs this process may run on (a server pinned to one core checks one at a time).
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+REGISTRATION_WORKERS = max(1, (_CPUS or 2) // 2)
 MAX_WAITING_REGISTRATIONS = 64
 
 

@@ -14,6 +14,7 @@ import pytest
 from veil.server.errors import ConfigError, TooManyConnections
 from veil.server.protection import events as ev
 from veil.server.protection.connections import (
+    MAX_HEAD_BYTES,
     ConnectionGuard,
     GuardedConnection,
     _handler_idle,
@@ -303,3 +304,25 @@ def test_the_descriptor_limit_is_raised_to_the_hard_limit() -> None:
     assert soft == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     assert hard == resource.RLIM_INFINITY or soft == hard
+
+
+async def test_the_handler_comes_with_a_complete_head_or_with_bytes_it_must_answer() -> None:
+    g, _seen = guard()
+    dripping, _t = connect(g, "198.51.100.20")
+    for part in (b"GE", b"T /health HTTP/1.1\r\n", b"X-Slow: 1\r\n"):
+        dripping.data_received(part)
+        assert dripping.inner is None  # a slowloris costs no handler
+    dripping.data_received(b"\r\n")
+    assert dripping.inner is not None
+    assert b"".join(dripping.inner.received) == b"GET /health HTTP/1.1\r\nX-Slow: 1\r\n\r\n"
+    # Bytes that cannot start a request (a TLS hello on the plain port): aiohttp's
+    # handler at once, which answers 400 instead of waiting for a header timeout.
+    hello, _t = connect(g, "198.51.100.21")
+    hello.data_received(b"\x16\x03\x01\x02\x00")
+    assert hello.inner is not None and b"".join(hello.inner.received) == b"\x16\x03\x01\x02\x00"
+    # A head that never ends: handed over past MAX_HEAD_BYTES (aiohttp answers 431).
+    endless, _t = connect(g, "198.51.100.22")
+    endless.data_received(b"GET / HTTP/1.1\r\n")
+    while endless.inner is None:
+        endless.data_received(b"X-Long: " + b"a" * 1000 + b"\r\n")
+    assert len(b"".join(endless.inner.received)) > MAX_HEAD_BYTES
