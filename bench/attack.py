@@ -64,7 +64,8 @@ Diagnostics in each row besides the issue's keys: p50s, ``after_detect_p99_ms`` 
 one second after detection), ``during_p99_ms_by_second``, ``loadgen_lag_p99_ms`` (how
 late the load generator's own event loop woke: client-side delay that is in every
 latency it measures), ``checks.server_cpu_share`` (server CPU seconds per second).
-``--quick`` shortens ``[network] header_timeout_s`` to 3 s so a slowloris outlives it.
+``--quick`` shortens ``[network] header_timeout_s`` to 3 s so a slowloris outlives it,
+and ``tarpit_s`` to 0.5 s.
 
     .venv/bin/python bench/attack.py [--pairs 16] [--rate 4] [--runs 9] [--quick]
                                      [--only ATTACK ...] [--no-overhead] [--no-pin]
@@ -150,6 +151,9 @@ def protection_on(quick: bool) -> dict[str, dict[str, Any]]:
     network: dict[str, Any] = {"exempt": []}
     if quick:  # a slowloris must outlive the header timeout within a quick run
         network.update(header_timeout_s=HEADER_TIMEOUT_QUICK_S, slow_after_s=1.0)
+        # and a blocked attacker's last requests and refusal probes wait out the
+        # tarpit: a short one keeps the smoke test short.
+        network.update(tarpit_s=0.5)
     return {"network": network}
 
 
